@@ -1,0 +1,16 @@
+"""Build the C core (nfos._core). Everything else is declared in pyproject.toml."""
+
+from glob import glob
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "nfos._core",
+            sources=sorted(glob("src/nfos/_core/*.c")),
+            include_dirs=["src/nfos/_core"],
+            extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wno-unused-function"],
+        )
+    ]
+)
