@@ -1,0 +1,583 @@
+/* Packet view: zero-copy parsing and header accessors (hot path).
+ *
+ * pkt_parse() finds the layer offsets once (Ethernet with one 802.1Q tag,
+ * IPv4 with options and fragments, TCP, UDP, ICMP).  Python sees a Packet
+ * whose header views (pkt.eth, pkt.ip, pkt.tcp / pkt.udp / pkt.l4,
+ * pkt.icmp) read the frame bytes in place.  Setting an address, port, TTL,
+ * TOS or TCP flags updates the IPv4 and TCP/UDP checksums incrementally
+ * (RFC 1624, eqn. 3); the header bytes are saved in the undo log first, so
+ * an aborted attempt leaves the frame as it arrived.
+ */
+#include "nfos_core.h"
+
+PyTypeObject *Packet_Type;
+static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
+static inline void wr32(uint8_t *p, uint32_t v) { wr16(p, v >> 16); wr16(p + 2, v & 0xffff); }
+static inline uint64_t rd48(const uint8_t *p) { return (uint64_t)rd16(p) << 32 | rd32(p + 2); }
+
+/* ----------------------------------------------------------------- parse */
+
+void pkt_parse(PktSlot *s) {
+    const uint8_t *d = s->data;
+    uint32_t len = s->len;
+    s->flags = 0;
+    s->proto = 0;
+    s->l3 = s->l4 = s->payload = 0;
+    if (len < 14) {
+        s->flags = PF_MALFORMED;
+        return;
+    }
+    uint16_t l3 = 14, etype = rd16(d + 12);
+    if (etype == 0x8100) {
+        if (len < 18) {
+            s->flags = PF_MALFORMED;
+            return;
+        }
+        s->flags |= PF_VLAN;
+        etype = rd16(d + 16);
+        l3 = 18;
+    }
+    s->l3 = l3;
+    s->payload = l3;
+    if (etype != 0x0800) return;   /* not IPv4: an orphan, no IP view */
+    if (len < (uint32_t)l3 + 20u || (d[l3] >> 4) != 4) {
+        s->flags |= PF_MALFORMED;
+        return;
+    }
+    uint32_t ihl = (d[l3] & 0xf) * 4u, total = rd16(d + l3 + 2);
+    if (ihl < 20 || total < ihl || l3 + total > len) {
+        s->flags |= PF_MALFORMED;   /* bad IHL, or a total length beyond the frame */
+        return;
+    }
+    s->flags |= PF_IP;
+    s->proto = d[l3 + 9];
+    uint16_t frag = rd16(d + l3 + 6);
+    if (frag & 0x3fff) s->flags |= PF_FRAG;
+    uint32_t l4 = l3 + ihl, end = l3 + total;
+    s->l4 = (uint16_t)l4;
+    s->payload = (uint16_t)l4;
+    if (frag & 0x1fff) return;   /* a later fragment carries no L4 header */
+    uint32_t room = end - l4;
+    if (s->proto == 6) {
+        uint32_t doff = room >= 13 ? (d[l4 + 12] >> 4) * 4u : 0;
+        if (room >= 20 && doff >= 20 && doff <= room) {
+            s->flags |= PF_TCP;
+            s->payload = (uint16_t)(l4 + doff);
+        } else if (!(s->flags & PF_FRAG)) {
+            s->flags |= PF_MALFORMED;
+        }
+    } else if (s->proto == 17) {
+        if (room >= 8) {
+            s->flags |= PF_UDP;
+            s->payload = (uint16_t)(l4 + 8);
+        } else if (!(s->flags & PF_FRAG)) {
+            s->flags |= PF_MALFORMED;
+        }
+    } else if (s->proto == 1) {
+        if (room >= 8) {
+            s->flags |= PF_ICMP;
+            s->payload = (uint16_t)(l4 + 8);
+        } else if (room >= 4) {
+            s->flags |= PF_ICMP;
+            s->payload = (uint16_t)(l4 + 4);
+        }
+    }
+}
+
+static inline uint32_t ip_end(const PktSlot *s) {
+    return (s->flags & PF_IP) ? s->l3 + rd16(s->data + s->l3 + 2) : s->len;
+}
+
+/* -------------------------------------------------------- checksum update */
+
+static inline uint16_t csum_update16(uint16_t hc, uint16_t old, uint16_t new_) {
+    uint32_t sum = (uint16_t)~hc + (uint16_t)~old + (uint32_t)new_;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static void csum_at(uint8_t *p, uint16_t old, uint16_t new_) { wr16(p, csum_update16(rd16(p), old, new_)); }
+
+/* The L4 checksum covers the pseudo-header (addresses) and the ports.  A
+ * zero UDP checksum means "none" and stays zero (RFC 768). */
+static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_) {
+    uint8_t *d = s->data;
+    if (s->flags & PF_TCP) {
+        csum_at(d + s->l4 + 16, old, new_);
+    } else if (s->flags & PF_UDP) {
+        uint8_t *c = d + s->l4 + 6;
+        if (rd16(c) == 0) return;
+        uint16_t v = csum_update16(rd16(c), old, new_);
+        wr16(c, v ? v : 0xffff);
+    }
+}
+
+static int prepare_write(PktSlot *s) {
+    if (s->undo_serial == g_tx.serial) return 0;
+    uint32_t n = s->payload + 4u > 160u ? s->payload + 4u : 160u;
+    if (n > s->len) n = s->len;
+    if (tx_save_private(s->data, n) < 0) return -1;
+    s->undo_serial = g_tx.serial;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- Packet */
+
+typedef struct {
+    PyObject_HEAD
+    Packet *pkt;   /* borrowed; cleared when the packet goes away */
+} HdrView;
+
+PyObject *packet_new(PktSlot *s) {
+    Packet *p = (Packet *)Packet_Type->tp_alloc(Packet_Type, 0);
+    if (!p) return NULL;
+    p->slot = s;
+    return (PyObject *)p;
+}
+
+void packet_invalidate(PyObject *o) { ((Packet *)o)->slot = NULL; }
+
+static void packet_dealloc(PyObject *o) {
+    Packet *p = (Packet *)o;
+    PyTypeObject *tp = Py_TYPE(o);
+    for (int i = 0; i < 4; i++) {
+        if (p->views[i]) {
+            ((HdrView *)p->views[i])->pkt = NULL;
+            Py_DECREF(p->views[i]);
+        }
+    }
+    tp->tp_free(o);
+    Py_DECREF(tp);
+}
+
+static PyObject *stale(void) {
+    PyErr_SetString(PyExc_RuntimeError, "this packet's handler has returned; packets are valid only inside it");
+    return NULL;
+}
+
+#define SLOT_OR_FAIL(p)                   \
+    PktSlot *s = ((Packet *)(p))->slot;   \
+    if (!s) return stale();
+
+static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
+    if (!p->views[which]) {
+        HdrView *v = (HdrView *)tp->tp_alloc(tp, 0);
+        if (!v) return NULL;
+        v->pkt = p;
+        p->views[which] = (PyObject *)v;
+    }
+    Py_INCREF(p->views[which]);
+    return p->views[which];
+}
+
+static PyObject *pkt_get_eth(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    (void)s;
+    return view_of((Packet *)o, 0, EthView_Type);
+}
+static PyObject *pkt_get_ip(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (!(s->flags & PF_IP)) Py_RETURN_NONE;
+    return view_of((Packet *)o, 1, IPView_Type);
+}
+static PyObject *pkt_get_tcp(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    return view_of((Packet *)o, 2, L4View_Type);
+}
+static PyObject *pkt_get_udp(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (!(s->flags & PF_UDP)) Py_RETURN_NONE;
+    return view_of((Packet *)o, 2, L4View_Type);
+}
+static PyObject *pkt_get_l4(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (!(s->flags & (PF_TCP | PF_UDP))) Py_RETURN_NONE;
+    return view_of((Packet *)o, 2, L4View_Type);
+}
+static PyObject *pkt_get_icmp(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (!(s->flags & PF_ICMP)) Py_RETURN_NONE;
+    return view_of((Packet *)o, 3, ICMPView_Type);
+}
+static PyObject *pkt_get_dev(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    PyObject *n = PyTuple_GET_ITEM(g_cfg.dev_names, s->dev);
+    Py_INCREF(n);
+    return n;
+}
+static PyObject *pkt_get_dev_index(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyLong_FromLong(s->dev);
+}
+static PyObject *pkt_get_time(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyLong_FromUnsignedLongLong(s->time);
+}
+static PyObject *pkt_get_len(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyLong_FromUnsignedLong(s->len);
+}
+static PyObject *pkt_get_payload(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    uint32_t end = ip_end(s);
+    return PyBytes_FromStringAndSize((char *)s->data + s->payload, end > s->payload ? end - s->payload : 0);
+}
+static PyObject *pkt_get_frame(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyBytes_FromStringAndSize((char *)s->data, s->len);
+}
+static PyObject *pkt_get_out(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    if (s->out == -1) Py_RETURN_NONE;
+    if (s->out == -2) return PyUnicode_FromString("*flood*");
+    PyObject *n = PyTuple_GET_ITEM(g_cfg.dev_names, s->out);
+    Py_INCREF(n);
+    return n;
+}
+
+/* Device name or index -> index; one dict lookup for names. */
+static PyObject *g_dev_index;   /* dict name -> int */
+
+int dev_lookup(PyObject *dev) {
+    if (PyLong_Check(dev)) {
+        long i = PyLong_AsLong(dev);
+        if (i >= 0 && i < g_cfg.ndevs) return (int)i;
+    } else if (g_dev_index) {
+        PyObject *i = PyDict_GetItemWithError(g_dev_index, dev);
+        if (i) return (int)PyLong_AsLong(i);
+        if (PyErr_Occurred()) return -1;
+    }
+    PyErr_Format(PyExc_ValueError, "unknown device %R (the NF's devices are %R)", dev, g_cfg.dev_names);
+    return -1;
+}
+
+static PyObject *pkt_send(PyObject *o, PyObject *dev) {
+    SLOT_OR_FAIL(o);
+    int d = dev_lookup(dev);
+    if (d < 0) return NULL;
+    s->out = (int16_t)d;
+    Py_RETURN_NONE;
+}
+static PyObject *pkt_flood(PyObject *o, PyObject *noargs) {
+    SLOT_OR_FAIL(o);
+    s->out = -2;
+    Py_RETURN_NONE;
+}
+static PyObject *pkt_drop(PyObject *o, PyObject *noargs) {
+    SLOT_OR_FAIL(o);
+    s->out = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *pkt_repr(PyObject *o) {
+    Packet *p = (Packet *)o;
+    if (!p->slot) return PyUnicode_FromString("<Packet (handler returned)>");
+    PktSlot *s = p->slot;
+    return PyUnicode_FromFormat("<Packet dev=%R len=%u time=%llu>", PyTuple_GET_ITEM(g_cfg.dev_names, s->dev),
+                                s->len, (unsigned long long)s->time);
+}
+
+static PyGetSetDef pkt_getset[] = {
+    {"eth", pkt_get_eth, NULL, "Ethernet header view", NULL},
+    {"ip", pkt_get_ip, NULL, "IPv4 header view, or None", NULL},
+    {"tcp", pkt_get_tcp, NULL, "TCP header view, or None", NULL},
+    {"udp", pkt_get_udp, NULL, "UDP header view, or None", NULL},
+    {"l4", pkt_get_l4, NULL, "TCP or UDP header view, or None", NULL},
+    {"icmp", pkt_get_icmp, NULL, "ICMP header view, or None", NULL},
+    {"dev", pkt_get_dev, NULL, "input device name", NULL},
+    {"dev_index", pkt_get_dev_index, NULL, "input device index", NULL},
+    {"time", pkt_get_time, NULL, "arrival time, ns", NULL},
+    {"len", pkt_get_len, NULL, "frame length in bytes", NULL},
+    {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length", NULL},
+    {"frame", pkt_get_frame, NULL, "a copy of the whole frame", NULL},
+    {"out", pkt_get_out, NULL, "current output decision (None = drop)", NULL},
+    {NULL}};
+
+static PyMethodDef pkt_methods[] = {
+    {"send", pkt_send, METH_O, "send(dev): output on device `dev` (name or index) at commit"},
+    {"flood", pkt_flood, METH_NOARGS, "output on every device but the input one"},
+    {"drop", pkt_drop, METH_NOARGS, "drop the packet (the default)"},
+    {NULL}};
+
+static PyType_Slot pkt_slots[] = {
+    {Py_tp_dealloc, packet_dealloc}, {Py_tp_getset, pkt_getset}, {Py_tp_methods, pkt_methods},
+    {Py_tp_repr, pkt_repr}, {Py_tp_doc, "A packet being handled; valid only inside its handler."},
+    {0, NULL}};
+static PyType_Spec pkt_spec = {"nfos.Packet", sizeof(Packet), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                               pkt_slots};
+
+/* ------------------------------------------------------------ header views */
+
+static void hdr_dealloc(PyObject *o) {
+    PyTypeObject *tp = Py_TYPE(o);
+    tp->tp_free(o);
+    Py_DECREF(tp);
+}
+
+#define HDR_SLOT(o)                                              \
+    HdrView *hv = (HdrView *)(o);                                \
+    if (!hv->pkt || !hv->pkt->slot) return stale();             \
+    PktSlot *s = hv->pkt->slot;                                  \
+    uint8_t *d = s->data;
+#define HDR_SLOT_SET(o)                                          \
+    HdrView *hv = (HdrView *)(o);                                \
+    if (!hv->pkt || !hv->pkt->slot) { stale(); return -1; }      \
+    PktSlot *s = hv->pkt->slot;                                  \
+    uint8_t *d = s->data;                                        \
+    if (value == NULL) { PyErr_SetString(PyExc_AttributeError, "header fields cannot be deleted"); return -1; }
+
+static int get_uint(PyObject *value, unsigned long long max, unsigned long long *out) {
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "header fields take ints, got %.80s", Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (PyErr_Occurred() || v > max) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_OverflowError, "value %R out of range 0..%llu", value, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Ethernet */
+static PyObject *eth_src(PyObject *o, void *c) { HDR_SLOT(o); (void)s; return PyLong_FromUnsignedLongLong(rd48(d + 6)); }
+static PyObject *eth_dst(PyObject *o, void *c) { HDR_SLOT(o); (void)s; return PyLong_FromUnsignedLongLong(rd48(d)); }
+static PyObject *eth_type(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyLong_FromLong(rd16(d + ((s->flags & PF_VLAN) ? 16 : 12)));
+}
+static PyObject *eth_vlan(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!(s->flags & PF_VLAN)) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(d + 14) & 0xfff);
+}
+static int eth_set_mac(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 0xffffffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint8_t *p = d + (c ? 6 : 0);
+    wr16(p, (uint16_t)(v >> 32));
+    wr32(p + 2, (uint32_t)v);
+    return 0;
+}
+static PyGetSetDef eth_getset[] = {
+    {"src", eth_src, eth_set_mac, "source MAC (int)", (void *)1},
+    {"dst", eth_dst, eth_set_mac, "destination MAC (int)", NULL},
+    {"type", eth_type, NULL, "EtherType (after a VLAN tag)", NULL},
+    {"vlan", eth_vlan, NULL, "802.1Q VLAN id, or None", NULL},
+    {NULL}};
+
+/* IPv4 */
+#define IPH (d + s->l3)
+static PyObject *ip_src(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromUnsignedLong(rd32(IPH + 12)); }
+static PyObject *ip_dst(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromUnsignedLong(rd32(IPH + 16)); }
+static PyObject *ip_proto(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(IPH[9]); }
+static PyObject *ip_ttl(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(IPH[8]); }
+static PyObject *ip_tos(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(IPH[1]); }
+static PyObject *ip_len(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(IPH + 2)); }
+static PyObject *ip_id(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(IPH + 4)); }
+static PyObject *ip_ihl(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(IPH[0] & 0xf); }
+static PyObject *ip_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(IPH + 10)); }
+static PyObject *ip_fragment(PyObject *o, void *c) { HDR_SLOT(o); (void)d; return PyBool_FromLong(s->flags & PF_FRAG); }
+static PyObject *ip_df(PyObject *o, void *c) { HDR_SLOT(o); return PyBool_FromLong(IPH[6] & 0x40); }
+static PyObject *ip_mf(PyObject *o, void *c) { HDR_SLOT(o); return PyBool_FromLong(IPH[6] & 0x20); }
+static PyObject *ip_frag_offset(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong((rd16(IPH + 6) & 0x1fff) * 8); }
+static PyObject *ip_options(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyBytes_FromStringAndSize((char *)IPH + 20, (IPH[0] & 0xf) * 4 - 20);
+}
+
+static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint8_t *p = IPH + (c ? 16 : 12);
+    uint32_t old = rd32(p), nw = (uint32_t)v;
+    wr32(p, nw);
+    csum_at(IPH + 10, old >> 16, nw >> 16);
+    csum_at(IPH + 10, old & 0xffff, nw & 0xffff);
+    l4_csum_update(s, old >> 16, nw >> 16);
+    l4_csum_update(s, old & 0xffff, nw & 0xffff);
+    return 0;
+}
+static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint16_t old = rd16(IPH + 8);
+    IPH[8] = (uint8_t)v;
+    csum_at(IPH + 10, old, rd16(IPH + 8));
+    return 0;
+}
+static int ip_set_tos(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint16_t old = rd16(IPH);
+    IPH[1] = (uint8_t)v;
+    csum_at(IPH + 10, old, rd16(IPH));
+    return 0;
+}
+static PyGetSetDef ip_getset[] = {
+    {"src", ip_src, ip_set_addr, "source address (int); setting it fixes checksums", NULL},
+    {"dst", ip_dst, ip_set_addr, "destination address (int); setting it fixes checksums", (void *)1},
+    {"proto", ip_proto, NULL, "protocol number", NULL},
+    {"ttl", ip_ttl, ip_set_ttl, "time to live", NULL},
+    {"tos", ip_tos, ip_set_tos, "type of service / DSCP+ECN byte", NULL},
+    {"len", ip_len, NULL, "total length", NULL},
+    {"id", ip_id, NULL, "identification", NULL},
+    {"ihl", ip_ihl, NULL, "header length in 32-bit words", NULL},
+    {"checksum", ip_checksum, NULL, "header checksum", NULL},
+    {"fragment", ip_fragment, NULL, "True if this is a fragment (MF set or offset > 0)", NULL},
+    {"df", ip_df, NULL, "don't-fragment flag", NULL},
+    {"mf", ip_mf, NULL, "more-fragments flag", NULL},
+    {"frag_offset", ip_frag_offset, NULL, "fragment offset in bytes", NULL},
+    {"options", ip_options, NULL, "IPv4 options bytes", NULL},
+    {NULL}};
+
+/* TCP / UDP */
+#define L4H (d + s->l4)
+static PyObject *l4_sport(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(L4H)); }
+static PyObject *l4_dport(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(L4H + 2)); }
+static PyObject *l4_flags(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!(s->flags & PF_TCP)) return PyLong_FromLong(0);
+    return PyLong_FromLong(L4H[13]);
+}
+static PyObject *l4_seq(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(rd32(L4H + 4));
+}
+static PyObject *l4_ack(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(rd32(L4H + 8));
+}
+static PyObject *l4_window(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(L4H + 14));
+}
+static PyObject *l4_checksum(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyLong_FromLong(rd16(L4H + ((s->flags & PF_TCP) ? 16 : 6)));
+}
+static PyObject *l4_len(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (s->flags & PF_UDP) return PyLong_FromLong(rd16(L4H + 4));
+    return PyLong_FromLong(ip_end(s) - s->l4);
+}
+static int l4_set_port(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint8_t *p = L4H + (c ? 2 : 0);
+    uint16_t old = rd16(p);
+    wr16(p, (uint16_t)v);
+    l4_csum_update(s, old, (uint16_t)v);
+    return 0;
+}
+static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    if (!(s->flags & PF_TCP)) {
+        PyErr_SetString(PyExc_AttributeError, "only TCP has flags");
+        return -1;
+    }
+    unsigned long long v;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint16_t old = rd16(L4H + 12);
+    L4H[13] = (uint8_t)v;
+    l4_csum_update(s, old, rd16(L4H + 12));
+    return 0;
+}
+static PyGetSetDef l4_getset[] = {
+    {"sport", l4_sport, l4_set_port, "source port; setting it fixes the checksum", NULL},
+    {"dport", l4_dport, l4_set_port, "destination port; setting it fixes the checksum", (void *)1},
+    {"flags", l4_flags, l4_set_flags, "TCP flags byte (0 for UDP)", NULL},
+    {"seq", l4_seq, NULL, "TCP sequence number", NULL},
+    {"ack", l4_ack, NULL, "TCP acknowledgement number", NULL},
+    {"window", l4_window, NULL, "TCP window", NULL},
+    {"checksum", l4_checksum, NULL, "L4 checksum", NULL},
+    {"len", l4_len, NULL, "UDP length, or TCP header+payload length", NULL},
+    {NULL}};
+
+/* ICMP */
+static PyObject *icmp_type(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(L4H[0]); }
+static PyObject *icmp_code(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(L4H[1]); }
+static PyObject *icmp_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(L4H + 2)); }
+static PyObject *icmp_id(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (s->payload < s->l4 + 8) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(L4H + 4));
+}
+static PyObject *icmp_seq(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (s->payload < s->l4 + 8) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(L4H + 6));
+}
+static PyGetSetDef icmp_getset[] = {
+    {"type", icmp_type, NULL, NULL, NULL}, {"code", icmp_code, NULL, NULL, NULL},
+    {"checksum", icmp_checksum, NULL, NULL, NULL}, {"id", icmp_id, NULL, "echo identifier", NULL},
+    {"seq", icmp_seq, NULL, "echo sequence number", NULL}, {NULL}};
+
+#define VIEW_SPEC(NAME, GETSET, DOC)                                                              \
+    static PyType_Slot NAME##_slots[] = {{Py_tp_dealloc, hdr_dealloc}, {Py_tp_getset, GETSET},     \
+                                         {Py_tp_doc, DOC}, {0, NULL}};                            \
+    static PyType_Spec NAME##_spec = {"nfos." #NAME, sizeof(HdrView), 0,                          \
+                                      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |             \
+                                          Py_TPFLAGS_DISALLOW_INSTANTIATION,                      \
+                                      NAME##_slots};
+VIEW_SPEC(EthHeader, eth_getset, "Ethernet header of a packet")
+VIEW_SPEC(IPv4Header, ip_getset, "IPv4 header of a packet")
+VIEW_SPEC(L4Header, l4_getset, "TCP or UDP header of a packet")
+VIEW_SPEC(ICMPHeader, icmp_getset, "ICMP header of a packet")
+
+static PyObject *py_set_devices(PyObject *self, PyObject *names) {
+    if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) < 1 || PyTuple_GET_SIZE(names) > NFOS_MAX_DEVS) {
+        PyErr_Format(PyExc_ValueError, "devices: a tuple of 1..%d names", NFOS_MAX_DEVS);
+        return NULL;
+    }
+    PyObject *index = PyDict_New();
+    if (!index) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *v = PyLong_FromSsize_t(i);
+        PyDict_SetItem(index, PyTuple_GET_ITEM(names, i), v);
+        Py_DECREF(v);
+    }
+    Py_INCREF(names);
+    Py_XSETREF(g_cfg.dev_names, names);
+    Py_XSETREF(g_dev_index, index);
+    g_cfg.ndevs = (int)PyTuple_GET_SIZE(names);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef packet_methods[] = {
+    {"set_devices", py_set_devices, METH_O, "set the NF's device names (tuple)"},
+    {NULL, NULL, 0, NULL}};
+
+int packet_types_init(PyObject *m) {
+    Packet_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pkt_spec, NULL);
+    EthView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &EthHeader_spec, NULL);
+    IPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &IPv4Header_spec, NULL);
+    L4View_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &L4Header_spec, NULL);
+    ICMPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ICMPHeader_spec, NULL);
+    if (!Packet_Type || !EthView_Type || !IPView_Type || !L4View_Type || !ICMPView_Type) return -1;
+    PyModule_AddObjectRef(m, "Packet", (PyObject *)Packet_Type);
+    PyModule_AddObjectRef(m, "EthHeader", (PyObject *)EthView_Type);
+    PyModule_AddObjectRef(m, "IPv4Header", (PyObject *)IPView_Type);
+    PyModule_AddObjectRef(m, "L4Header", (PyObject *)L4View_Type);
+    PyModule_AddObjectRef(m, "ICMPHeader", (PyObject *)ICMPView_Type);
+    return 0;
+}

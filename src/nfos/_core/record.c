@@ -1,0 +1,264 @@
+/* Record views: fixed-layout typed records seen from Python.
+ *
+ * A Record subclass (nfos.Record) gets one Field descriptor per declared
+ * field; the descriptor knows the offset and kind, so `s.flags` is one type
+ * lookup plus a load.  A view points either into a transaction's private copy
+ * of a shared object or directly at private memory.  The first write through
+ * a view records the write with the transaction (write set or undo log);
+ * a view used after its transaction ended is refused.
+ */
+#include "nfos_core.h"
+
+PyTypeObject *RecordView_Type;
+PyTypeObject *Field_Type;
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t offset;
+    uint16_t size;
+    uint8_t kind;
+    PyObject *name;
+} Field;
+
+PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t size,
+                          uint16_t struct_id, uint32_t index, uint8_t flags) {
+    RecordView *v = (RecordView *)type->tp_alloc(type, 0);
+    if (!v) return NULL;
+    v->data = data;
+    v->obj = obj;
+    v->size = size;
+    v->struct_id = struct_id;
+    v->index = index;
+    v->flags = flags;
+    v->serial = (flags & RV_FREE) ? 0 : g_tx.serial;
+    return (PyObject *)v;
+}
+
+static int view_check(RecordView *v) {
+    if (v->data == NULL) {
+        PyErr_SetString(PyExc_TypeError, "records are created by nfos structures, not directly");
+        return -1;
+    }
+    if (!(v->flags & RV_FREE) && (v->serial != g_tx.serial || !g_tx.active)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this record belongs to a finished transaction; keep state in nfos "
+                        "structures, not in Python variables");
+        return -1;
+    }
+    return 0;
+}
+
+/* Record the intent to write; may abort (STM lock conflicts are found at
+ * commit, but the descriptor can overflow). */
+static int view_open_write(RecordView *v) {
+    if (v->flags & RV_OPENED_W) return 0;
+    if (v->flags & RV_READONLY) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "this record is read-only (a merged DistributedObj view: use .update())");
+        return -1;
+    }
+    if (!(v->flags & RV_FREE)) {
+        if (v->obj) {
+            char *p = tx_open(v->obj, v->size, v->struct_id, v->index, OP_WRITE);
+            if (!p) return -1;
+            v->data = p;
+        } else if (tx_save_private(v->data, v->size) < 0) {
+            return -1;
+        }
+    }
+    v->flags |= RV_OPENED_W;
+    return 0;
+}
+
+PyObject *load_field(const char *p, uint8_t kind, uint16_t size) {
+    switch (kind) {
+    case K_U8: return PyLong_FromUnsignedLong(*(const uint8_t *)p);
+    case K_U16: { uint16_t x; memcpy(&x, p, 2); return PyLong_FromUnsignedLong(x); }
+    case K_U32: { uint32_t x; memcpy(&x, p, 4); return PyLong_FromUnsignedLong(x); }
+    case K_U64: { uint64_t x; memcpy(&x, p, 8); return PyLong_FromUnsignedLongLong(x); }
+    case K_I8: return PyLong_FromLong(*(const int8_t *)p);
+    case K_I16: { int16_t x; memcpy(&x, p, 2); return PyLong_FromLong(x); }
+    case K_I32: { int32_t x; memcpy(&x, p, 4); return PyLong_FromLong(x); }
+    case K_I64: { int64_t x; memcpy(&x, p, 8); return PyLong_FromLongLong(x); }
+    case K_F64: { double x; memcpy(&x, p, 8); return PyFloat_FromDouble(x); }
+    case K_BOOL: return PyBool_FromLong(*(const uint8_t *)p);
+    default: return PyBytes_FromStringAndSize(p, size);
+    }
+}
+
+int store_field(char *p, uint8_t kind, uint16_t size, PyObject *value, PyObject *name) {
+    if (kind == K_F64) {
+        double x = PyFloat_AsDouble(value);
+        if (x == -1.0 && PyErr_Occurred()) return -1;
+        memcpy(p, &x, 8);
+        return 0;
+    }
+    if (kind == K_BYTES) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(value, &b, PyBUF_SIMPLE) < 0) return -1;
+        if (b.len > size) {
+            PyErr_Format(PyExc_ValueError, "field '%U' holds %d bytes, got %zd", name, size, b.len);
+            PyBuffer_Release(&b);
+            return -1;
+        }
+        memcpy(p, b.buf, b.len);
+        memset(p + b.len, 0, size - b.len);
+        PyBuffer_Release(&b);
+        return 0;
+    }
+    if (kind == K_BOOL) {
+        int t = PyObject_IsTrue(value);
+        if (t < 0) return -1;
+        *(uint8_t *)p = (uint8_t)t;
+        return 0;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "field '%U' takes an int, got %.80s", name,
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long s = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (s == -1 && PyErr_Occurred()) return -1;
+    unsigned long long u = (unsigned long long)s;
+    if (overflow > 0) {
+        u = PyLong_AsUnsignedLongLong(value);
+        if (PyErr_Occurred()) goto range;
+        if (kind != K_U64) goto range;
+    } else if (overflow < 0) {
+        goto range;
+    }
+    switch (kind) {
+    case K_U8: if (s < 0 || s > 0xff) goto range; *(uint8_t *)p = (uint8_t)s; return 0;
+    case K_U16: { if (s < 0 || s > 0xffff) goto range; uint16_t x = (uint16_t)s; memcpy(p, &x, 2); return 0; }
+    case K_U32: { if (s < 0 || s > 0xffffffffll) goto range; uint32_t x = (uint32_t)s; memcpy(p, &x, 4); return 0; }
+    case K_U64: { if (!overflow && s < 0) goto range; memcpy(p, &u, 8); return 0; }
+    case K_I8: { if (s < -128 || s > 127) goto range; *(int8_t *)p = (int8_t)s; return 0; }
+    case K_I16: { if (s < -32768 || s > 32767) goto range; int16_t x = (int16_t)s; memcpy(p, &x, 2); return 0; }
+    case K_I32: { if (s < INT32_MIN || s > INT32_MAX) goto range; int32_t x = (int32_t)s; memcpy(p, &x, 4); return 0; }
+    case K_I64: memcpy(p, &s, 8); return 0;
+    }
+range:
+    PyErr_Clear();
+    PyErr_Format(PyExc_OverflowError, "value %R does not fit field '%U'", value, name);
+    return -1;
+}
+
+static PyObject *field_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    Field *f = (Field *)self;
+    RecordView *v = (RecordView *)obj;
+    if (view_check(v) < 0) return NULL;
+    return load_field(v->data + f->offset, f->kind, f->size);
+}
+
+static int field_set(PyObject *self, PyObject *obj, PyObject *value) {
+    Field *f = (Field *)self;
+    RecordView *v = (RecordView *)obj;
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "record fields cannot be deleted ('%U')", f->name);
+        return -1;
+    }
+    if (view_check(v) < 0 || view_open_write(v) < 0) return -1;
+    return store_field(v->data + f->offset, f->kind, f->size, value, f->name);
+}
+
+static int field_init(PyObject *self, PyObject *args, PyObject *kw) {
+    Field *f = (Field *)self;
+    unsigned int offset, size, kind;
+    PyObject *name;
+    if (!PyArg_ParseTuple(args, "UIII", &name, &offset, &size, &kind)) return -1;
+    if (kind > K_BYTES) {
+        PyErr_SetString(PyExc_ValueError, "bad field kind");
+        return -1;
+    }
+    f->offset = offset;
+    f->size = (uint16_t)size;
+    f->kind = (uint8_t)kind;
+    Py_INCREF(name);
+    Py_XSETREF(f->name, name);
+    return 0;
+}
+
+static void field_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(((Field *)self)->name);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot field_slots[] = {
+    {Py_tp_descr_get, field_get},
+    {Py_tp_descr_set, field_set},
+    {Py_tp_init, field_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, field_dealloc},
+    {Py_tp_doc, "Field(name, offset, size, kind): a typed field of a Record layout."},
+    {0, NULL}};
+
+static PyType_Spec field_spec = {"nfos._core.Field", sizeof(Field), 0,
+                                 Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, field_slots};
+
+/* ------------------------------------------------------------ RecordView */
+
+static void view_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Scratch records outside any structure: Session.scratch() for tests and
+ * for building values.  Memory is owned by the view's trailing buffer. */
+static PyObject *view_scratch(PyObject *cls, PyObject *arg) {
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size < 0 || size > 65536) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad record size");
+        return NULL;
+    }
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, size);
+    if (!buf) return NULL;
+    memset(PyByteArray_AS_STRING(buf), 0, size);
+    PyObject *v = record_view_new((PyTypeObject *)cls, PyByteArray_AS_STRING(buf), NULL,
+                                  (uint32_t)size, 0, 0, RV_FREE);
+    if (!v) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    /* keep the buffer alive as long as the class (scratch records are rare) */
+    PyObject *t = PyTuple_Pack(2, v, buf);
+    Py_DECREF(buf);
+    Py_DECREF(v);
+    return t;
+}
+
+static PyObject *view_raw(PyObject *self, PyObject *noargs) {
+    RecordView *v = (RecordView *)self;
+    if (view_check(v) < 0) return NULL;
+    return PyBytes_FromStringAndSize(v->data, v->size);
+}
+
+static PyMethodDef view_methods[] = {
+    {"_scratch", view_scratch, METH_O | METH_CLASS, NULL},
+    {"_raw", view_raw, METH_NOARGS, "the record's bytes"},
+    {NULL, NULL, 0, NULL}};
+
+static PyType_Slot view_slots[] = {
+    {Py_tp_dealloc, view_dealloc},
+    {Py_tp_methods, view_methods},
+    {Py_tp_doc, "A typed view of a record in shared or private memory."},
+    {0, NULL}};
+
+static PyType_Spec view_spec = {"nfos._core.RecordView", sizeof(RecordView), 0,
+                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, view_slots};
+
+int record_types_init(PyObject *m) {
+    Field_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &field_spec, NULL);
+    RecordView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &view_spec, NULL);
+    if (!Field_Type || !RecordView_Type) return -1;
+    if (PyModule_AddObjectRef(m, "Field", (PyObject *)Field_Type) < 0) return -1;
+    if (PyModule_AddObjectRef(m, "RecordView", (PyObject *)RecordView_Type) < 0) return -1;
+    return 0;
+}

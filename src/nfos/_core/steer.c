@@ -1,0 +1,135 @@
+/* Packet-set keys and software RSS (hot path).
+ *
+ * A packet-set definition lists header fields per input device, in order.
+ * The key is those fields' bytes concatenated in that order (plus the IP
+ * protocol when ports are used), so a LAN packet A->B and the WAN reply
+ * B->A, declared with reversed fields, produce the same key.  Steering is
+ * what a NIC does: a Toeplitz hash of the key (the standard Microsoft key,
+ * or the symmetric 0x6D5A key) indexes a 128-entry indirection table.
+ * The hash is computed with one 256-entry table per key byte position.
+ */
+#include "nfos_core.h"
+
+static const uint8_t default_rss_key[40] = {
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+    0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+    0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+
+void toeplitz_setup(const uint8_t *rss_key, int keylen) {
+    if (!rss_key) {
+        rss_key = default_rss_key;
+        keylen = 40;
+    }
+    /* bit i of the (cyclically extended) key */
+#define KEYBIT(i) ((rss_key[((i) / 8) % keylen] >> (7 - (i) % 8)) & 1)
+    for (int p = 0; p < NFOS_MAX_KEY; p++) {
+        for (int b = 0; b < 256; b++) {
+            uint32_t h = 0;
+            for (int bit = 0; bit < 8; bit++) {
+                if (!(b & (0x80 >> bit))) continue;
+                int start = p * 8 + bit;
+                uint32_t window = 0;
+                for (int k = 0; k < 32; k++) window = window << 1 | KEYBIT(start + k);
+                h ^= window;
+            }
+            g_cfg.toeplitz[p][b] = h;
+        }
+    }
+#undef KEYBIT
+}
+
+uint32_t toeplitz_hash(const uint8_t *key, int len) {
+    uint32_t h = 0;
+    for (int i = 0; i < len; i++) h ^= g_cfg.toeplitz[i][key[i]];
+    return h;
+}
+
+static inline uint64_t key_hash64(const uint8_t *k, int len) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, k + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, k + i, len - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    return h;
+}
+
+static inline uint32_t proto_class(const PktSlot *s) {
+    if (s->flags & PF_TCP) return 1;
+    if (s->flags & PF_UDP) return 2;
+    if (s->flags & PF_ICMP) return 4;
+    return 8;
+}
+
+void set_key_extract(PktSlot *s) {
+    const uint8_t *d = s->data;
+    s->has_set = 0;
+    s->keylen = 0;
+    if (s->flags & PF_MALFORMED) {
+        s->rss = 0;
+        return;
+    }
+    const DevSetDef *def = &g_cfg.defs[s->dev];
+    if (g_cfg.has_sets && def->defined &&
+        (!g_cfg.proto_mask || ((s->flags & PF_IP) && (proto_class(s) & g_cfg.proto_mask)))) {
+        uint8_t *k = s->key;
+        int n = 0, ports = 0, proto = 0;
+        for (int i = 0; i < def->nfields; i++) {
+            switch (def->fields[i]) {
+            case KF_ETH_SRC: memcpy(k + n, d + 6, 6); n += 6; break;
+            case KF_ETH_DST: memcpy(k + n, d, 6); n += 6; break;
+            case KF_IP_SRC:
+                if (!(s->flags & PF_IP)) goto orphan;
+                memcpy(k + n, d + s->l3 + 12, 4); n += 4; break;
+            case KF_IP_DST:
+                if (!(s->flags & PF_IP)) goto orphan;
+                memcpy(k + n, d + s->l3 + 16, 4); n += 4; break;
+            case KF_PROTO:
+                if (!(s->flags & PF_IP)) goto orphan;
+                k[n++] = s->proto; proto = 1; break;
+            case KF_SPORT:
+                if (!(s->flags & (PF_TCP | PF_UDP))) goto orphan;
+                memcpy(k + n, d + s->l4, 2); n += 2; ports = 1; break;
+            case KF_DPORT:
+                if (!(s->flags & (PF_TCP | PF_UDP))) goto orphan;
+                memcpy(k + n, d + s->l4 + 2, 2); n += 2; ports = 1; break;
+            }
+        }
+        if (ports && !proto) k[n++] = s->proto;   /* TCP and UDP sessions differ */
+        s->keylen = (uint8_t)n;
+        s->has_set = 1;
+        s->rss = toeplitz_hash(k, n);
+        s->khash = key_hash64(k, n);
+        return;
+    }
+orphan:;
+    /* Orphans are spread evenly: hash the address pair, the same way for
+     * both directions, so a NIC could do it too. */
+    uint8_t tmp[13];
+    int n;
+    if (s->flags & PF_IP) {
+        uint32_t a, b;
+        memcpy(&a, d + s->l3 + 12, 4);
+        memcpy(&b, d + s->l3 + 16, 4);
+        if (a > b) { uint32_t t = a; a = b; b = t; }
+        memcpy(tmp, &a, 4);
+        memcpy(tmp + 4, &b, 4);
+        tmp[8] = s->proto;
+        n = 9;
+    } else {
+        uint64_t a = 0, b = 0;
+        memcpy(&a, d, 6);
+        memcpy(&b, d + 6, 6);
+        if (a > b) { uint64_t t = a; a = b; b = t; }
+        memcpy(tmp, &a, 6);
+        memcpy(tmp + 6, &b, 6);
+        n = 12;
+    }
+    s->rss = toeplitz_hash(tmp, n);
+}

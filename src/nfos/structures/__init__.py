@@ -1,0 +1,12 @@
+"""Built-in shared data structures (paper §4.5): the only aggregate state an NF has.
+
+Each structure lives in the shared arena, is created in ``@nf.init`` (or at
+module level) with a fixed capacity, is used only inside handlers, and
+records where it was created so the profiler can name it.
+"""
+
+from nfos.structures.base import StructInfo, registry
+from nfos.structures.distributed import DistributedObj
+from nfos.structures.vector import Vector
+
+__all__ = ["DistributedObj", "StructInfo", "Vector", "registry"]

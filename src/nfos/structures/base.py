@@ -1,0 +1,42 @@
+"""What every structure records about itself, for error messages and the profiler."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StructInfo:
+    struct_id: int
+    kind: str  # "Vector", "DistributedObj", ...
+    created_at: str  # file:line of the constructor call in the NF
+    name: str = ""  # attribute name under nf.state, when known
+    params: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} '{self.name}'" if self.name else f"{self.kind} at {self.created_at}"
+
+
+#: struct_id -> StructInfo of the NF loaded in this process
+registry: dict[int, StructInfo] = {}
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def creation_site() -> str:
+    """file:line of the first caller outside the nfos package (the NF line)."""
+    f = sys._getframe(1)
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_PACKAGE_DIR):
+        f = f.f_back
+    if f is None:
+        return "?"
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def record(obj, kind: str, **params: object) -> StructInfo:
+    info = StructInfo(obj._struct_id, kind, creation_site(), params=params)
+    registry[info.struct_id] = info
+    return info
