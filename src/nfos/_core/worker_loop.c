@@ -441,7 +441,7 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
                 atomic_store(&rx->finished, 1);
                 my_shared()->stats.busy_ns += mono_ns() - t0;
                 if (done == 0) return PyLong_FromLong(-1);
-                break;
+                return PyLong_FromLongLong(done);
             }
             if (spin-- <= 0) break;
             if (spin % 64 == 0) sched_yield();
