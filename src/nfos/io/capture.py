@@ -253,6 +253,10 @@ class PcapWriter:
         self._f.write(self._record.pack(sec, ns, len(cap), len(frame)))
         self._f.write(cap)
 
+    def write_records(self, records: bytes) -> None:
+        """Append ready-made records (16-byte little-endian header + frame each)."""
+        self._f.write(records)
+
     def close(self) -> None:
         self._f.close()
 

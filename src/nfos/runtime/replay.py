@@ -87,6 +87,13 @@ class OutputSink:
 
     def drain(self, slots: range) -> int:
         n = 0
+        if not self.keep:   # fast path: pcap records built in C, one write per device
+            for s in slots:
+                for w, blob in zip(self.writers, _core.drain_tx_pcap(s, len(self.devices))):
+                    if blob:
+                        w.write_records(blob)
+                        n += 1
+            return n
         for s in slots:
             for mask, frame, t, _indev in _core.drain_tx(s):
                 for i, d in enumerate(self.devices):
@@ -103,15 +110,21 @@ class OutputSink:
             w.close()
 
 
-def replay(nf_path: str, trace: Trace, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
+def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True) -> RunResult:
-    """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept)."""
+    """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
+
+    ``trace`` may be a callable that gets the NF's device names and returns the
+    trace (so a pcap can be read onto the NF's first device).
+    """
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check)
     sink = None
     try:
         nf = session.nf
+        if callable(trace):
+            trace = trace(list(nf.devices))
         if trace.dev_names and trace.dev_names != list(nf.devices)[: len(trace.dev_names)]:
             unknown = [d for d in trace.dev_names if d not in nf.devices]
             if unknown:

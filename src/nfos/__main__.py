@@ -1,0 +1,3 @@
+from nfos.cli import main
+
+main()

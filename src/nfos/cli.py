@@ -1,0 +1,226 @@
+"""The `nfos` command: run, check, gen.
+
+Every error a user can cause ends as one line `nfos: error: ...` and exit
+status 2; a finished run exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from nfos.io.capture import CaptureError, Trace, read_capture, read_captures, write_pcapng
+from nfos.nf import NFError
+from nfos.params import ParamError
+from nfos.runtime.session import LoadError
+
+err = Console(stderr=True)
+out = Console()
+USER_ERRORS = (LoadError, CaptureError, ParamError, NFError, ValueError, FileNotFoundError,
+               IsADirectoryError, PermissionError, MemoryError)
+
+
+def fail(msg: str) -> None:
+    err.print(f"nfos: error: {msg}", markup=False, highlight=False)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nfos")
+def main() -> None:
+    """Run a sequential Python network function on every core."""
+
+
+# ------------------------------------------------------------------ run
+def _trace_loader(inputs: tuple[str, ...]) -> Callable[[list[str]], Trace]:
+    def load(devices: list[str]) -> Trace:
+        if len(inputs) == 1 and "=" not in inputs[0]:
+            return read_capture(inputs[0], default_devices=list(devices))
+        pairs = []
+        for spec in inputs:
+            dev, sep, path = spec.partition("=")
+            if not sep:
+                raise ValueError(f"--in {spec}: with several inputs, give each as DEVICE=FILE")
+            if dev not in devices:
+                raise ValueError(f"--in {spec}: the NF has no device {dev!r} (devices: {', '.join(devices)})")
+            pairs.append((dev, path))
+        return read_captures(pairs)
+    return load
+
+
+def _summary(stats: dict[str, Any]) -> Table:
+    t = Table(title=f"nfos run: {stats['nf']} ({stats['workers']} workers"
+                    f"{', sequential reference mode' if stats['workers'] == 0 else ''})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("packets in", f"{stats['packets_in']:,}")
+    for d, n in stats["packets_out"].items():
+        t.add_row(f"packets out {d}", f"{n:,}")
+    t.add_row("dropped", f"{stats['dropped']:,}")
+    for k in ("malformed", "handler_errors", "table_full"):
+        if stats[k]:
+            t.add_row(k.replace("_", " "), f"{stats[k]:,}")
+    t.add_row("transactions", f"{stats['transactions']:,}")
+    t.add_row("aborts", f"{stats['aborts']:,} ({stats['abort_rate']:.2%})")
+    t.add_row("packet sets created / expired",
+              f"{stats['packet_sets_created']:,} / {stats['packet_sets_expired']:,}")
+    t.add_row("processing time", f"{stats['wall_s']:.3f} s")
+    t.add_row("throughput", f"{stats['throughput_pps'] / 1e6:.3f} Mpps")
+    if stats["workers"] > 1:
+        t.add_row("load imbalance (max/mean)", f"{stats['imbalance']:.2f}")
+    return t
+
+
+@main.command()
+@click.argument("nf_file", type=click.Path(dir_okay=False))
+@click.option("--in", "inputs", multiple=True, required=True, metavar="FILE | DEV=FILE",
+              help="capture to replay: a pcapng whose interface names are the NF's devices, a pcap "
+                   "(all packets on the first device), or DEV=FILE pairs merged by time")
+@click.option("--workers", "-w", default=None, type=int,
+              help="worker processes (default: the number of CPUs); 0 = sequential reference mode")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write DIR/<device>.pcap")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter (repeatable)")
+@click.option("--stats-json", type=click.Path(dir_okay=False), help="write the run's counters as JSON")
+@click.option("--batch", default=32, show_default=True, help="packets per transaction (1..32)")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary table")
+def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
+        params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool) -> None:
+    """Replay a capture through NF_FILE on N worker processes."""
+    from nfos.runtime.replay import replay
+
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers > (os.cpu_count() or 1):
+        err.print(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores")
+    _sigterm_as_interrupt()
+    progress = None
+    bar = None
+    started = time.monotonic()
+    if not quiet and sys.stderr.isatty():
+        bar = Progress(TextColumn("[bold]processing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                       TimeRemainingColumn(), console=err, transient=True)
+        task = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal task
+            if time.monotonic() - started < 1.0:
+                return
+            if task is None:
+                bar.start()
+                task = bar.add_task("run", total=total)
+            bar.update(task, completed=min(done, total))
+    try:
+        result = replay(nf_file, _trace_loader(inputs), workers=workers, params=list(params), out_dir=out_dir,
+                        batch=batch, progress=progress)
+    except KeyboardInterrupt:
+        fail("interrupted; workers stopped, nothing left behind")
+    except USER_ERRORS as e:
+        fail(str(e))
+    except RuntimeError as e:
+        fail(str(e))
+    finally:
+        if bar is not None:
+            bar.stop()
+    stats = result.stats
+    for w in stats.get("warnings", []):
+        err.print(f"nfos: warning: {w}", markup=False, highlight=False)
+    if stats_json:
+        with open(stats_json, "w") as f:
+            json.dump(stats, f, indent=2)
+    if not quiet:
+        out.print(_summary(stats))
+        if out_dir:
+            out.print(f"output: {', '.join(os.path.join(out_dir, d + '.pcap') for d in stats['packets_out'])}")
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ---------------------------------------------------------------- check
+@main.command()
+@click.argument("nf_file", type=click.Path(dir_okay=False))
+@click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter for the trial load")
+def check(nf_file: str, params: tuple[str, ...]) -> None:
+    """Check NF_FILE: forbidden constructs (file:line), then load it and run @nf.init."""
+    from nfos.check import check_file
+    from nfos.runtime.session import Session
+
+    if not os.path.isfile(nf_file):
+        fail(f"{nf_file}: no such NF file")
+    findings = check_file(nf_file)
+    for f in findings:
+        out.print(str(f), markup=False, highlight=False)
+    if findings:
+        err.print(f"nfos: {len(findings)} problem(s) in {nf_file}")
+        sys.exit(1)
+    try:
+        s = Session(nf_file, 0, list(params), collect_output=False, check=False)
+        try:
+            s.init()
+            nf = s.nf
+            handlers = [k for k, v in vars(nf.handlers).items() if v]
+            sets = ", ".join(f"{d}: {'/'.join(ds.names)}" for d, ds in nf.sets.per_device.items()) if nf.sets else "none"
+            out.print(f"{nf_file}: ok — NF '{nf.name}', devices {', '.join(nf.devices)}; packet sets: {sets}; "
+                      f"handlers: {', '.join(handlers) or 'none'}", markup=False, highlight=False)
+        finally:
+            s.close()
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+# ------------------------------------------------------------------ gen
+@main.group()
+def gen() -> None:
+    """Generate deterministic synthetic traces (pcapng, devices lan/wan)."""
+
+
+def _write(trace: Trace, path: str) -> None:
+    write_pcapng(path, trace.dev_names, trace.frames, trace.times_ns, trace.devs)
+    out.print(f"{path}: {len(trace):,} packets", markup=False, highlight=False)
+
+
+@gen.command("caida")
+@click.option("--packets", default=1_000_000, show_default=True, help="LAN->WAN packets")
+@click.option("--flows", default=None, type=int, help="distinct flows (default: packets / 21)")
+@click.option("--reverse", default=0.0, show_default=True, help="fraction of flows with WAN->LAN replies")
+@click.option("--rate", default=1e6, show_default=True, help="packets per second of virtual time")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--out", "path", required=True, type=click.Path(dir_okay=False))
+def gen_caida_cmd(packets: int, flows: int | None, reverse: float, rate: float, seed: int, path: str) -> None:
+    """CAIDA-like flows: heavy-tailed sizes (mean ~21), 64-byte TCP/UDP frames LAN->WAN."""
+    from nfos.io.gen import gen_caida
+    try:
+        _write(gen_caida(packets, flows or max(1, packets // 21), reverse=reverse, rate=rate, seed=seed), path)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+
+
+@gen.command("antiddos")
+@click.option("--packets", default=1_000_000, show_default=True)
+@click.option("--rate", default=1e6, show_default=True, help="packets per second of virtual time")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--out", "path", required=True, type=click.Path(dir_okay=False))
+def gen_antiddos_cmd(packets: int, rate: float, seed: int, path: str) -> None:
+    """The paper's Anti-DDoS pattern: a new flow every 5 packets, 80% one-packet flows."""
+    from nfos.io.gen import gen_antiddos
+    try:
+        _write(gen_antiddos(packets, rate=rate, seed=seed), path)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+
+
+if __name__ == "__main__":
+    main()
