@@ -5,7 +5,19 @@ See README.md for a walk-through and docs/architecture.md for how it works.
 
 from nfos._core import Packet, TableFull, TransactionAborted, now
 from nfos.nf import NF, NFError, on
-from nfos.params import Duration, IPv4, Param, ParamError, ip, ip_str, mac_str, micros, millis, param, seconds
+from nfos.params import (
+    Duration,
+    IPv4,
+    Param,
+    ParamError,
+    ip,
+    ip_str,
+    mac_str,
+    micros,
+    millis,
+    param,
+    seconds,
+)
 from nfos.records import Bytes, Record, boolean, f64, i8, i16, i32, i64, ip4, mac, u8, u16, u32, u64
 from nfos.structures import DistributedObj, Vector
 

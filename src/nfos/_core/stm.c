@@ -696,13 +696,14 @@ static PyObject *py_slot_stats(PyObject *self, PyObject *arg) {
         Py_DECREF(v);
     }
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
+        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
         st->packets_out, "dropped", st->dropped, "malformed", st->malformed, "handler_errors",
         st->handler_errors, "table_full", st->table_full, "out_per_dev", outs, "transactions",
         st->tx_started, "commits", st->tx_committed, "aborts", st->tx_aborted, "irrevocable",
         st->irrevocable, "splits", st->splits, "aborts_by_cause", causes, "sets_created",
         st->sets_created, "sets_expired", st->sets_expired, "sets_live", st->sets_live, "busy_ns",
-        st->busy_ns, "clock_ns", st->clock_ns, "rx_done", st->rx_done);
+        st->busy_ns, "clock_ns", st->clock_ns, "rx_done", st->rx_done, "peak_rss_kb", st->peak_rss_kb,
+        "pss_kb", st->pss_kb);
 }
 
 static PyObject *py_conflicts(PyObject *self, PyObject *arg) {
@@ -727,6 +728,17 @@ static PyObject *py_conflicts(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* record_memory(peak_rss_kb, pss_kb): a worker's memory use, reported at exit. */
+static PyObject *py_record_memory(PyObject *self, PyObject *args) {
+    unsigned long long rss, pss;
+    if (!PyArg_ParseTuple(args, "KK", &rss, &pss)) return NULL;
+    if (g_arena) {
+        my_shared()->stats.peak_rss_kb = rss;
+        my_shared()->stats.pss_kb = pss;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_site(PyObject *self, PyObject *arg) {
     g_tx.site = PyLong_AsUnsignedLongLongMask(arg);
     Py_RETURN_NONE;
@@ -749,4 +761,5 @@ PyMethodDef stm_methods[] = {
     {"slot_stats", py_slot_stats, METH_O, NULL},
     {"conflicts", py_conflicts, METH_O, NULL},
     {"set_site", py_set_site, METH_O, NULL},
+    {"record_memory", py_record_memory, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};

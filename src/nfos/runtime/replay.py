@@ -62,7 +62,7 @@ def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, An
         "per_worker": [
             {"worker": i, "packets": r["packets"], "transactions": r["transactions"],
              "commits": r["commits"], "aborts": r["aborts"], "busy_s": r["busy_ns"] / 1e9,
-             "packet_sets_live": r["sets_live"]}
+             "packet_sets_live": r["sets_live"], "peak_rss_kb": r["peak_rss_kb"], "pss_kb": r["pss_kb"]}
             for i, r in enumerate(rows)
         ],
     }
@@ -89,7 +89,7 @@ class OutputSink:
         n = 0
         if not self.keep:   # fast path: pcap records built in C, one write per device
             for s in slots:
-                for w, blob in zip(self.writers, _core.drain_tx_pcap(s, len(self.devices))):
+                for w, blob in zip(self.writers, _core.drain_tx_pcap(s, len(self.devices)), strict=True):
                     if blob:
                         w.write_records(blob)
                         n += 1

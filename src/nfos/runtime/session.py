@@ -232,6 +232,23 @@ class Session:
         return None if self.local else _core.slot_stats(self.control_slot)
 
 
+def memory_kb() -> tuple[int, int]:
+    """(peak RSS, current PSS) of this process in KiB; PSS splits shared pages fairly."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pss = 0
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                    break
+    except OSError:
+        pass
+    return peak, pss
+
+
 def _worker_main(slot: int) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
@@ -248,6 +265,7 @@ def _worker_main(slot: int) -> None:
             time.sleep(0.0001 if idle < 100 else 0.001)
         else:
             idle = 0
+    _core.record_memory(*memory_kb())
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
