@@ -42,10 +42,13 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (!TransactionAborted || !TableFull) goto fail;
     PyModule_AddObjectRef(m, "TransactionAborted", TransactionAborted);
     PyModule_AddObjectRef(m, "TableFull", TableFull);
-    if (record_types_init(m) < 0 || packet_types_init(m) < 0 || structures_init(m) < 0) goto fail;
+    if (record_types_init(m) < 0 || packet_types_init(m) < 0 || structures_init(m) < 0 ||
+        map_init_module(m) < 0 || allocator_init_module(m) < 0)
+        goto fail;
     if (tx_init() < 0) goto fail;
     PyModule_AddIntConstant(m, "TX_DIRECT", TX_DIRECT);
     PyModule_AddIntConstant(m, "TX_STM", TX_STM);
+    PyModule_AddIntConstant(m, "TX_UNLOGGED", TX_UNLOGGED);
     PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX);
     PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY);
     static const char *kinds[] = {"K_U8", "K_U16", "K_U32", "K_U64", "K_I8", "K_I16",

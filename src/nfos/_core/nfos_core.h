@@ -57,6 +57,18 @@ extern const char *const abort_cause_names[ABORT_NCAUSES];
 
 enum op_kind { OP_READ = 0, OP_WRITE = 1 };
 
+/* Structure operations, recorded with every object a transaction opens and
+ * in each object's last-writer word, so a conflict names both sides. */
+enum op_code {
+    OPC_NONE = 0,
+    OPC_VEC_READ, OPC_VEC_WRITE,
+    OPC_DOBJ_READ, OPC_DOBJ_UPDATE,
+    OPC_MAP_GET, OPC_MAP_SET, OPC_MAP_DELETE,
+    OPC_ALLOC_ALLOCATE, OPC_ALLOC_FREE, OPC_ALLOC_REFRESH, OPC_ALLOC_EXPIRE, OPC_ALLOC_QUERY,
+    OPC_NCODES
+};
+extern const char *const op_code_names[OPC_NCODES];
+
 /* ------------------------------------------------------ transactional objects
  * Every shared object (a Vector element, a DistributedObj replica, later a Map
  * bucket or allocator cell) starts with this 16-byte header; payload follows.
@@ -67,8 +79,9 @@ enum op_kind { OP_READ = 0, OP_WRITE = 1 };
  *             bit      0  locked
  * The version stays in the word while it is locked, so the owner can check
  * that what it read is still what it is about to overwrite.
- * info word:  who wrote last: bits 7..0 slot, 15..8 op, 63..16 site
- *             (site = profiler line id, 0 when profiling is off). */
+ * info word:  who wrote last: bits 7..0 slot, 15..8 operation (op_code),
+ *             31..16 site (profiler line id, 0 when profiling is off),
+ *             63..32 detail (e.g. the hash of the Map key written). */
 typedef struct {
     _Atomic uint64_t lock;
     uint64_t info;
@@ -106,7 +119,8 @@ typedef struct {
     uint16_t cause, struct_id;
     uint8_t own_op, other_slot, other_op, pad;
     uint32_t index;
-    uint64_t own_site, other_site;
+    uint32_t own_site, other_site;
+    uint32_t own_detail, other_detail;
 } ConflictRecord;
 
 /* Redo log kept in the arena during write-back, so that the control process
@@ -144,8 +158,9 @@ extern uint32_t g_arena_gen;   /* bumped when an arena is destroyed */
 
 /* ------------------------------------------------------------ transactions */
 enum tx_mode {
-    TX_DIRECT = 0,   /* write in place, undo log: sequential mode, init, irrevocable */
-    TX_STM = 1       /* copy on open, validate, write back on commit */
+    TX_DIRECT = 0,   /* write in place, undo log: sequential mode, irrevocable */
+    TX_STM = 1,      /* copy on open, validate, write back on commit */
+    TX_UNLOGGED = 2  /* write in place, no undo: @nf.init, before any worker exists */
 };
 
 typedef struct {
@@ -157,7 +172,9 @@ typedef struct {
     uint16_t struct_id;
     uint8_t written;
     uint8_t undo_saved;
-    uint64_t site;
+    uint8_t op;
+    uint32_t site;
+    uint32_t detail;
 } TxEntry;
 
 typedef struct {
@@ -180,7 +197,9 @@ typedef struct {
     size_t emit_used, emit_cap;
     int conflict_valid;
     ConflictRecord conflict;
-    uint64_t site;            /* profiler: current access site */
+    uint32_t site;            /* profiler: current access site */
+    uint8_t op;               /* structure operation of the next open (op_code) */
+    uint32_t detail;          /* its detail (Map: key hash) */
 } Tx;
 
 extern Tx g_tx;
@@ -211,14 +230,16 @@ SlotShared *my_shared(void);
 enum field_kind { K_U8, K_U16, K_U32, K_U64, K_I8, K_I16, K_I32, K_I64, K_F64, K_BOOL, K_BYTES };
 
 typedef struct {
-    PyObject_HEAD
+    PyObject_VAR_HEAD         /* var-sized: a free record keeps its bytes inline */
     char *data;
     ObjHdr *obj;
     uint64_t serial;
-    uint32_t size;
+    uint32_t size;            /* record bytes */
+    uint32_t objsize;         /* payload of `obj` to open for a write (0: size) */
     uint32_t index;
     uint16_t struct_id;
     uint8_t flags;
+    uint8_t wop;              /* op_code of a write through this view */
 } RecordView;
 
 #define RV_OPENED_W 1   /* write access already recorded */
@@ -314,6 +335,8 @@ uint32_t pst_count(void);
 
 /* structures */
 int structures_init(PyObject *m);
+int map_init_module(PyObject *m);
+int allocator_init_module(PyObject *m);
 uint16_t struct_register(void);
 
 /* worker loop */

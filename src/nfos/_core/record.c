@@ -30,6 +30,8 @@ PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t 
     v->struct_id = struct_id;
     v->index = index;
     v->flags = flags;
+    v->objsize = 0;
+    v->wop = OPC_NONE;
     v->serial = (flags & RV_FREE) ? 0 : g_tx.serial;
     return (PyObject *)v;
 }
@@ -58,10 +60,9 @@ static int view_open_write(RecordView *v) {
         return -1;
     }
     if (!(v->flags & RV_FREE)) {
-        if (v->obj) {
-            char *p = tx_open(v->obj, v->size, v->struct_id, v->index, OP_WRITE);
-            if (!p) return -1;
-            v->data = p;
+        if (v->obj) {   /* the copy (or the object) is already where data points */
+            g_tx.op = v->wop;
+            if (!tx_open(v->obj, v->objsize ? v->objsize : v->size, v->struct_id, v->index, OP_WRITE)) return -1;
         } else if (tx_save_private(v->data, v->size) < 0) {
             return -1;
         }
@@ -210,28 +211,50 @@ static void view_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-/* Scratch records outside any structure: Session.scratch() for tests and
- * for building values.  Memory is owned by the view's trailing buffer. */
-static PyObject *view_scratch(PyObject *cls, PyObject *arg) {
-    Py_ssize_t size = PyLong_AsSsize_t(arg);
-    if (size < 0 || size > 65536) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad record size");
-        return NULL;
+/* Record(**fields) / Record(v1, v2, ...): a free record whose bytes live in
+ * the object itself (a Map key, a value to store, a test fixture). */
+static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *sz = PyObject_GetAttrString((PyObject *)type, "__nfos_size__");
+    if (!sz) return NULL;
+    Py_ssize_t size = PyLong_AsSsize_t(sz);
+    Py_DECREF(sz);
+    if (size < 0) return NULL;
+    RecordView *v = (RecordView *)type->tp_alloc(type, size);
+    if (!v) return NULL;
+    v->data = (char *)v + type->tp_basicsize;
+    memset(v->data, 0, size);
+    v->size = (uint32_t)size;
+    v->flags = RV_FREE | RV_OPENED_W;
+    Py_ssize_t npos = PyTuple_GET_SIZE(args);
+    if (npos) {
+        PyObject *fields = PyObject_GetAttrString((PyObject *)type, "__nfos_fields__");
+        if (!fields) goto fail;
+        if (npos > PyTuple_GET_SIZE(fields)) {
+            PyErr_Format(PyExc_TypeError, "%s takes at most %zd field values", type->tp_name, PyTuple_GET_SIZE(fields));
+            Py_DECREF(fields);
+            goto fail;
+        }
+        for (Py_ssize_t i = 0; i < npos; i++) {
+            PyObject *name = PyObject_GetAttrString(PyTuple_GET_ITEM(fields, i), "name");
+            int r = name ? PyObject_SetAttr((PyObject *)v, name, PyTuple_GET_ITEM(args, i)) : -1;
+            Py_XDECREF(name);
+            if (r < 0) {
+                Py_DECREF(fields);
+                goto fail;
+            }
+        }
+        Py_DECREF(fields);
     }
-    PyObject *buf = PyByteArray_FromStringAndSize(NULL, size);
-    if (!buf) return NULL;
-    memset(PyByteArray_AS_STRING(buf), 0, size);
-    PyObject *v = record_view_new((PyTypeObject *)cls, PyByteArray_AS_STRING(buf), NULL,
-                                  (uint32_t)size, 0, 0, RV_FREE);
-    if (!v) {
-        Py_DECREF(buf);
-        return NULL;
+    if (kw) {
+        PyObject *k, *val;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kw, &pos, &k, &val))
+            if (PyObject_SetAttr((PyObject *)v, k, val) < 0) goto fail;
     }
-    /* keep the buffer alive as long as the class (scratch records are rare) */
-    PyObject *t = PyTuple_Pack(2, v, buf);
-    Py_DECREF(buf);
+    return (PyObject *)v;
+fail:
     Py_DECREF(v);
-    return t;
+    return NULL;
 }
 
 static PyObject *view_raw(PyObject *self, PyObject *noargs) {
@@ -241,17 +264,17 @@ static PyObject *view_raw(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef view_methods[] = {
-    {"_scratch", view_scratch, METH_O | METH_CLASS, NULL},
     {"_raw", view_raw, METH_NOARGS, "the record's bytes"},
     {NULL, NULL, 0, NULL}};
 
 static PyType_Slot view_slots[] = {
     {Py_tp_dealloc, view_dealloc},
     {Py_tp_methods, view_methods},
+    {Py_tp_new, view_new},
     {Py_tp_doc, "A typed view of a record in shared or private memory."},
     {0, NULL}};
 
-static PyType_Spec view_spec = {"nfos._core.RecordView", sizeof(RecordView), 0,
+static PyType_Spec view_spec = {"nfos._core.RecordView", sizeof(RecordView), 1,
                                 Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, view_slots};
 
 int record_types_init(PyObject *m) {

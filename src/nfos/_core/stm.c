@@ -54,6 +54,9 @@
 
 const char *const abort_cause_names[ABORT_NCAUSES] = {
     "locked", "validation", "snapshot", "too_large", "handler_error"};
+const char *const op_code_names[OPC_NCODES] = {
+    "none", "read", "write", "read", "update", "get", "set", "delete",
+    "allocate", "free", "refresh", "expire", "query"};
 
 ArenaHeader *g_arena = NULL;
 static char *arena_base, *arena_end;
@@ -214,6 +217,8 @@ void tx_begin(int mode, int irrevocable) {
     g_tx.irrevocable = irrevocable;
     g_tx.doomed = 0;
     g_tx.conflict_valid = 0;
+    g_tx.op = OPC_NONE;
+    g_tx.detail = 0;
     g_tx.serial++;
     g_tx.nentries = 0;
     g_tx.gen++;
@@ -271,10 +276,22 @@ typedef struct {
 
 static uint32_t undo_last;   /* offset of the last record + 1 */
 
+static int grow(char **buf, size_t *cap, size_t need) {
+    size_t n = *cap;
+    while (n < need) n *= 2;
+    if (n > ((size_t)1 << 32)) return -1;
+    char *p = PyMem_RawRealloc(*buf, n);
+    if (!p) return -1;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
 static int undo_push(uint32_t kind, void *ptr, const void *bytes, uint32_t size) {
     size_t need = sizeof(UndoHdr) + ((size + 7) & ~7u);
     if (g_tx.undo_used == 0) undo_last = 0;
-    if (g_tx.undo_used + need > g_tx.undo_cap) return -1;
+    if (g_tx.undo_used + need > g_tx.undo_cap && grow(&g_tx.undo, &g_tx.undo_cap, g_tx.undo_used + need) < 0)
+        return -1;
     UndoHdr *h = (UndoHdr *)(g_tx.undo + g_tx.undo_used);
     h->kind = kind;
     h->size = size;
@@ -302,9 +319,10 @@ static void undo_apply_all(void) {
 }
 
 int tx_save_private(void *ptr, uint32_t size) {
-    if (!g_tx.active) return 0;
+    if (!g_tx.active || g_tx.mode == TX_UNLOGGED) return 0;
     int32_t i = entry_find(ptr, 1);
-    if (i < 0) {
+    if (i < 0) {   /* descriptor full: save without de-duplication */
+        if (undo_push(0, ptr, ptr, size) == 0) return 0;
         tx_raise_abort(ABORT_TOO_LARGE, NULL, 0, 0, OP_WRITE);
         return -1;
     }
@@ -321,7 +339,7 @@ int tx_save_private(void *ptr, uint32_t size) {
 }
 
 int tx_push_undo(undo_fn fn, const void *payload, uint32_t size) {
-    if (!g_tx.active) return 0;
+    if (!g_tx.active || g_tx.mode == TX_UNLOGGED) return 0;
     if (undo_push(1, (void *)fn, payload, size) < 0) {
         tx_raise_abort(ABORT_TOO_LARGE, NULL, 0, 0, OP_WRITE);
         return -1;
@@ -333,7 +351,7 @@ int tx_push_undo(undo_fn fn, const void *payload, uint32_t size) {
 
 int tx_emit(const char *frame, uint32_t len, uint32_t devmask) {
     size_t need = 8 + ((len + 7) & ~7u);
-    if (g_tx.emit_used + need > g_tx.emit_cap) {
+    if (g_tx.emit_used + need > g_tx.emit_cap && grow(&g_tx.emit, &g_tx.emit_cap, g_tx.emit_used + need) < 0) {
         PyErr_SetString(PyExc_MemoryError, "too many frames emitted in one transaction");
         return -1;
     }
@@ -366,15 +384,23 @@ PyObject *tx_raise_abort(int cause, ObjHdr *obj, uint16_t struct_id, uint32_t in
         c->cause = (uint16_t)cause;
         c->struct_id = struct_id;
         c->index = index;
-        c->own_op = (uint8_t)own_op;
+        c->own_op = g_tx.op ? g_tx.op : (uint8_t)own_op;
         c->own_site = g_tx.site;
+        c->own_detail = g_tx.detail;
         c->other_slot = 0xff;
         if (obj) {
+            int32_t e = entry_find(obj, 0);
+            if (e >= 0 && g_tx.entries[e].obj == obj) {   /* what this transaction did to it */
+                c->own_op = g_tx.entries[e].op;
+                c->own_site = g_tx.entries[e].site;
+                c->own_detail = g_tx.entries[e].detail;
+            }
             uint64_t w = atomic_load(&obj->lock);
             uint64_t info = obj->info;
             c->other_slot = (w & LOCK_BIT) ? (uint8_t)LOCK_OWNER(w) : (uint8_t)(info & 0xff);
             c->other_op = (uint8_t)((info >> 8) & 0xff);
-            c->other_site = info >> 16;
+            c->other_site = (uint32_t)((info >> 16) & 0xffff);
+            c->other_detail = (uint32_t)(info >> 32);
         }
         g_tx.conflict_valid = 1;
     }
@@ -408,7 +434,7 @@ char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, in
                         "nfos structures can only be used inside a handler or @nf.init");
         return NULL;
     }
-    if (g_tx.mode == TX_DIRECT) {
+    if (g_tx.mode != TX_STM) {
         if (write && tx_save_private(OBJ_DATA(obj), size) < 0) return NULL;
         return OBJ_DATA(obj);
     }
@@ -416,7 +442,11 @@ char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, in
     if (i < 0) return (char *)tx_raise_abort(ABORT_TOO_LARGE, obj, struct_id, index, write);
     TxEntry *e = &g_tx.entries[i];
     if (e->obj == obj) {   /* already open in this transaction */
-        if (write && !e->written) e->written = 1;
+        if (write && !e->written) {
+            e->written = 1;
+            e->op = g_tx.op;
+            e->detail = g_tx.detail;
+        }
         return e->data;
     }
     if (g_tx.copy_used + size > g_tx.copy_cap)
@@ -449,6 +479,8 @@ char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, in
     e->struct_id = struct_id;
     e->written = (uint8_t)write;
     e->site = g_tx.site;
+    e->op = g_tx.op;
+    e->detail = g_tx.detail;
     return copy;
 }
 
@@ -498,7 +530,7 @@ int tx_commit(void) {
         finish_abort();
         return -1;
     }
-    if (g_tx.mode == TX_DIRECT) return commit_direct();
+    if (g_tx.mode != TX_STM) return commit_direct();
     SlotShared *me = my_shared();
     uint32_t n = g_tx.nentries, nwritten = 0;
     for (uint32_t i = 0; i < n; i++) nwritten += g_tx.entries[i].obj && g_tx.entries[i].written;
@@ -561,12 +593,12 @@ int tx_commit(void) {
     me->redo_used = logged ? used : 0;
     me->redo_version = wv;
     atomic_store(&me->redo_state, REDO_WRITING);
-    uint64_t info = (uint64_t)g_slot | ((uint64_t)OP_WRITE << 8);
     for (uint32_t i = 0; i < n; i++) {
         TxEntry *e = &g_tx.entries[i];
         if (!e->obj || !e->written) continue;
         memcpy(OBJ_DATA(e->obj), e->data, e->size);
-        e->obj->info = info | (e->site << 16);
+        e->obj->info = (uint64_t)g_slot | ((uint64_t)e->op << 8) | ((uint64_t)(e->site & 0xffff) << 16) |
+                       ((uint64_t)e->detail << 32);
         atomic_store_explicit(&e->obj->lock, wv << 8, memory_order_release);
     }
     atomic_store(&me->redo_state, REDO_IDLE);
@@ -719,9 +751,11 @@ static PyObject *py_conflicts(PyObject *self, PyObject *arg) {
     PyObject *out = PyList_New(0);
     for (uint64_t i = start; i < n; i++) {
         ConflictRecord *c = &sh->conflicts[i % CONFLICT_RING];
-        PyObject *t = Py_BuildValue("(siiiiiKK)", abort_cause_names[c->cause], c->struct_id,
-                                    c->index, c->own_op, c->other_slot, c->other_op, c->own_site,
-                                    c->other_site);
+        PyObject *t = Py_BuildValue("(siissiIIII)", abort_cause_names[c->cause], c->struct_id, c->index,
+                                    op_code_names[c->own_op < OPC_NCODES ? c->own_op : 0],
+                                    op_code_names[c->other_op < OPC_NCODES ? c->other_op : 0],
+                                    c->other_slot == 0xff ? -1 : (int)c->other_slot, c->own_site,
+                                    c->other_site, c->own_detail, c->other_detail);
         PyList_Append(out, t);
         Py_DECREF(t);
     }
@@ -740,7 +774,7 @@ static PyObject *py_record_memory(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_set_site(PyObject *self, PyObject *arg) {
-    g_tx.site = PyLong_AsUnsignedLongLongMask(arg);
+    g_tx.site = (uint32_t)PyLong_AsUnsignedLongLongMask(arg);
     Py_RETURN_NONE;
 }
 

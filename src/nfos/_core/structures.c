@@ -79,10 +79,13 @@ static PyObject *vector_getitem(PyObject *self, PyObject *key) {
     Py_ssize_t i = vector_index(v, key);
     if (i < 0) return NULL;
     ObjHdr *o = vector_obj(v, i);
+    g_tx.op = OPC_VEC_READ;
     char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_READ);
     if (!p) return NULL;
     if (v->scalar_kind >= 0) return load_field(p, (uint8_t)v->scalar_kind, (uint16_t)v->payload);
-    return record_view_new(v->rtype, p, o, v->payload, v->sid, (uint32_t)i, 0);
+    PyObject *r = record_view_new(v->rtype, p, o, v->payload, v->sid, (uint32_t)i, 0);
+    if (r) ((RecordView *)r)->wop = OPC_VEC_WRITE;
+    return r;
 }
 
 static int vector_setitem(PyObject *self, PyObject *key, PyObject *value) {
@@ -110,6 +113,7 @@ static int vector_setitem(PyObject *self, PyObject *key, PyObject *value) {
             return -1;
         }
         memcpy(tmp, src->data, v->payload);   /* src may be a view of this same element */
+        g_tx.op = OPC_VEC_WRITE;
         char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_WRITE);
         if (!p) return -1;
         memcpy(p, tmp, v->payload);
@@ -117,6 +121,7 @@ static int vector_setitem(PyObject *self, PyObject *key, PyObject *value) {
     }
     char tmp[8];
     if (store_field(tmp, (uint8_t)v->scalar_kind, (uint16_t)v->payload, value, v->value_name) < 0) return -1;
+    g_tx.op = OPC_VEC_WRITE;
     char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_WRITE);
     if (!p) return -1;
     memcpy(p, tmp, v->payload);
@@ -238,6 +243,7 @@ static PyObject *dobj_update(PyObject *self, PyObject *noargs) {
     DistObj *o = (DistObj *)self;
     if (dobj_live(o) < 0) return NULL;
     ObjHdr *r = replica(o, (uint32_t)g_slot);
+    g_tx.op = OPC_DOBJ_UPDATE;
     char *p = tx_open(r, o->payload, o->sid, (uint32_t)g_slot, OP_WRITE);
     if (!p) return NULL;
     return record_view_new(o->rtype, p, r, o->payload, o->sid, (uint32_t)g_slot, RV_OPENED_W);
@@ -289,6 +295,7 @@ static PyObject *dobj_read(PyObject *self, PyObject *noargs) {
     int fresh = ts[1] && g_clock >= ts[0] && g_clock - ts[0] < o->staleness;
     if (!fresh) {
         if (tx_save_private(o->cache, 16 + o->payload) < 0) return NULL;
+        g_tx.op = OPC_DOBJ_READ;
         for (uint32_t s = 0; s < o->nslots; s++) {
             char *p = tx_open(replica(o, s), o->payload, o->sid, s, OP_READ);
             if (!p) return NULL;

@@ -28,7 +28,8 @@ from nfos import _core
 from nfos.check import check_file
 from nfos.nf import NF, NFError
 from nfos.params import resolve_params
-from nfos.structures.base import registry
+from nfos.structures import allocator
+from nfos.structures.base import housekeeping, internal_periodics, registry
 
 DEFAULT_ARENA = 64 << 30   # virtual; pages are backed only when touched
 TX_RING_BYTES = 8 << 20
@@ -105,7 +106,9 @@ class Session:
         self.started = False
         self.closed = False
         registry.clear()
+        housekeeping.clear()
         _core.arena_create(arena_size, self.nslots)
+        allocator.workers_hint = workers
         try:
             _core.set_slot(self.control_slot)
             self.module, self.nf = load_module(nf_path, check)
@@ -121,11 +124,14 @@ class Session:
         nf = self.nf
         _core.set_clock(start_time_ns)
         if nf.handlers.init is not None:
-            _core.tx_begin(_core.TX_DIRECT, 0)
+            # No worker exists yet: init writes in place, without an undo log or size limit.
+            _core.tx_begin(_core.TX_UNLOGGED, 0)
             try:
                 nf.handlers.init(nf.params)
-            except Exception as e:
+            except BaseException as e:
                 _core.tx_abort()
+                if isinstance(e, KeyboardInterrupt):
+                    raise
                 where = _nf_frame(e.__traceback__, self.path)
                 raise LoadError(f"{os.path.basename(where[0])}:{where[1]}: @nf.init failed: "
                                 f"{type(e).__name__}: {e}") from None
@@ -139,7 +145,7 @@ class Session:
             "expired": nf.handlers.expired,
             "orphan": nf.handlers.orphan,
             "error": self.report_error,
-            "periodic": [(fn, iv, base + iv) for fn, iv in nf.handlers.periodic],
+            "periodic": [(fn, iv, base + iv) for fn, iv in nf.handlers.periodic + internal_periodics()],
         }
         state_type = sets.state if sets else None
         _core.configure(

@@ -5,8 +5,10 @@ module level) with a fixed capacity, is used only inside handlers, and
 records where it was created so the profiler can name it.
 """
 
+from nfos.structures.allocator import Allocator
 from nfos.structures.base import StructInfo, registry
 from nfos.structures.distributed import DistributedObj
+from nfos.structures.map import Map
 from nfos.structures.vector import Vector
 
-__all__ = ["DistributedObj", "StructInfo", "Vector", "registry"]
+__all__ = ["Allocator", "DistributedObj", "Map", "StructInfo", "Vector", "registry"]

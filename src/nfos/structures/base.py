@@ -22,6 +22,13 @@ class StructInfo:
 
 #: struct_id -> StructInfo of the NF loaded in this process
 registry: dict[int, StructInfo] = {}
+#: struct_id -> (fn, interval_ns): housekeeping the control process runs periodically
+housekeeping: dict[int, tuple[object, int]] = {}
+
+
+def internal_periodics() -> list[tuple[object, int]]:
+    """Housekeeping of the loaded NF's structures (e.g. reclaiming expired leases)."""
+    return list(housekeeping.values())
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,5 +45,7 @@ def creation_site() -> str:
 
 def record(obj, kind: str, **params: object) -> StructInfo:
     info = StructInfo(obj._struct_id, kind, creation_site(), params=params)
+    if not registry:
+        housekeeping.clear()   # a new NF is being loaded
     registry[info.struct_id] = info
     return info

@@ -1,0 +1,49 @@
+"""Allocator: hands out indexes 0..capacity-1 from per-worker pools, with optional leases.
+
+``Allocator(capacity, lease=None, refresh_interval=0, on_expire=None)``:
+``allocate()`` → index or None, ``free(i)``, ``refresh(i)``, ``is_allocated(i)``,
+``lease_remaining(i)``.  An index typically keys a Vector of values and sits
+in a Map, so an allocator bounds a table and expires its entries: with a
+``lease``, an index not refreshed for that long is reclaimed (by the control
+process, or lazily by an empty pool) and ``on_expire(index)`` runs in the
+same transaction so the NF can drop the dependent state.
+
+Recipes: allocations conflict only when a worker's pool runs dry and it
+steals from another pool → over-provision ``capacity``.  Refreshes of indexes
+allocated by the same worker conflict on that worker's list → raise
+``refresh_interval`` (a refresh younger than it is a read-only no-op; a
+lease may then end up to one interval early).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nfos import _core
+from nfos.structures.base import housekeeping, record
+from nfos.structures.distributed import staleness_ns as duration_ns
+
+#: the workers count of the NF being loaded (set by the runtime before init)
+workers_hint = 0
+
+
+class Allocator(_core.AllocatorBase):
+    """Index allocator with per-worker pools and optional leases (see the module doc)."""
+
+    def __init__(self, capacity: int, lease: object = None, refresh_interval: object = 0,
+                 on_expire: Callable[[int], object] | None = None) -> None:
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"Allocator capacity must be a positive int, got {capacity!r}")
+        lease_ns = 0 if lease is None else duration_ns(lease)
+        refresh_ns = duration_ns(refresh_interval)
+        if on_expire is not None and not callable(on_expire):
+            raise TypeError("on_expire must be a function of the expired index")
+        super().__init__(capacity, lease_ns, refresh_ns, on_expire, workers_hint)
+        self.lease, self.refresh_interval = lease_ns, refresh_ns
+        self.info = record(self, "Allocator", capacity=capacity, lease=lease_ns, refresh_interval=refresh_ns)
+        if lease_ns:   # the control process reclaims expired leases this often
+            housekeeping[self.info.struct_id] = (self.expire, min(max(lease_ns // 16, 1_000_000), 1_000_000_000))
+
+    def __repr__(self) -> str:
+        return f"<Allocator {self.info.name or ''} capacity={self.capacity} ({self.info.created_at})>"
+
