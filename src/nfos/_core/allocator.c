@@ -91,7 +91,6 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     uint32_t pools = workers ? workers : 1, at = 0;
     for (uint32_t s = 0; s < a->nslots; s++) {
         ObjHdr *h = head_obj(a, s);
-        atomic_store(&h->lock, 1ull << 8);
         PoolHead *p = (PoolHead *)OBJ_DATA(h);
         uint32_t n = s < pools ? capacity / pools + (s < capacity % pools) : 0;
         p->free_head = NONE_IDX;
@@ -100,11 +99,7 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
         p->alloc_head = p->alloc_tail = NONE_IDX;
         at += n;
     }
-    /* cells start zeroed: free, no owner; lock words need version 1 */
-    for (uint32_t i = 0; i < capacity; i++) {
-        ObjHdr *c = cell_obj(a, i);
-        atomic_store(&c->lock, 1ull << 8);
-    }
+    /* cells start as zero pages: free, unlocked, version 0 (never touched here) */
     Py_XSETREF(a->on_expire, on_expire == Py_None ? NULL : Py_NewRef(on_expire));
     a->sid = struct_register();
     a->gen = g_arena_gen;

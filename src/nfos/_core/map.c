@@ -170,7 +170,6 @@ static int map_init(PyObject *self, PyObject *args, PyObject *kw) {
     m->seed = seed;
     m->base = arena_alloc((size_t)m->stride * nbuckets, NFOS_CACHELINE);
     if (!m->base) return -1;
-    for (uint32_t i = 0; i < nbuckets; i++) atomic_store(&((ObjHdr *)(m->base + (size_t)i * m->stride))->lock, 1ull << 8);
     m->sid = struct_register();
     m->gen = g_arena_gen;
     return 0;

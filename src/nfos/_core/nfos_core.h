@@ -78,7 +78,9 @@ extern const char *const op_code_names[OPC_NCODES];
  *             bits  7..1  owner slot while locked
  *             bit      0  locked
  * The version stays in the word while it is locked, so the owner can check
- * that what it read is still what it is about to overwrite.
+ * that what it read is still what it is about to overwrite.  A fresh object
+ * is all zeroes (unlocked, version 0), so structures need no initialisation
+ * pass and untouched pages of the arena stay unbacked.
  * info word:  who wrote last: bits 7..0 slot, 15..8 operation (op_code),
  *             31..16 site (profiler line id, 0 when profiling is off),
  *             63..32 detail (e.g. the hash of the Map key written). */

@@ -56,7 +56,6 @@ static int vector_init(PyObject *self, PyObject *args, PyObject *kw) {
     v->gen = g_arena_gen;
     Py_XSETREF(v->rtype, scalar_kind < 0 ? (PyTypeObject *)Py_NewRef(rtype) : NULL);
     Py_XSETREF(v->value_name, PyUnicode_FromString("value"));
-    for (uint32_t i = 0; i < n; i++) atomic_store(&((ObjHdr *)(v->base + (size_t)i * v->stride))->lock, 1ull << 8);
     return 0;
 }
 
@@ -207,8 +206,6 @@ static int dobj_init(PyObject *self, PyObject *args, PyObject *kw) {
     o->stride = (uint32_t)obj_stride(payload);
     o->replicas = arena_alloc((size_t)o->stride * o->nslots, NFOS_CACHELINE);
     if (!o->replicas) return -1;
-    for (uint32_t s = 0; s < o->nslots; s++)
-        atomic_store(&((ObjHdr *)(o->replicas + (size_t)s * o->stride))->lock, 1ull << 8);
     o->nfields = (uint32_t)PyList_GET_SIZE(fields);
     o->fields = PyMem_Calloc(o->nfields ? o->nfields : 1, sizeof(MergeField));
     o->cache = PyMem_Calloc(1, 16 + payload);
