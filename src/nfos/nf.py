@@ -117,17 +117,29 @@ class _State(SimpleNamespace):
 class NF:
     """A network function: ``nf = nfos.NF("firewall", devices=["lan", "wan"], params={...})``."""
 
-    def __init__(self, name: str, devices: Sequence[str] = ("lan", "wan"),
+    def __init__(self, name: str, devices: Sequence[str] | Callable[[Params], Sequence[str]] = ("lan", "wan"),
                  params: dict[str, object] | None = None) -> None:
-        if not devices or len(set(devices)) != len(devices):
-            raise NFError(f"NF {name!r}: devices must be distinct names, got {list(devices)!r}")
         self.name = name
-        self.devices: tuple[str, ...] = tuple(devices)
         self.declared_params: dict[str, object] = dict(params or {})
-        self.params: Params = resolve_params(name, self.declared_params, {})
+        self._devices_of = devices if callable(devices) else (lambda _p, d=tuple(devices): d)
         self.handlers = Handlers()
         self.sets: PacketSets | None = None
         self.state = _State()
+        self.resolve({})
+
+    def resolve(self, given: dict[str, str] | Sequence[str]) -> None:
+        """Set the parameters (declared defaults overridden by ``given``) and the devices.
+
+        ``devices`` may be a function of the parameters, e.g. a bridge with
+        ``devices=lambda p: [f"p{i}" for i in range(p.ports)]``.
+        """
+        self.params = resolve_params(self.name, self.declared_params, given)
+        devices = tuple(self._devices_of(self.params))
+        if not devices or len(set(devices)) != len(devices) or not all(isinstance(d, str) for d in devices):
+            raise NFError(f"NF {self.name!r}: devices must be distinct names, got {list(devices)!r}")
+        if len(devices) > 32:
+            raise NFError(f"NF {self.name!r}: at most 32 devices")
+        self.devices: tuple[str, ...] = devices
 
     # -------------------------------------------------------------- handlers
     def _set(self, kind: str, fn: Callable) -> Callable:

@@ -27,7 +27,6 @@ from typing import Any
 from nfos import _core
 from nfos.check import check_file
 from nfos.nf import NF, NFError
-from nfos.params import resolve_params
 from nfos.structures import allocator
 from nfos.structures.base import housekeeping, internal_periodics, registry
 
@@ -112,7 +111,7 @@ class Session:
         try:
             _core.set_slot(self.control_slot)
             self.module, self.nf = load_module(nf_path, check)
-            self.nf.params = resolve_params(self.nf.name, self.nf.declared_params, params or {})
+            self.nf.resolve(params or {})
             _core.set_devices(self.nf.devices)
         except BaseException:
             _core.arena_destroy()
