@@ -17,8 +17,8 @@ from nfos.runtime.session import Session
 
 
 class TwoProcs:
-    def __init__(self, nf_path: str, params=None):
-        self.session = Session(nf_path, workers=1, params=params, collect_output=False)
+    def __init__(self, nf_path: str, params=None, profile: bool = False):
+        self.session = Session(nf_path, workers=1, params=params, collect_output=False, profile=profile)
         self.session.init()
         self.nf = self.session.nf
 
@@ -68,4 +68,4 @@ class TwoProcs:
         return child == b"1", parent_ok
 
     def conflicts(self) -> list[tuple]:
-        return _core.conflicts(0)
+        return _core.conflicts(0)[0]

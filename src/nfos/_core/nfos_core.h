@@ -116,7 +116,7 @@ typedef struct {
 } SlotStats;
 
 /* Conflict records for the profiler: a ring per slot. */
-#define CONFLICT_RING 4096
+#define CONFLICT_RING 16384
 typedef struct {
     uint16_t cause, struct_id;
     uint8_t own_op, other_slot, other_op, pad;
@@ -217,6 +217,8 @@ void tx_abort(void);          /* roll back everything of the attempt */
 /* Open shared object `obj` for reading or writing; returns where to access
  * its payload, or NULL with TransactionAborted set. */
 char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write);
+/* Profiling: the line of the NF source that is running (0 if none). */
+uint32_t current_site(void);
 /* Before writing private memory (packet-set state, packet bytes, caches):
  * remember its old bytes so an abort can restore them. */
 int tx_save_private(void *ptr, uint32_t size);
@@ -315,6 +317,8 @@ typedef struct {
     uint32_t reta[128];
     uint32_t toeplitz[NFOS_MAX_KEY][256];
     int collect_output;
+    int profile;              /* record the NF source line of every structure access */
+    PyObject *nf_file;        /* the NF's file name (code objects' co_filename) */
     int configured;
 } Config;
 

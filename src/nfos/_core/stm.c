@@ -424,7 +424,29 @@ static int extend_snapshot(void) {
     return 0;
 }
 
+uint32_t current_site(void) {
+    PyFrameObject *f = PyEval_GetFrame();   /* borrowed */
+    if (!f || !g_cfg.nf_file) return 0;
+    Py_INCREF(f);
+    while (f) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        int match = code->co_filename == g_cfg.nf_file ||
+                    PyUnicode_Compare(code->co_filename, g_cfg.nf_file) == 0;
+        Py_DECREF(code);
+        if (match) {
+            int line = PyFrame_GetLineNumber(f);
+            Py_DECREF(f);
+            return line > 0 && line < 0xffff ? (uint32_t)line : 0xffff;
+        }
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    return 0;
+}
+
 char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write) {
+    if (g_cfg.profile) g_tx.site = current_site();
     if (g_tx.doomed) {
         PyErr_SetString(TransactionAborted, "transaction already aborted");
         return NULL;
@@ -738,16 +760,24 @@ static PyObject *py_slot_stats(PyObject *self, PyObject *arg) {
         "pss_kb", st->pss_kb);
 }
 
-static PyObject *py_conflicts(PyObject *self, PyObject *arg) {
-    long s = PyLong_AsLong(arg);
-    if (PyErr_Occurred()) return NULL;
+/* conflicts(slot, since=0) -> (records, cursor, lost): the conflict records
+ * of a slot after `since` (pass the returned cursor next time).  `lost` counts
+ * records overwritten before they were read (the ring holds CONFLICT_RING). */
+static PyObject *py_conflicts(PyObject *self, PyObject *args) {
+    long s;
+    unsigned long long since = 0;
+    if (!PyArg_ParseTuple(args, "l|K", &s, &since)) return NULL;
     if (!g_arena || s < 0 || (uint32_t)s >= g_arena->nslots) {
         PyErr_SetString(PyExc_ValueError, "bad slot");
         return NULL;
     }
     SlotShared *sh = &g_arena->slots[s];
     uint64_t n = atomic_load(&sh->conflict_count);
-    uint64_t start = n > CONFLICT_RING ? n - CONFLICT_RING : 0;
+    uint64_t start = since, lost = 0;
+    if (n > CONFLICT_RING && start < n - CONFLICT_RING) {
+        lost = n - CONFLICT_RING - start;
+        start = n - CONFLICT_RING;
+    }
     PyObject *out = PyList_New(0);
     for (uint64_t i = start; i < n; i++) {
         ConflictRecord *c = &sh->conflicts[i % CONFLICT_RING];
@@ -759,7 +789,7 @@ static PyObject *py_conflicts(PyObject *self, PyObject *arg) {
         PyList_Append(out, t);
         Py_DECREF(t);
     }
-    return out;
+    return Py_BuildValue("(NKK)", out, (unsigned long long)n, (unsigned long long)lost);
 }
 
 /* record_memory(peak_rss_kb, pss_kb): a worker's memory use, reported at exit. */
@@ -793,7 +823,7 @@ PyMethodDef stm_methods[] = {
     {"first_error_at", py_first_error_at, METH_O, NULL},
     {"recover_slot", py_recover_slot, METH_O, "finish a dead slot's commit, release its locks"},
     {"slot_stats", py_slot_stats, METH_O, NULL},
-    {"conflicts", py_conflicts, METH_O, NULL},
+    {"conflicts", py_conflicts, METH_VARARGS, "conflicts(slot, since=0) -> (records, cursor, lost)"},
     {"set_site", py_set_site, METH_O, NULL},
     {"record_memory", py_record_memory, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL}};

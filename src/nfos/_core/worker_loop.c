@@ -517,6 +517,8 @@ void loop_reset(void) {
     Py_CLEAR(g_cfg.h_orphan);
     Py_CLEAR(g_cfg.h_error);
     Py_CLEAR(g_cfg.state_type);
+    Py_CLEAR(g_cfg.nf_file);
+    g_cfg.profile = 0;
     for (int i = 0; i < nperiodic; i++) Py_CLEAR(periodics[i].fn);
     nperiodic = 0;
     pst_select(-1);
@@ -809,14 +811,16 @@ static PyObject *py_attach(PyObject *self, PyObject *arg) {
 /* configure(dict): the NF's runtime configuration, before the fork. */
 static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"nworkers", "defs", "proto_mask", "state_type", "state_size", "capacity",
-                             "expiry_ns", "batch", "handlers", "collect_output", "local", "rss_key", NULL};
-    int nworkers, batch, collect, local;
-    PyObject *defs, *state_type, *handlers, *rss_key;
+                             "expiry_ns", "batch", "handlers", "collect_output", "local", "rss_key",
+                             "profile", "nf_file", NULL};
+    int nworkers, batch, collect, local, profile = 0;
+    PyObject *defs, *state_type, *handlers, *rss_key, *nf_file = Py_None;
     unsigned int proto_mask, state_size, capacity;
     unsigned long long expiry;
-    int ok = PyArg_ParseTupleAndKeywords(args, kw, "iO!IOIIKiO!ppO", kwlist, &nworkers, &PyList_Type, &defs,
+    int ok = PyArg_ParseTupleAndKeywords(args, kw, "iO!IOIIKiO!ppO|pO", kwlist, &nworkers, &PyList_Type, &defs,
                                          &proto_mask, &state_type, &state_size, &capacity, &expiry, &batch,
-                                         &PyDict_Type, &handlers, &collect, &local, &rss_key);
+                                         &PyDict_Type, &handlers, &collect, &local, &rss_key, &profile,
+                                         &nf_file);
     if (!ok) return NULL;
     if (!g_arena) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -854,6 +858,8 @@ static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     g_cfg.expiry_ns = expiry;
     g_cfg.batch = batch;
     g_cfg.collect_output = collect;
+    g_cfg.profile = profile;
+    Py_XSETREF(g_cfg.nf_file, nf_file == Py_None ? NULL : Py_NewRef(nf_file));
 #define HANDLER(field, name)                                                    \
     do {                                                                        \
         PyObject *h = PyDict_GetItemString(handlers, name);                     \

@@ -48,13 +48,14 @@ def _nf_frame(tb: Any, nf_file: str) -> tuple[str, int]:
     return best or ("?", 0)
 
 
-def load_module(path: str, check: bool = True):
-    """Import the NF file as a fresh module and return (module, NF)."""
+def load_module(path: str, check: bool = True, shown_as: str | None = None):
+    """Import the NF file as a fresh module and return (module, NF); errors name `shown_as`."""
     global _loaded_count
+    shown = shown_as or path
     if not os.path.isfile(path):
-        raise LoadError(f"{path}: no such NF file")
+        raise LoadError(f"{shown}: no such NF file")
     if check:
-        findings = check_file(path)
+        findings = check_file(shown if os.path.isfile(shown) else path)
         if findings:
             more = f" (and {len(findings) - 1} more; run 'nfos check {path}')" if len(findings) > 1 else ""
             raise LoadError(f"{findings[0]}{more}")
@@ -66,7 +67,7 @@ def load_module(path: str, check: bool = True):
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
-        raise LoadError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+        raise LoadError(f"{shown}:{e.lineno}: syntax error: {e.msg}") from None
     except (NFError, ValueError, TypeError) as e:
         where = _nf_frame(e.__traceback__, os.path.abspath(path))
         raise LoadError(f"{os.path.basename(where[0])}:{where[1]}: {e}") from None
@@ -75,7 +76,7 @@ def load_module(path: str, check: bool = True):
         raise LoadError(f"{os.path.basename(where[0])}:{where[1]}: {type(e).__name__}: {e}") from None
     nfs = [v for v in vars(module).values() if isinstance(v, NF)]
     if len(nfs) != 1:
-        raise LoadError(f"{path}: an NF file defines exactly one nfos.NF(...); found {len(nfs)}")
+        raise LoadError(f"{shown}: an NF file defines exactly one nfos.NF(...); found {len(nfs)}")
     return module, nfs[0]
 
 
@@ -89,7 +90,7 @@ class Session:
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
-                 check: bool = True) -> None:
+                 check: bool = True, profile: bool = False) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
@@ -98,6 +99,7 @@ class Session:
         self.workers = workers
         self.batch = batch
         self.collect_output = collect_output
+        self.profile = profile
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -110,7 +112,7 @@ class Session:
         allocator.workers_hint = workers
         try:
             _core.set_slot(self.control_slot)
-            self.module, self.nf = load_module(nf_path, check)
+            self.module, self.nf = load_module(self.path, check, shown_as=nf_path)
             self.nf.resolve(params or {})
             _core.set_devices(self.nf.devices)
         except BaseException:
@@ -152,7 +154,7 @@ class Session:
             state_type=state_type, state_size=state_type.__nfos_size__ if state_type else 8,
             capacity=sets.capacity if sets else 1, expiry_ns=sets.expiry_ns if sets else 0,
             batch=self.batch, handlers=handlers, collect_output=self.collect_output, local=self.local,
-            rss_key=None)
+            rss_key=None, profile=self.profile, nf_file=self.path)
         self.tick_ns = self._tick_interval()
 
     def _tick_interval(self) -> int:
