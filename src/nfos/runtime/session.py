@@ -57,7 +57,7 @@ def load_module(path: str, check: bool = True, shown_as: str | None = None):
     if check:
         findings = check_file(shown if os.path.isfile(shown) else path)
         if findings:
-            more = f" (and {len(findings) - 1} more; run 'nfos check {path}')" if len(findings) > 1 else ""
+            more = f" (and {len(findings) - 1} more; run 'nfos check {shown}')" if len(findings) > 1 else ""
             raise LoadError(f"{findings[0]}{more}")
     _loaded_count += 1
     name = f"nfos_nf_{_loaded_count}_{os.path.splitext(os.path.basename(path))[0]}"
