@@ -93,9 +93,28 @@ def _summary(stats: dict[str, Any]) -> Table:
 @click.option("--stats-json", type=click.Path(dir_okay=False), help="write the run's counters as JSON")
 @click.option("--batch", default=32, show_default=True, help="packets per transaction (1..32)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary table")
+@click.option("--profile", "profile", is_flag=True, help="also print the scalability profile")
 def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
-        params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool) -> None:
+        params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool, profile: bool) -> None:
     """Replay a capture through NF_FILE on N worker processes."""
+    result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile)
+    stats = result.stats
+    if stats_json:
+        with open(stats_json, "w") as f:
+            json.dump(stats, f, indent=2)
+    if not quiet:
+        out.print(_summary(stats))
+        if out_dir:
+            out.print(f"output: {', '.join(os.path.join(out_dir, d + '.pcap') for d in stats['packets_out'])}")
+    if profile:
+        from nfos.profiler import render_text
+
+        render_text(result.profile, out)
+
+
+def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
+         params: tuple[str, ...], batch: int, quiet: bool, profile: bool):
+    """Replay with a progress bar; user errors end the command with one line."""
     from nfos.runtime.replay import replay
 
     if workers is None:
@@ -121,7 +140,7 @@ def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str
             bar.update(task, completed=min(done, total))
     try:
         result = replay(nf_file, _trace_loader(inputs), workers=workers, params=list(params), out_dir=out_dir,
-                        batch=batch, progress=progress)
+                        batch=batch, progress=progress, profile=profile)
     except KeyboardInterrupt:
         fail("interrupted; workers stopped, nothing left behind")
     except USER_ERRORS as e:
@@ -131,16 +150,32 @@ def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str
     finally:
         if bar is not None:
             bar.stop()
-    stats = result.stats
-    for w in stats.get("warnings", []):
+    for w in result.stats.get("warnings", []):
         err.print(f"nfos: warning: {w}", markup=False, highlight=False)
-    if stats_json:
-        with open(stats_json, "w") as f:
-            json.dump(stats, f, indent=2)
-    if not quiet:
-        out.print(_summary(stats))
-        if out_dir:
-            out.print(f"output: {', '.join(os.path.join(out_dir, d + '.pcap') for d in stats['packets_out'])}")
+    return result
+
+
+@main.command()
+@click.argument("nf_file", type=click.Path(dir_okay=False))
+@click.option("--in", "inputs", multiple=True, required=True, metavar="FILE | DEV=FILE", help="capture to replay")
+@click.option("--workers", "-w", default=None, type=int, help="worker processes (default: the number of CPUs)")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter (repeatable)")
+@click.option("--batch", default=32, show_default=True, help="packets per transaction (1..32)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the report as JSON")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="write the report as one HTML page")
+def profile(nf_file: str, inputs: tuple[str, ...], workers: int | None, params: tuple[str, ...], batch: int,
+            json_path: str | None, html_path: str | None) -> None:
+    """Why does NF_FILE not scale? Aborts per line, ranked conflict causes and their recipes."""
+    from nfos.profiler import render_html, render_text, to_json
+
+    result = _run(nf_file, inputs, workers, None, params, batch, True, True)
+    render_text(result.profile, out)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(to_json(result.profile), f, indent=2)
+    if html_path:
+        with open(html_path, "w") as f:
+            f.write(render_html(result.profile))
 
 
 def _sigterm_as_interrupt() -> None:

@@ -23,6 +23,22 @@ from nfos.runtime.session import TX_RING_BYTES, Session
 class RunResult:
     stats: dict[str, Any]
     outputs: dict[str, list[bytes]] = field(default_factory=dict)   # when keep_output
+    profile: Any = None   # nfos.profiler.Profile when profiling
+
+
+class ConflictLog:
+    """Drains the workers' conflict records while a profiled run goes on."""
+
+    def __init__(self, nslots: int) -> None:
+        self.cursors = [0] * nslots
+        self.records: list[tuple] = []
+        self.lost = 0
+
+    def drain(self) -> None:
+        for s, since in enumerate(self.cursors):
+            recs, self.cursors[s], lost = _core.conflicts(s, since)
+            self.records += recs
+            self.lost += lost
 
 
 def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -112,15 +128,17 @@ class OutputSink:
 
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
-           progress: Callable[[int, int], None] | None = None, check: bool = True) -> RunResult:
+           progress: Callable[[int, int], None] | None = None, check: bool = True,
+           profile: bool = False) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
     trace (so a pcap can be read onto the NF's first device).
     """
     collect = bool(out_dir) or keep_output
-    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check)
+    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
     sink = None
+    log = ConflictLog(session.nslots) if profile else None
     try:
         nf = session.nf
         if callable(trace):
@@ -153,7 +171,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
                 if n < 0:
                     break
         else:
-            _wait_parallel(session, sink, progress, total)
+            _wait_parallel(session, sink, progress, total, log)
         wall = time.perf_counter() - t0
         if sink:
             sink.drain(slots)
@@ -162,14 +180,22 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             sink.drain(slots)
         stats = summarize(session, wall, total, {"packets_per_worker_steered": per_worker,
                                                  "warnings": list(trace.warnings)})
-        return RunResult(stats, sink.frames if (sink and keep_output) else {})
+        report = None
+        if log is not None:
+            from nfos.profiler import analyze
+            from nfos.structures.base import registry
+
+            log.drain()
+            report = analyze(stats, log.records, log.lost, registry, session.path, dict(nf.params))
+        return RunResult(stats, sink.frames if (sink and keep_output) else {}, report)
     finally:
         if sink:
             sink.close()
         session.close()
 
 
-def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: int) -> None:
+def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: int,
+                   log: ConflictLog | None = None) -> None:
     slots = range(session.nslots)
     workers = range(session.workers)
     periodic = bool(session.nf.handlers.periodic)
@@ -183,6 +209,8 @@ def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: i
                 _core.run_periodics(min(clocks))
         if progress:
             progress(sum(_core.rx_done(w) for w in workers), total)
+        if log is not None:
+            log.drain()
         if done:
             return
         dead = session.dead_workers()
@@ -191,4 +219,4 @@ def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: i
                 _core.recover_slot(w)
             raise RuntimeError(f"worker {dead[0]} died (exit code {session.procs[dead[0]].exitcode}); "
                                "its shared-state commit was completed or discarded")
-        time.sleep(0.002 if sink or periodic else 0.005)
+        time.sleep(0.002 if sink or periodic or log else 0.005)
