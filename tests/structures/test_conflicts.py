@@ -5,8 +5,7 @@ import os
 import pytest
 
 from nfos import _core
-
-from .twoproc import TwoProcs
+from twoproc import TwoProcs
 
 NF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conflict_nf.py")
 

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 import nfos
 from nfos.testing import Harness
-
-from .twoproc import TwoProcs
+from twoproc import TwoProcs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAP_NF = os.path.join(HERE, "map_nf.py")

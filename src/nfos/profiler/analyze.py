@@ -86,16 +86,23 @@ def _fmt_duration(ns: int) -> str:
     return str(Duration(ns))
 
 
-def _param_hint(value: object, params: dict[str, object]) -> str:
-    """The NF parameter whose value equals the structure's setting, if any."""
+def _param_hint(setting: str, value: object, params: dict[str, object]) -> str:
+    """The NF parameter that likely sets this structure setting: same value, a shared word."""
+    words = set(setting.split("_"))
     for name, v in params.items():
-        if type(v) is not bool and v == value:
-            return f" (NF parameter '{name}': --param {name}=...)"
+        if type(v) is not bool and v == value and words & set(name.split("_")):
+            return f", set by --param {name}"
     return ""
 
 
-def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -> tuple[str, str, str, str]:
-    """(ops, cause in words, recipe, parameter) of one conflict record."""
+def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -> tuple[str, str, str, str, str]:
+    """(ops, cause in words, recipe, parameter, where) of one conflict record; `where` names the
+    element or bucket, and is listed after the cause when records are grouped."""
+    ops, cause, recipe, parameter, *where = _classify(rec, info, params)
+    return (ops, cause, recipe, parameter, where[0] if where else "")
+
+
+def _classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -> tuple[str, ...]:
     cause, _sid, index, own_op, other_op, _other_slot, _own_site, _other_site, own_detail, other_detail = rec
     if cause == "handler_error":
         return ("-", "a handler raised (not a conflict); the packet was dropped",
@@ -112,15 +119,16 @@ def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) ->
     where = f"({info.created_at})"
     p = info.params
     if info.kind == "Vector":
-        return (ops, f"two transactions used element [{index}] and at least one wrote it",
+        return (ops, "two transactions used the same element and at least one wrote it",
                 f"keep the hot element(s) of {name} {where} in an nfos.DistributedObj "
-                "(updates never conflict)", "DistributedObj")
+                "(updates never conflict)", "DistributedObj", f"[{index}]")
     if info.kind == "DistributedObj":
         st = p.get("max_staleness", 0)
         if own_op == "read":
             return (ops, "a read had to merge every replica (its cache was older than max_staleness) "
                          "while another worker updated one",
-                    f"raise max_staleness of {name} {where}, now {_fmt_duration(st)}{_param_hint(st, params)}",
+                    f"raise max_staleness of {name} {where}, now {_fmt_duration(st)}"
+                    f"{_param_hint('max_staleness', st, params)}",
                     "max_staleness")
         return (ops, f"conflict on a replica ({cause})",
                 f"raise max_staleness of {name} {where}, now {_fmt_duration(st)}", "max_staleness")
@@ -129,19 +137,21 @@ def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) ->
             return (ops, "two transactions used the same key and at least one wrote it",
                     f"keep the value of this hot key of {name} {where} in an nfos.DistributedObj", "DistributedObj")
         b, h = p.get("buckets"), p.get("hash")
-        return (ops, f"different keys collide in bucket {index}",
-                f"give {name} {where} more buckets (now {b}) or another hash (now {h}: try "
-                f"{'mult' if h == 'crc32c' else 'crc32c'}, or a seed)", "buckets")
+        return (ops, "different keys collide in one bucket",
+                f"give {name} {where} more buckets (now {b}{_param_hint('buckets', b, params)}) or another "
+                f"hash (now {h}: try {'mult' if h == 'crc32c' else 'crc32c'}, or a seed)", "buckets",
+                f"bucket {index}")
     if info.kind == "Allocator":
         cap, ri = p.get("capacity"), p.get("refresh_interval", 0)
         is_head = index >= (cap or 0)
         if "refresh" in (own_op, other_op):
             return (ops, "refreshes of indexes on the same per-worker list (its tail and head)",
-                    f"raise refresh_interval of {name} {where}, now {_fmt_duration(ri)}{_param_hint(ri, params)}",
+                    f"raise refresh_interval of {name} {where}, now {_fmt_duration(ri)}"
+                    f"{_param_hint('refresh_interval', ri, params)}",
                     "refresh_interval")
         if own_op == "allocate" and is_head:
             return (ops, "a worker's pool ran dry and it took indexes from another pool",
-                    f"over-provision capacity of {name} {where}, now {cap}{_param_hint(cap, params)}",
+                    f"over-provision capacity of {name} {where}, now {cap}{_param_hint('capacity', cap, params)}",
                     "capacity")
         return (ops, f"conflict on {'a pool' if is_head else 'an index'} ({own_op} vs {other_op})",
                 f"over-provision capacity of {name} {where}, now {cap}", "capacity")
@@ -160,18 +170,25 @@ def analyze(stats: dict[str, Any], records: list[Record], lost: int, registry: d
     n = len(records)
     line_counts: Counter[int] = Counter()
     groups: dict[tuple, list[Record]] = defaultdict(list)
+    hot: dict[tuple, Counter[str]] = defaultdict(Counter)
     for rec in records:
         for site in {rec[6], rec[7]}:
             if site:
                 line_counts[site] += 1
         info = registry.get(rec[1])
-        ops, cause, recipe, parameter = classify(rec, info, params)
+        ops, cause, recipe, parameter, where = classify(rec, info, params)
         key = (info.label if info else "-", info.created_at if info else "-", ops, cause, recipe, parameter)
         groups[key].append(rec)
+        if where:
+            hot[key][where] += 1
     lines = [LineRow(base, ln, source[ln - 1].strip() if 0 < ln <= len(source) else "", c, c / n if n else 0.0)
-             for ln, c in line_counts.most_common()]
+             for ln, c in sorted(line_counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     causes = []
-    for (structure, created, ops, cause, recipe, parameter), recs in groups.items():
+    for key, recs in groups.items():
+        structure, created, ops, cause, recipe, parameter = key
+        if hot[key]:   # the hottest elements / buckets, most aborts first
+            top = sorted(hot[key].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+            cause = f"{cause}: {', '.join(w for w, _ in top)}"
         sites = sorted({s for r in recs for s in (r[6], r[7]) if s})
         causes.append(CauseRow(structure, created, ops, cause, recipe, parameter, len(recs),
                                len(recs) / n if n else 0.0, sites))
