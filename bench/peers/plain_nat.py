@@ -1,0 +1,325 @@
+"""The NAT as a Python developer would write it without nfos (the baseline peer).
+
+Same contract as ``examples/nat.py``: endpoint-independent mapping of
+(internal address, port, protocol) to an external (address, port) for TCP
+and UDP, endpoint- or address-dependent filtering of WAN->LAN packets,
+hairpinning, ARP replies for the public addresses on WAN, idle timeouts per
+protocol with refreshes coalesced over ``refresh_interval``; everything else
+is dropped (ICMP, other protocols, IP fragments, frames the nfos parser calls
+malformed).  ``run`` takes the NF's parameters as keyword arguments (IPv4
+and MAC addresses as text, durations in ns) and fills ``counters`` (if
+given) with ``exhausted_ports`` and ``exhausted_permits``.
+
+External ports come from a :class:`Pool` per protocol that hands out
+indexes the way nfos's Allocator does in sequential mode: never-used
+indexes in order 0, 1, 2, ..., freed ones first and last-in first-out, and
+expired leases reclaimed by a sweep every ``min(max(lease / 16, 1 ms), 1 s)``
+from the first packet's time (or at once when the pool runs dry).  So the
+output is byte for byte that of ``nfos run examples/nat.py --workers 0``,
+except where an ARP reply sits: nfos sends a frame that a handler emits after
+the packets forwarded in the same transaction (a batch of up to 32), this
+peer at once.
+Addresses are rewritten in a ``bytearray`` with incremental checksum updates
+(RFC 1624, eqn. 3), word by word as nfos does.  Devices are indexes: 0 =
+lan, 1 = wan.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+
+LAN, WAN = 0, 1
+TCP, UDP = 6, 17
+FIRST_PORT = 1024
+NS_PER_S = 1_000_000_000
+
+# ethertype, version/IHL, total length, fragment field, protocol, src, dst, sport, dport, TCP data offset
+_HDR = struct.Struct("!12xHBxH2xHxB2xIIHH8xB")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+
+# ------------------------------------------------------------------ parsing
+
+def parse_slow(f: bytes) -> tuple[int, int, int] | None:
+    """Any frame, as nfos parses it: (l3 offset, l4 offset, protocol) of an unfragmented TCP or
+    UDP packet, (l3, -1, -1) for a non-IP frame, None for anything else (dropped by the NAT)."""
+    n = len(f)
+    if n < 14:
+        return None
+    l3, etype = 14, _U16.unpack_from(f, 12)[0]
+    if etype == 0x8100:
+        if n < 18:
+            return None
+        l3, etype = 18, _U16.unpack_from(f, 16)[0]
+    if etype != 0x0800:
+        return l3, -1, -1
+    if n < l3 + 20 or f[l3] >> 4 != 4:
+        return None
+    ihl, total = (f[l3] & 15) * 4, _U16.unpack_from(f, l3 + 2)[0]
+    if ihl < 20 or total < ihl or l3 + total > n or _U16.unpack_from(f, l3 + 6)[0] & 0x3FFF:
+        return None   # malformed, or a fragment
+    proto, l4, room = f[l3 + 9], l3 + ihl, total - ihl
+    if proto == TCP and room >= 20 and 20 <= (f[l4 + 12] >> 4) * 4 <= room or proto == UDP and room >= 8:
+        return l3, l4, proto
+    return None
+
+
+# ------------------------------------------------------------------ checksums
+
+def _csum_update(hc: int, old: int, new: int) -> int:
+    s = (~hc & 0xFFFF) + (~old & 0xFFFF) + new
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _l4_update(buf: bytearray, l4: int, proto: int, old: int, new: int) -> None:
+    """Fold one changed 16-bit word into the TCP/UDP checksum (a zero UDP checksum means none)."""
+    at = l4 + 16 if proto == TCP else l4 + 6
+    c = buf[at] << 8 | buf[at + 1]
+    if proto == UDP:
+        if c == 0:
+            return
+        c = _csum_update(c, old, new) or 0xFFFF
+    else:
+        c = _csum_update(c, old, new)
+    buf[at], buf[at + 1] = c >> 8, c & 0xFF
+
+
+def set_addr(buf: bytearray, l3: int, l4: int, proto: int, at: int, value: int) -> None:
+    """Write an IPv4 address at l3 + at (12 = source, 16 = destination), fixing both checksums."""
+    old = _U32.unpack_from(buf, l3 + at)[0]
+    _U32.pack_into(buf, l3 + at, value)
+    c = buf[l3 + 10] << 8 | buf[l3 + 11]
+    c = _csum_update(_csum_update(c, old >> 16, value >> 16), old & 0xFFFF, value & 0xFFFF)
+    buf[l3 + 10], buf[l3 + 11] = c >> 8, c & 0xFF
+    _l4_update(buf, l4, proto, old >> 16, value >> 16)
+    _l4_update(buf, l4, proto, old & 0xFFFF, value & 0xFFFF)
+
+
+def set_port(buf: bytearray, l4: int, proto: int, at: int, value: int) -> None:
+    """Write a port at l4 + at (0 = source, 2 = destination), fixing the checksum."""
+    old = _U16.unpack_from(buf, l4 + at)[0]
+    _U16.pack_into(buf, l4 + at, value)
+    _l4_update(buf, l4, proto, old, value)
+
+
+# ------------------------------------------------------------------ leases
+
+class Pool:
+    """Indexes 0..size-1 with idle leases (see the module doc)."""
+
+    def __init__(self, size: int, lease: int, refresh_interval: int, start: int,
+                 on_expire: Callable[[int], None]) -> None:
+        self.size, self.lease, self.refresh_interval = size, lease, refresh_interval
+        self.fresh = 0                      # next never-used index
+        self.free: list[int] = []           # reclaimed indexes, reused last first
+        self.leases: OrderedDict[int, list[int]] = OrderedDict()   # index -> [expiry, last refresh], by expiry
+        self.on_expire = on_expire
+        self.sweep_every = min(max(lease // 16, 1_000_000), NS_PER_S)
+        self.next_sweep = start + self.sweep_every
+
+    def sweep(self, now: int) -> None:
+        """Run the periodic sweeps due by ``now``."""
+        while self.next_sweep <= now:
+            self.reclaim(self.next_sweep)
+            self.next_sweep += self.sweep_every
+
+    def reclaim(self, now: int, limit: int = 1 << 20) -> None:
+        leases = self.leases
+        while leases and limit > 0:
+            i, (expiry, _) = next(iter(leases.items()))
+            if expiry > now:
+                return
+            del leases[i]
+            self.free.append(i)
+            self.on_expire(i)
+            limit -= 1
+
+    def allocate(self, now: int) -> int | None:
+        if not self.free and self.fresh == self.size:
+            self.reclaim(now, 256)
+        if self.free:
+            i = self.free.pop()
+        elif self.fresh < self.size:
+            i = self.fresh
+            self.fresh += 1
+        else:
+            return None
+        self.leases[i] = [now + self.lease, now]
+        return i
+
+    def live(self, i: int, now: int) -> bool:
+        lease = self.leases.get(i)
+        return lease is not None and lease[0] > now
+
+    def refresh(self, i: int, now: int) -> bool:
+        lease = self.leases.get(i)
+        if lease is None or lease[0] <= now:
+            return False
+        if now - lease[1] >= self.refresh_interval:
+            lease[0], lease[1] = now + self.lease, now
+            self.leases.move_to_end(i)
+        return True
+
+
+# ------------------------------------------------------------------ the NAT
+
+def _ip(text: str | int) -> int:
+    return text if isinstance(text, int) else int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
+
+
+def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: int = 57,
+        public_base: str | int = "198.51.100.1", ports_per_ip: int = 64512,
+        udp_timeout: int = 300 * NS_PER_S, tcp_timeout: int = 7440 * NS_PER_S,
+        refresh_interval: int = NS_PER_S, filtering: str = "endpoint", permits: int = 1 << 20,
+        mac: str = "02:00:00:00:00:aa", counters: dict[str, int] | None = None) -> dict[str, list[bytes]]:
+    base, ppi = _ip(public_base), ports_per_ip
+    ours = bytes(int(x, 16) for x in mac.replace("-", ":").split(":"))
+    address_filtering = filtering == "address"
+    start = times_ns[0] if times_ns else 0
+    n = public_ips * ppi
+    to_lan: list[bytes] = []
+    to_wan: list[bytes] = []
+    exhausted = {"exhausted_ports": 0, "exhausted_permits": 0}
+
+    # per protocol: (internal address, port) -> index; index -> [address, port, generation];
+    # (index, remote address) -> [permit, generation of the mapping]; permit -> (index, remote)
+    mappings: dict[int, dict[tuple[int, int], int]] = {TCP: {}, UDP: {}}
+    endpoints: dict[int, dict[int, list[int]]] = {TCP: {}, UDP: {}}
+    permit_of: dict[int, dict[tuple[int, int], list[int]]] = {TCP: {}, UDP: {}}
+    permit_key: dict[int, dict[int, tuple[int, int]]] = {TCP: {}, UDP: {}}
+
+    def forgetter(proto: int) -> Callable[[int], None]:
+        def forget(i: int) -> None:
+            ep = endpoints[proto][i]
+            key = (ep[0], ep[1])
+            if mappings[proto].get(key) == i:
+                del mappings[proto][key]
+        return forget
+
+    def permit_forgetter(proto: int) -> Callable[[int], None]:
+        def forget(p: int) -> None:
+            key = permit_key[proto][p]
+            ref = permit_of[proto].get(key)
+            if ref is not None and ref[0] == p:
+                del permit_of[proto][key]
+        return forget
+
+    ports = {TCP: Pool(n, tcp_timeout, refresh_interval, start, forgetter(TCP)),
+             UDP: Pool(n, udp_timeout, refresh_interval, start, forgetter(UDP))}
+    pools = [ports[TCP], ports[UDP]]
+    permit_pools = {}
+    if address_filtering:
+        permit_pools = {TCP: Pool(permits, tcp_timeout, refresh_interval, start, permit_forgetter(TCP)),
+                        UDP: Pool(permits, udp_timeout, refresh_interval, start, permit_forgetter(UDP))}
+        pools += [permit_pools[TCP], permit_pools[UDP]]
+
+    def inbound(buf: bytearray, l3: int, l4: int, proto: int, src: int, dst: int, dport: int, now: int) -> None:
+        k, port = dst - base, dport - FIRST_PORT
+        if not (0 <= k < public_ips and 0 <= port < ppi):
+            return
+        i = k * ppi + port
+        if not ports[proto].live(i, now):
+            return
+        ep = endpoints[proto][i]
+        if address_filtering:
+            ref = permit_of[proto].get((i, src))
+            if ref is None or ref[1] != ep[2] or not permit_pools[proto].live(ref[0], now):
+                return
+        set_addr(buf, l3, l4, proto, 16, ep[0])
+        set_port(buf, l4, proto, 2, ep[1])
+        to_lan.append(bytes(buf))
+
+    def give_permit(proto: int, i: int, remote: int, now: int) -> bool:
+        gen = endpoints[proto][i][2]
+        ref = permit_of[proto].get((i, remote))
+        pool = permit_pools[proto]
+        if ref is not None and pool.refresh(ref[0], now):
+            ref[1] = gen
+            return True
+        p = pool.allocate(now)
+        if p is None:
+            return False
+        permit_of[proto][(i, remote)] = [p, gen]
+        permit_key[proto][p] = (i, remote)
+        return True
+
+    unpack = _HDR.unpack_from
+    now = start
+    for frame, dev, t in zip(frames, devs, times_ns, strict=True):
+        if t > now:
+            now = t
+        for pool in pools:
+            if pool.next_sweep <= now:
+                pool.sweep(now)
+        if len(frame) >= 48:
+            etype, vihl, total, frag, proto, src, dst, sport, dport, doff = unpack(frame)
+            if (etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and 20 <= total <= len(frame) - 14
+                    and (proto == TCP and 0x50 <= doff and doff >> 4 << 2 <= total - 20
+                         or proto == UDP and total >= 28)):
+                l3, l4 = 14, 34
+            else:
+                parsed = parse_slow(frame)
+                if parsed is None:
+                    continue
+                l3, l4, proto = parsed
+        else:
+            parsed = parse_slow(frame)
+            if parsed is None:
+                continue
+            l3, l4, proto = parsed
+        if l4 < 0:   # not IPv4
+            if dev == WAN and _U16.unpack_from(frame, l3 - 2)[0] == 0x0806:
+                reply = arp_reply(frame, l3, base, public_ips, ours)
+                if reply is not None:
+                    to_wan.append(reply)
+            continue
+        if l3 != 14 or l4 != 34:
+            src, dst = struct.unpack_from("!II", frame, l3 + 12)
+            sport, dport = struct.unpack_from("!HH", frame, l4)
+        buf = bytearray(frame)
+        if dev == WAN:
+            inbound(buf, l3, l4, proto, src, dst, dport, now)
+            continue
+        key = (src, sport)
+        pool = ports[proto]
+        i = mappings[proto].get(key)
+        if i is None or not pool.refresh(i, now):
+            i = pool.allocate(now)
+            if i is None:
+                exhausted["exhausted_ports"] += 1
+                continue
+            mappings[proto][key] = i
+            ep = endpoints[proto].setdefault(i, [0, 0, 0])
+            ep[0], ep[1], ep[2] = src, sport, ep[2] + 1 & 0xFFFFFFFF
+        if address_filtering and not give_permit(proto, i, dst, now):
+            exhausted["exhausted_permits"] += 1
+            continue
+        public, public_port = base + i // ppi, FIRST_PORT + i % ppi
+        set_addr(buf, l3, l4, proto, 12, public)
+        set_port(buf, l4, proto, 0, public_port)
+        if 0 <= dst - base < public_ips:   # hairpinning
+            inbound(buf, l3, l4, proto, public, dst, dport, now)
+        else:
+            to_wan.append(bytes(buf))
+    if counters is not None:
+        counters.update(exhausted)
+    return {"lan": to_lan, "wan": to_wan}
+
+
+def arp_reply(frame: bytes, l3: int, base: int, public_ips: int, ours: bytes) -> bytes | None:
+    """The reply to an ARP request for one of the public addresses, else None."""
+    if len(frame) - l3 < _ARP.size:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = _ARP.unpack_from(frame, l3)
+    if (htype, ptype, hlen, plen, op) != (1, 0x0800, 6, 4, 1):
+        return None
+    if not 0 <= int.from_bytes(tpa, "big") - base < public_ips:
+        return None
+    reply = sha + ours + frame[12:l3] + _ARP.pack(1, 0x0800, 6, 4, 2, ours, tpa, sha, spa)
+    return reply + bytes(max(0, 60 - len(reply)))
