@@ -10,6 +10,8 @@
  */
 #include "nfos_core.h"
 
+#include <arpa/inet.h>
+
 static const uint8_t default_rss_key[40] = {
     0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
     0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
@@ -117,7 +119,7 @@ orphan:;
         uint32_t a, b;
         memcpy(&a, d + s->l3 + 12, 4);
         memcpy(&b, d + s->l3 + 16, 4);
-        if (a > b) { uint32_t t = a; a = b; b = t; }
+        if (ntohl(a) > ntohl(b)) { uint32_t t = a; a = b; b = t; }   /* as the BPF program compares */
         memcpy(tmp, &a, 4);
         memcpy(tmp + 4, &b, 4);
         tmp[8] = s->proto;

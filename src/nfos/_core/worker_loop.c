@@ -597,6 +597,28 @@ static int steer_slot(uint8_t *data, uint32_t len, uint16_t dev) {
     return (int)(g_cfg.reta[s.rss & 127] % (uint32_t)g_cfg.nworkers);
 }
 
+/* steer_frame(frame, dev) -> the worker software RSS picks (tests, checkers). */
+static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    int dev;
+    if (!PyArg_ParseTuple(args, "y*i", &b, &dev)) return NULL;
+    if (dev < 0 || dev >= g_cfg.ndevs) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "bad device index");
+    }
+    PktSlot s;
+    memset(&s, 0, sizeof s);
+    s.data = b.buf;
+    s.len = (uint32_t)b.len;
+    s.dev = (uint16_t)dev;
+    pkt_parse(&s);
+    set_key_extract(&s);
+    int w = g_cfg.nworkers > 0 ? (int)(g_cfg.reta[s.rss & 127] % (uint32_t)g_cfg.nworkers) : 0;
+    PyObject *r = Py_BuildValue("(iiI)", w, s.has_set, s.rss);
+    PyBuffer_Release(&b);
+    return r;
+}
+
 /* load_trace(frames, times, devs, tick_ns) -> per-worker packet counts.
  * Copies the frames into the arena, steers each to its worker's RX ring
  * (allocated here, sized to fit), inserts clock ticks every tick_ns of
@@ -991,6 +1013,7 @@ PyMethodDef loop_methods[] = {
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
     {"load_trace", py_load_trace, METH_VARARGS, NULL},
     {"inject", py_inject, METH_VARARGS, NULL},
+    {"steer_frame", py_steer_frame, METH_VARARGS, "steer_frame(frame, dev) -> (worker, in_a_set, rss hash)"},
     {"tick", py_tick, METH_VARARGS, NULL},
     {"rx_done", py_rx_done, METH_O, NULL},
     {"rx_finished", py_rx_finished, METH_O, NULL},
