@@ -182,11 +182,11 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, case):
         "bad NF": f"{tmp_path / 'bad_nf.py'}:4:7: syntax error: invalid syntax",
         "missing capture": f"{tmp_path / 'none.pcap'}: no such file",
         "not a capture": f"{junk}: not a pcap or pcapng file (magic 0x68656c6c at byte 0)",
-        "unknown param": "unknown parameter 'nope' for NF 'firewall' (known: capacity, expiry)",
-        "bad param value": "parameter 'expiry': 'abc' is not a duration: a number with a unit ns, us, ms, s, "
-                           "m (minutes) or h, e.g. 100us, 0.1ms, 2s",
+        "unknown param": f"{FIREWALL}: unknown parameter 'nope' for NF 'firewall' (known: capacity, expiry)",
+        "bad param value": f"{FIREWALL}: parameter 'expiry': 'abc' is not a duration: a number with a unit ns, "
+                           "us, ms, s, m (minutes) or h, e.g. 100us, 0.1ms, 2s",
         "unknown device": f"--in dmz={pcap}: the NF has no device 'dmz' (devices: lan, wan)",
-        "param without value": "parameter 'expiry' must be written name=value",
+        "param without value": f"{FIREWALL}: parameter 'expiry' must be written name=value",
         "bad batch": "batch must be 1..32",
     }[case]
     if case == "missing NF":
@@ -250,16 +250,12 @@ def test_check_missing_file(tmp_path):
 LONG_NAME = "a_rather_long_file_name_so_that_the_message_is_wider_than_eighty_columns.py"
 
 
-@pytest.mark.xfail(reason="cli.py prints errors with rich's Console, which wraps at 80 columns when stderr "
-                          "is not a terminal: a long 'nfos: error:' message becomes several lines", strict=True)
 def test_long_error_is_one_line_at_default_width(tmp_path):
     r = nfos_cmd("run", tmp_path / LONG_NAME, "--in", "x.pcap", wide=False)
     assert r.returncode == 2
     assert r.stderr == f"nfos: error: {tmp_path / LONG_NAME}: no such NF file\n"
 
 
-@pytest.mark.xfail(reason="`nfos check` prints findings with rich's Console, which wraps them at 80 columns "
-                          "when stdout is not a terminal: one finding spans several lines", strict=True)
 def test_check_findings_one_per_line_at_default_width(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import threading\nimport nfos\nnf = nfos.NF('x')\n")
@@ -269,8 +265,6 @@ def test_check_findings_one_per_line_at_default_width(tmp_path):
                         "on several processes; use nfos data structures for shared state\n")
 
 
-@pytest.mark.xfail(reason="click usage errors (e.g. --workers abc) print 'Usage: ...' and 'Error: ...' over "
-                          "several lines, not the one 'nfos: error:' line cli.py promises", strict=True)
 def test_usage_error_is_one_line(tmp_path):
     r = nfos_cmd("run", FIREWALL, "--in", "x.pcap", "--workers", "abc")
     assert r.returncode == 2

@@ -252,9 +252,6 @@ def test_distributed_obj_sum_and_max_across_workers():
         assert emitted(h.send("lan", F.udp_frame(payload=b"read\0")))[0]["packets"] == 16
 
 
-@pytest.mark.xfail(reason="DistributedObj min-merge includes replicas that were never updated (the control "
-                          "process's, zero-initialised), so with workers the merged min of positive values is "
-                          "always 0", strict=True)
 def test_distributed_obj_min_across_workers():
     frames = _traffic()
     with Harness(DISTRIBUTED_NF, workers=2) as h:

@@ -209,18 +209,17 @@ PARAMS_NF = """
 def test_unknown_parameter(write_nf):
     path = write_nf(PARAMS_NF)
     assert load_error(path, {"m": 1}) == (
-        ParamError, "unknown parameter 'm' for NF 'withparams' (known: idle, n)")
+        LoadError, f"{path}: unknown parameter 'm' for NF 'withparams' (known: idle, n)")
 
 
 def test_bad_parameter_value(write_nf):
     path = write_nf(PARAMS_NF)
     kind, msg = load_error(path, {"n": "abc"})
-    assert (kind, msg) == (ParamError, "parameter 'n': 'abc' is not an int (e.g. 1000, 1_000, 0x10, 10k, 2M)")
+    assert (kind, msg) == (LoadError, f"{path}: parameter 'n': 'abc' is not an int (e.g. 1000, 1_000, 0x10, 10k, 2M)")
     kind, msg = load_error(path, ["idle"])
-    assert (kind, msg) == (ParamError, "parameter 'idle' must be written name=value")
+    assert (kind, msg) == (LoadError, f"{path}: parameter 'idle' must be written name=value")
 
 
-@pytest.mark.xfail(reason="ParamError messages name the NF ('withparams') but not the NF file", strict=True)
 @pytest.mark.parametrize("params", [{"m": 1}, {"n": "abc"}])
 def test_parameter_errors_name_the_file(write_nf, params):
     path = write_nf(PARAMS_NF)

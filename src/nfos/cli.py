@@ -30,15 +30,35 @@ USER_ERRORS = (LoadError, CaptureError, ParamError, NFError, ValueError, FileNot
                IsADirectoryError, PermissionError, MemoryError)
 
 
+def say(line: str, stream=None) -> None:
+    """One line, never wrapped (tests and scripts read it)."""
+    print(line, file=stream or sys.stdout, flush=True)
+
+
 def fail(msg: str) -> None:
-    err.print(f"nfos: error: {msg}", markup=False, highlight=False)
+    say(f"nfos: error: {' '.join(msg.split())}", sys.stderr)
     sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nfos")
-def main() -> None:
+def cli() -> None:
     """Run a sequential Python network function on every core."""
+
+
+def main() -> None:
+    """Entry point: click's usage errors become one `nfos: error:` line too."""
+    try:
+        rc = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        hint = f" (see 'nfos {e.ctx.command_path.split(' ', 1)[1]} --help')" if e.ctx and " " in e.ctx.command_path \
+            else " (see 'nfos --help')"
+        fail(e.format_message() + hint)
+    except click.ClickException as e:
+        fail(e.format_message())
+    except click.Abort:
+        fail("interrupted")
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 # ------------------------------------------------------------------ run
@@ -81,7 +101,7 @@ def _summary(stats: dict[str, Any]) -> Table:
     return t
 
 
-@main.command()
+@cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
 @click.option("--in", "inputs", multiple=True, required=True, metavar="FILE | DEV=FILE",
               help="capture to replay: a pcapng whose interface names are the NF's devices, a pcap "
@@ -105,7 +125,7 @@ def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str
     if not quiet:
         out.print(_summary(stats))
         if out_dir:
-            out.print(f"output: {', '.join(os.path.join(out_dir, d + '.pcap') for d in stats['packets_out'])}")
+            say(f"output: {', '.join(os.path.join(out_dir, d + '.pcap') for d in stats['packets_out'])}")
     if profile:
         from nfos.profiler import render_text
 
@@ -120,7 +140,7 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
     if workers is None:
         workers = os.cpu_count() or 1
     if workers > (os.cpu_count() or 1):
-        err.print(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores")
+        say(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores", sys.stderr)
     _sigterm_as_interrupt()
     progress = None
     bar = None
@@ -151,11 +171,11 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
         if bar is not None:
             bar.stop()
     for w in result.stats.get("warnings", []):
-        err.print(f"nfos: warning: {w}", markup=False, highlight=False)
+        say(f"nfos: warning: {w}", sys.stderr)
     return result
 
 
-@main.command()
+@cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
 @click.option("--in", "inputs", multiple=True, required=True, metavar="FILE | DEV=FILE", help="capture to replay")
 @click.option("--workers", "-w", default=None, type=int, help="worker processes (default: the number of CPUs)")
@@ -185,7 +205,7 @@ def _sigterm_as_interrupt() -> None:
 
 
 # ---------------------------------------------------------------- check
-@main.command()
+@cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter for the trial load")
 def check(nf_file: str, params: tuple[str, ...]) -> None:
@@ -197,9 +217,9 @@ def check(nf_file: str, params: tuple[str, ...]) -> None:
         fail(f"{nf_file}: no such NF file")
     findings = check_file(nf_file)
     for f in findings:
-        out.print(str(f), markup=False, highlight=False)
+        say(str(f))
     if findings:
-        err.print(f"nfos: {len(findings)} problem(s) in {nf_file}")
+        say(f"nfos: {len(findings)} problem(s) in {nf_file}", sys.stderr)
         sys.exit(1)
     try:
         s = Session(nf_file, 0, list(params), collect_output=False, check=False)
@@ -208,8 +228,8 @@ def check(nf_file: str, params: tuple[str, ...]) -> None:
             nf = s.nf
             handlers = [k for k, v in vars(nf.handlers).items() if v]
             sets = ", ".join(f"{d}: {'/'.join(ds.names)}" for d, ds in nf.sets.per_device.items()) if nf.sets else "none"
-            out.print(f"{nf_file}: ok — NF '{nf.name}', devices {', '.join(nf.devices)}; packet sets: {sets}; "
-                      f"handlers: {', '.join(handlers) or 'none'}", markup=False, highlight=False)
+            say(f"{nf_file}: ok — NF '{nf.name}', devices {', '.join(nf.devices)}; packet sets: {sets}; "
+                f"handlers: {', '.join(handlers) or 'none'}")
         finally:
             s.close()
     except USER_ERRORS as e:
@@ -217,14 +237,14 @@ def check(nf_file: str, params: tuple[str, ...]) -> None:
 
 
 # ------------------------------------------------------------------ gen
-@main.group()
+@cli.group()
 def gen() -> None:
     """Generate deterministic synthetic traces (pcapng, devices lan/wan)."""
 
 
 def _write(trace: Trace, path: str) -> None:
     write_pcapng(path, trace.dev_names, trace.frames, trace.times_ns, trace.devs)
-    out.print(f"{path}: {len(trace):,} packets", markup=False, highlight=False)
+    say(f"{path}: {len(trace):,} packets")
 
 
 @gen.command("caida")

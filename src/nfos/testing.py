@@ -22,6 +22,7 @@ from typing import Any
 from nfos import _core
 from nfos.runtime.replay import summarize
 from nfos.runtime.session import Session
+from nfos.structures.base import internal_periodics
 
 RING_SLOTS = 1 << 16
 TX_BYTES = 8 << 20
@@ -53,6 +54,7 @@ class Harness:
             s.close()
             raise
         self.session = s
+        self._periodic = bool(s.nf.handlers.periodic or internal_periodics())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,6 +90,11 @@ class Harness:
             t = item[2] if len(item) > 2 else None
             devi = self._dev_index(dev)
             self._set_time(t)
+            if not s.local and self._periodic:   # as in sequential mode: periodic work due by then runs first
+                for slot, seq in waits.items():
+                    self._wait(slot, seq)
+                _core.set_clock(self._clock_ns)
+                _core.run_periodics(self._clock_ns)
             slot, seq = _core.inject(bytes(frame), devi, self._clock_ns)
             if s.local:
                 self._run_local(seq)

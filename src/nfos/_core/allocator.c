@@ -252,7 +252,21 @@ static PyObject *alloc_allocate(PyObject *self, PyObject *noargs) {
         if (avail(h) == 0) {
             int k = steal(a, me, h);
             if (k < 0) return NULL;
-            if (k == 0) Py_RETURN_NONE;
+            if (k == 0) {   /* nothing free anywhere: reclaim other pools' expired leases, retry */
+                int reclaimed = 0;
+                for (uint32_t s = 0; s < a->nslots; s++) {
+                    if (s == me) continue;
+                    int n = expire_pool(a, s, g_clock, STEAL_MAX);
+                    if (n < 0) return NULL;
+                    reclaimed += n;
+                }
+                g_tx.op = OPC_ALLOC_ALLOCATE;
+                h = open_head(a, me, OP_WRITE);
+                if (!h) return NULL;
+                if (reclaimed) k = steal(a, me, h);
+                if (k < 0) return NULL;
+                if (k == 0) Py_RETURN_NONE;
+            }
         }
     }
     uint32_t i;

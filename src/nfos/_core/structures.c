@@ -181,6 +181,7 @@ typedef struct {
     PyObject_HEAD
     char *replicas;
     uint32_t stride, payload, nslots, nfields;
+    uint32_t objsize;         /* payload + 8: a replica ends with a "was updated" flag */
     uint16_t sid;
     uint64_t staleness;
     uint32_t gen;
@@ -203,7 +204,8 @@ static int dobj_init(PyObject *self, PyObject *args, PyObject *kw) {
     }
     o->nslots = g_arena->nslots;
     o->payload = payload;
-    o->stride = (uint32_t)obj_stride(payload);
+    o->objsize = ((payload + 7) & ~7u) + 8;
+    o->stride = (uint32_t)obj_stride(o->objsize);
     o->replicas = arena_alloc((size_t)o->stride * o->nslots, NFOS_CACHELINE);
     if (!o->replicas) return -1;
     o->nfields = (uint32_t)PyList_GET_SIZE(fields);
@@ -241,9 +243,12 @@ static PyObject *dobj_update(PyObject *self, PyObject *noargs) {
     if (dobj_live(o) < 0) return NULL;
     ObjHdr *r = replica(o, (uint32_t)g_slot);
     g_tx.op = OPC_DOBJ_UPDATE;
-    char *p = tx_open(r, o->payload, o->sid, (uint32_t)g_slot, OP_WRITE);
+    char *p = tx_open(r, o->objsize, o->sid, (uint32_t)g_slot, OP_WRITE);
     if (!p) return NULL;
-    return record_view_new(o->rtype, p, r, o->payload, o->sid, (uint32_t)g_slot, RV_OPENED_W);
+    p[o->objsize - 8] = 1;   /* this replica takes part in min/max merges from now on */
+    PyObject *v = record_view_new(o->rtype, p, r, o->payload, o->sid, (uint32_t)g_slot, RV_OPENED_W);
+    if (v) ((RecordView *)v)->objsize = o->objsize;
+    return v;
 }
 
 #define MERGE_INT(T)                                                         \
@@ -293,10 +298,14 @@ static PyObject *dobj_read(PyObject *self, PyObject *noargs) {
     if (!fresh) {
         if (tx_save_private(o->cache, 16 + o->payload) < 0) return NULL;
         g_tx.op = OPC_DOBJ_READ;
+        memset(acc, 0, o->payload);
+        int first = 1;
         for (uint32_t s = 0; s < o->nslots; s++) {
-            char *p = tx_open(replica(o, s), o->payload, o->sid, s, OP_READ);
+            char *p = tx_open(replica(o, s), o->objsize, o->sid, s, OP_READ);
             if (!p) return NULL;
-            merge_into(o, acc, p, s == 0);
+            if (!p[o->objsize - 8]) continue;   /* never updated: not part of the merge */
+            merge_into(o, acc, p, first);
+            first = 0;
         }
         ts[0] = g_clock;
         ts[1] = 1;

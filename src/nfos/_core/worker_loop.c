@@ -70,6 +70,7 @@ typedef struct {
     RxRing *rx;   /* per slot */
     TxRing *tx;
     _Atomic uint32_t start;
+    _Atomic uint32_t stop;   /* the control process asks the workers to leave now */
     uint32_t nslots;
 } Rings;
 
@@ -434,6 +435,10 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
     uint64_t t0 = mono_ns();
     Item items[NFOS_BATCH_MAX];
     while (done < budget) {
+        if (atomic_load_explicit(&R->stop, memory_order_relaxed)) {
+            atomic_store(&rx->finished, 1);
+            return PyLong_FromLong(-1);
+        }
         uint64_t tail = atomic_load_explicit(&rx->tail, memory_order_relaxed);
         uint64_t head = atomic_load_explicit(&rx->head, memory_order_acquire);
         if (head == tail) {
@@ -817,6 +822,14 @@ static PyObject *py_signal_start(PyObject *self, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_stop_workers(PyObject *self, PyObject *noargs) {
+    if (R) {
+        atomic_store(&R->stop, 1);
+        atomic_store(&R->start, 1);   /* a worker still waiting to start leaves too */
+    }
+    Py_RETURN_NONE;
+}
+
 /* attach(slot): this process becomes `slot` (after fork). */
 static PyObject *py_attach(PyObject *self, PyObject *arg) {
     long s = PyLong_AsLong(arg);
@@ -1023,6 +1036,7 @@ PyMethodDef loop_methods[] = {
     {"worker_run", py_worker_run, METH_VARARGS, NULL},
     {"wait_start", py_wait_start, METH_NOARGS, NULL},
     {"signal_start", py_signal_start, METH_NOARGS, NULL},
+    {"stop_workers", py_stop_workers, METH_NOARGS, "ask every worker to stop after its current batch"},
     {"attach", py_attach, METH_O, NULL},
     {"register", py_register, METH_O, NULL},
     {"emit", py_emit, METH_VARARGS, NULL},

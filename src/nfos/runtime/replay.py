@@ -17,6 +17,7 @@ from typing import Any
 from nfos import _core
 from nfos.io.capture import PcapWriter, Trace
 from nfos.runtime.session import TX_RING_BYTES, Session
+from nfos.structures.base import internal_periodics
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: i
                    log: ConflictLog | None = None) -> None:
     slots = range(session.nslots)
     workers = range(session.workers)
-    periodic = bool(session.nf.handlers.periodic)
+    periodic = bool(session.nf.handlers.periodic or internal_periodics())
     while True:
         done = all(_core.rx_finished(w) for w in workers)
         if sink:

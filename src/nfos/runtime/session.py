@@ -27,6 +27,7 @@ from typing import Any
 from nfos import _core
 from nfos.check import check_file
 from nfos.nf import NF, NFError
+from nfos.params import ParamError
 from nfos.structures import allocator
 from nfos.structures.base import housekeeping, internal_periodics, registry
 
@@ -113,7 +114,10 @@ class Session:
         try:
             _core.set_slot(self.control_slot)
             self.module, self.nf = load_module(self.path, check, shown_as=nf_path)
-            self.nf.resolve(params or {})
+            try:
+                self.nf.resolve(params or {})
+            except (ParamError, NFError) as e:
+                raise LoadError(f"{nf_path}: {e}") from None
             _core.set_devices(self.nf.devices)
         except BaseException:
             _core.arena_destroy()
@@ -190,8 +194,10 @@ class Session:
         try:
             if self.started:
                 _core.close_rx()
+                _core.stop_workers()   # leave after the current batch, even mid-trace
+            deadline = time.monotonic() + 3
             for p in self.procs:
-                p.join(timeout=5)
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
                 if p.is_alive():
                     p.kill()
                     p.join()
@@ -202,6 +208,8 @@ class Session:
     def run_exit_handler(self) -> None:
         if self.nf.handlers.exit is None:
             return
+        if not self.local:   # the exit handler sees the time the workers reached
+            _core.set_clock(max(r["clock_ns"] for r in self.slot_stats()))
         try:
             _core.run_in_tx(self.nf.handlers.exit)
         except Exception as e:
