@@ -277,5 +277,44 @@ def gen_antiddos_cmd(packets: int, rate: float, seed: int, path: str) -> None:
         fail(str(e))
 
 
+@gen.command("bridge")
+@click.option("--packets", default=1_000_000, show_default=True, help="frames in all (ARP announcements first)")
+@click.option("--macs", default=256, show_default=True, help="hosts")
+@click.option("--flow-packets", default=10_000, show_default=True, help="frames per host-pair flow (paper: 10,000)")
+@click.option("--ports", default=2, show_default=True, help="bridge ports (devices p0..)")
+@click.option("--rate", default=1e6, show_default=True, help="packets per second of virtual time")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--out", "path", required=True, type=click.Path(dir_okay=False))
+def gen_bridge_cmd(packets: int, macs: int, flow_packets: int, ports: int, rate: float, seed: int,
+                   path: str) -> None:
+    """The paper's data-centre bridge pattern: MAC flows of 10,000 frames between hosts on different ports."""
+    from nfos.io.gen_bridge import gen_bridge
+    try:
+        _write(gen_bridge(packets, macs=macs, flow_packets=flow_packets, ports=ports, rate=rate, seed=seed), path)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+
+
+@gen.command("lb")
+@click.option("--packets", default=1_000_000, show_default=True, help="client packets (heartbeats on top)")
+@click.option("--flows", default=None, type=int, help="client flows (default: packets / 21)")
+@click.option("--backends", default=3, show_default=True)
+@click.option("--vips", default="118.0.0.1,118.0.0.2", show_default=True, help="virtual IPs, comma-separated")
+@click.option("--heartbeat-interval", default=1.0, show_default=True, help="seconds between heartbeats")
+@click.option("--rate", default=1e6, show_default=True, help="packets per second of virtual time")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--out", "path", required=True, type=click.Path(dir_okay=False))
+def gen_lb_cmd(packets: int, flows: int | None, backends: int, vips: str, heartbeat_interval: float, rate: float,
+               seed: int, path: str) -> None:
+    """Load-balancer trace: HTTP-like flows to virtual IPs (wan) plus backend heartbeats (lan)."""
+    from nfos.io.gen_lb import gen_lb
+    try:
+        _write(gen_lb(packets, flows or max(1, packets // 21), backends=backends,
+                      vips=tuple(v.strip() for v in vips.split(",") if v.strip()),
+                      heartbeat_interval=heartbeat_interval, rate=rate, seed=seed), path)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+
+
 if __name__ == "__main__":
     main()
