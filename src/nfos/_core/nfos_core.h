@@ -112,7 +112,8 @@ typedef struct {
     uint64_t clock_ns;        /* this slot's virtual clock, for the control process */
     uint64_t rx_done;         /* RX descriptors fully processed (commit included) */
     uint64_t peak_rss_kb, pss_kb;   /* reported by the worker when it exits */
-    uint64_t pad[2];
+    uint64_t begin_ns;        /* monotonic time the slot began processing */
+    uint64_t finish_ns;       /* monotonic time the slot finished its RX ring */
 } SlotStats;
 
 /* Conflict records for the profiler: a ring per slot. */

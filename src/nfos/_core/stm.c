@@ -750,14 +750,14 @@ static PyObject *py_slot_stats(PyObject *self, PyObject *arg) {
         Py_DECREF(v);
     }
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
+        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
         st->packets_out, "dropped", st->dropped, "malformed", st->malformed, "handler_errors",
         st->handler_errors, "table_full", st->table_full, "out_per_dev", outs, "transactions",
         st->tx_started, "commits", st->tx_committed, "aborts", st->tx_aborted, "irrevocable",
         st->irrevocable, "splits", st->splits, "aborts_by_cause", causes, "sets_created",
         st->sets_created, "sets_expired", st->sets_expired, "sets_live", st->sets_live, "busy_ns",
         st->busy_ns, "clock_ns", st->clock_ns, "rx_done", st->rx_done, "peak_rss_kb", st->peak_rss_kb,
-        "pss_kb", st->pss_kb);
+        "pss_kb", st->pss_kb, "begin_ns", st->begin_ns, "finish_ns", st->finish_ns);
 }
 
 /* conflicts(slot, since=0) -> (records, cursor, lost): the conflict records

@@ -21,8 +21,13 @@
 #include "nfos_core.h"
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 #define SPLIT_AFTER 2
 #define IRREVOCABLE_AFTER 8
@@ -72,6 +77,8 @@ typedef struct {
     _Atomic uint32_t start;
     _Atomic uint32_t stop;   /* the control process asks the workers to leave now */
     uint32_t nslots;
+    uint64_t start_ns;       /* monotonic time of signal_start */
+    char *pool_lo, *pool_hi; /* the replayed trace's frames */
 } Rings;
 
 static Rings *R;
@@ -433,6 +440,7 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
     RxRing *rx = &R->rx[g_slot];
     long long done = 0;
     uint64_t t0 = mono_ns();
+    if (!my_shared()->stats.begin_ns) my_shared()->stats.begin_ns = t0;
     Item items[NFOS_BATCH_MAX];
     while (done < budget) {
         if (atomic_load_explicit(&R->stop, memory_order_relaxed)) {
@@ -443,6 +451,7 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
         uint64_t head = atomic_load_explicit(&rx->head, memory_order_acquire);
         if (head == tail) {
             if (atomic_load(&rx->closed) && atomic_load(&rx->head) == tail) {
+                if (!atomic_load(&rx->finished)) my_shared()->stats.finish_ns = mono_ns();
                 atomic_store(&rx->finished, 1);
                 my_shared()->stats.busy_ns += mono_ns() - t0;
                 if (done == 0) return PyLong_FromLong(-1);
@@ -587,7 +596,13 @@ static int rx_push(int slot, uint64_t ptr, uint32_t len, uint16_t dev, uint16_t 
 
 static uint8_t *pool_copy(const char *frame, Py_ssize_t len) {
     uint8_t *p = arena_alloc(len ? (size_t)len : 1, 8);
-    if (p) memcpy(p, frame, len);
+    if (p) {
+        memcpy(p, frame, len);
+        if (R) {
+            if (!R->pool_lo || (char *)p < R->pool_lo) R->pool_lo = (char *)p;
+            if ((char *)p + len > R->pool_hi) R->pool_hi = (char *)p + len;
+        }
+    }
     return p;
 }
 
@@ -810,14 +825,43 @@ static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* prefault(): map this process's view of the trace and of its RX ring before
+ * the clock starts: a forked process does not inherit the page tables of a
+ * shared mapping, and minor faults would otherwise be timed as processing. */
+static PyObject *py_prefault(PyObject *self, PyObject *noargs) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *spans[2][2] = {{R->pool_lo, R->pool_hi}, {(char *)R->rx[g_slot].descs,
+                         (char *)(R->rx[g_slot].descs + R->rx[g_slot].mask + 1)}};
+    for (int i = 0; i < 2; i++) {
+        char *lo = spans[i][0], *hi = spans[i][1];
+        if (!lo || hi <= lo) continue;
+        lo = (char *)((uintptr_t)lo & ~(uintptr_t)(page - 1));
+        if (madvise(lo, (size_t)(hi - lo), MADV_POPULATE_READ) != 0) {
+            for (char *p = lo; p < hi; p += page) (void)*(volatile char *)p;   /* older kernels */
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_start_ns(PyObject *self, PyObject *noargs) {
+    return PyLong_FromUnsignedLongLong(R ? R->start_ns : 0);
+}
+
 static PyObject *py_wait_start(PyObject *self, PyObject *noargs) {
+    /* Yield rather than sleep: the start signal is timed, a sleeping worker
+     * would add its wake-up latency to the measured processing time. */
     Py_BEGIN_ALLOW_THREADS
-    for (unsigned spins = 0; !atomic_load(&R->start); spins++) usleep(spins < 100 ? 10 : 200);
+    uint64_t t0 = mono_ns();
+    while (!atomic_load(&R->start)) {
+        if (mono_ns() - t0 < 2000000000ull) sched_yield();
+        else usleep(1000);
+    }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
 static PyObject *py_signal_start(PyObject *self, PyObject *noargs) {
+    R->start_ns = mono_ns();
     atomic_store(&R->start, 1);
     Py_RETURN_NONE;
 }
@@ -1036,6 +1080,8 @@ PyMethodDef loop_methods[] = {
     {"worker_run", py_worker_run, METH_VARARGS, NULL},
     {"wait_start", py_wait_start, METH_NOARGS, NULL},
     {"signal_start", py_signal_start, METH_NOARGS, NULL},
+    {"prefault", py_prefault, METH_NOARGS, NULL},
+    {"start_ns", py_start_ns, METH_NOARGS, NULL},
     {"stop_workers", py_stop_workers, METH_NOARGS, "ask every worker to stop after its current batch"},
     {"attach", py_attach, METH_O, NULL},
     {"register", py_register, METH_O, NULL},

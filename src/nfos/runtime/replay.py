@@ -173,7 +173,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
                     break
         else:
             _wait_parallel(session, sink, progress, total, log)
-        wall = time.perf_counter() - t0
+        wall = session.processing_seconds() or (time.perf_counter() - t0)
         if sink:
             sink.drain(slots)
         session.run_exit_handler()

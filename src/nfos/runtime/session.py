@@ -183,6 +183,14 @@ class Session:
         _core.signal_start()
         self.started = True
 
+    def processing_seconds(self) -> float | None:
+        """From the first worker's first packet to the last worker's end of trace (the
+        workers' own clocks), so fork, page-table set-up and polling are not counted."""
+        rows = self.slot_stats()
+        if self.local or not all(r["finish_ns"] and r["begin_ns"] for r in rows):
+            return None
+        return (max(r["finish_ns"] for r in rows) - min(r["begin_ns"] for r in rows)) / 1e9
+
     def dead_workers(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
 
@@ -269,6 +277,7 @@ def _worker_main(slot: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
     _core.die_with_parent()
     _core.attach(slot)
+    _core.prefault()
     _core.wait_start()
     idle = 0
     while True:
