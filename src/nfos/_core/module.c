@@ -30,7 +30,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
     if (add_methods(m, stm_methods) < 0 || add_methods(m, packet_methods) < 0 ||
-        add_methods(m, loop_methods) < 0 || add_methods(m, misc_methods) < 0)
+        add_methods(m, loop_methods) < 0 || add_methods(m, misc_methods) < 0 || add_methods(m, live_methods) < 0)
         goto fail;
     TransactionAborted = PyErr_NewExceptionWithDoc(
         "nfos.TransactionAborted",

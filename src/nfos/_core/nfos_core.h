@@ -346,7 +346,23 @@ int map_init_module(PyObject *m);
 int allocator_init_module(PyObject *m);
 uint16_t struct_register(void);
 
-/* worker loop */
-int loop_init(PyObject *m);
+/* worker loop: the pieces a packet-I/O backend drives (worker_loop.c) */
+typedef struct {
+    PktSlot *pkt;             /* a packet, or NULL for ... */
+    int32_t expire_id;        /* ... the expiry of this packet set */
+} Item;
+void loop_run_batch(Item *items, int n);   /* one transaction (with retries, splits, fallbacks) */
+void loop_sweep_expired(void);             /* expire this worker's idle packet sets */
+uint64_t mono_ns(void);
+
+/* Live packet I/O (pktio_afpacket.c).  When live, the worker loop takes its
+ * packets from the backend instead of the RX ring, and output goes to
+ * live_tx() (queued) and live_tx_flush() (after each commit). */
+extern int g_live;
+PyObject *live_run(long long budget);      /* like worker_run: count, or -1 when stopped */
+void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t indev);
+void live_tx_flush(void);
+int live_stopping(void);                   /* the control process asked the workers to stop */
+extern PyMethodDef live_methods[];
 
 #endif

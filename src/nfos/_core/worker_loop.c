@@ -88,7 +88,9 @@ extern int pst_alloc_all(uint32_t nslots, uint32_t capacity, uint32_t state_size
 extern void pst_select(int slot);
 extern int dev_lookup(PyObject *dev);
 
-static uint64_t mono_ns(void) {
+int g_live;
+
+uint64_t mono_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
@@ -213,12 +215,6 @@ static int process_packet(PktSlot *s) {
     return r;
 }
 
-/* An item of a batch: a packet, or the expiry of one packet set. */
-typedef struct {
-    PktSlot *pkt;
-    int32_t expire_id;
-} Item;
-
 static int process_item(Item *it) {
     if (it->pkt) return process_packet(it->pkt);
     int r = run_expired_handler(it->expire_id);
@@ -263,7 +259,8 @@ static void publish(Item *items, int n) {
                 st->out_per_dev[d]++;
                 st->packets_out++;
             }
-        if (g_cfg.collect_output) tx_ring_push(s->data, s->len, mask, s->dev, s->time);
+        if (g_live) live_tx(s->data, s->len, mask, s->dev);
+        else if (g_cfg.collect_output) tx_ring_push(s->data, s->len, mask, s->dev, s->time);
     }
     for (size_t at = 0; at < g_tx.emit_used;) {
         uint32_t *h = (uint32_t *)(g_tx.emit + at);
@@ -272,13 +269,15 @@ static void publish(Item *items, int n) {
                 st->out_per_dev[d]++;
                 st->packets_out++;
             }
-        if (g_cfg.collect_output) tx_ring_push((uint8_t *)(h + 2), h[0], h[1], UINT32_MAX, g_clock);
+        if (g_live) live_tx((uint8_t *)(h + 2), h[0], h[1], UINT32_MAX);
+        else if (g_cfg.collect_output) tx_ring_push((uint8_t *)(h + 2), h[0], h[1], UINT32_MAX, g_clock);
         at += 8 + ((h[0] + 7) & ~7u);
     }
     st->sets_created += pend.created;
     st->sets_expired += pend.expired;
     st->table_full += pend.table_full;
     st->sets_live = pst_count();
+    if (g_live) live_tx_flush();
 }
 
 static int tx_mode(void) { return g_local ? TX_DIRECT : TX_STM; }
@@ -363,6 +362,10 @@ static void sweep_expired(void) {
     }
 }
 
+void loop_run_batch(Item *items, int n) { run_batch(items, n); }
+void loop_sweep_expired(void) { sweep_expired(); }
+int live_stopping(void) { return R && atomic_load_explicit(&R->stop, memory_order_relaxed); }
+
 /* ------------------------------------------------------------ periodic */
 
 typedef struct {
@@ -437,6 +440,7 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
     long long budget;
     int spin = 1000;
     if (!PyArg_ParseTuple(args, "L|i", &budget, &spin)) return NULL;
+    if (g_live) return live_run(budget);
     RxRing *rx = &R->rx[g_slot];
     long long done = 0;
     uint64_t t0 = mono_ns();
