@@ -316,5 +316,9 @@ def gen_lb_cmd(packets: int, flows: int | None, backends: int, vips: str, heartb
         fail(str(e))
 
 
+from nfos.cli_bench import bench  # noqa: E402 - registered after the core commands
+
+cli.add_command(bench)
+
 if __name__ == "__main__":
     main()
