@@ -90,6 +90,19 @@ def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, An
     return out
 
 
+def check_memory(trace: Trace, nslots: int) -> None:
+    """The trace lives in shared memory (RAM, not /dev/shm): refuse clearly if it cannot fit."""
+    need = sum(len(f) for f in trace.frames) + 32 * len(trace) * 2 + (64 << 20) * nslots
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return
+    if need > avail:
+        raise MemoryError(f"the trace needs about {need / 2**30:.1f} GiB of shared memory and only "
+                          f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
+
+
 class OutputSink:
     """Writes what leaves each device to DIR/<device>.pcap, and/or keeps it in memory."""
 
@@ -153,6 +166,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             devs = [remap[d] for d in trace.devs]
         else:
             devs = trace.devs
+        check_memory(trace, session.nslots)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
         per_worker = _core.load_trace(trace.frames, trace.times_ns, list(devs), session.tick_ns,
