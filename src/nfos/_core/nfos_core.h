@@ -126,6 +126,9 @@ typedef struct {
     uint32_t own_detail, other_detail;
 } ConflictRecord;
 
+/* Latency histogram (paced mode): log-linear buckets, 16 per power of two. */
+#define LAT_BUCKETS 640
+
 /* Redo log kept in the arena during write-back, so that the control process
  * can finish (or ignore) the commit of a worker that died in the middle. */
 #define REDO_BYTES (256 * 1024)
@@ -137,6 +140,7 @@ typedef struct {
     SlotStats stats;
     _Atomic uint64_t conflict_count;
     ConflictRecord conflicts[CONFLICT_RING];
+    uint64_t lat_hist[LAT_BUCKETS];   /* queue-to-commit latency of timed packets */
     _Atomic uint32_t redo_state;
     uint32_t redo_used;
     uint64_t redo_version;
@@ -278,6 +282,7 @@ typedef struct {
     uint32_t rss;             /* Toeplitz hash (steering) */
     uint64_t khash;           /* table hash */
     uint64_t undo_serial;     /* header bytes saved for this attempt */
+    uint64_t enq_ns;          /* paced mode: monotonic time the generator queued it (0: not timed) */
     uint8_t key[NFOS_MAX_KEY];
 } PktSlot;
 

@@ -44,6 +44,7 @@ typedef struct {
     uint16_t dev;
     uint16_t kind;
     uint64_t time;
+    uint64_t enq_ns;   /* paced mode: when the generator queued it; 0 otherwise */
 } RxDesc;
 
 typedef struct {
@@ -237,12 +238,24 @@ static void report_handler_error(void) {
     PyErr_Clear();
 }
 
+static inline unsigned lat_bucket(uint64_t v) {
+    if (v < 16) return (unsigned)v;
+    unsigned e = 63u - (unsigned)__builtin_clzll(v);
+    unsigned b = 16 + (e - 4) * 16 + (unsigned)((v >> (e - 4)) & 15);
+    return b < LAT_BUCKETS ? b : LAT_BUCKETS - 1;
+}
+
 static void publish(Item *items, int n) {
     SlotStats *st = &my_shared()->stats;
     uint32_t all = all_devs_mask();
+    uint64_t now = 0;
     for (int i = 0; i < n; i++) {
         PktSlot *s = items[i].pkt;
         if (!s) continue;
+        if (s->enq_ns) {   /* paced mode: queue-to-commit latency */
+            if (!now) now = mono_ns();
+            my_shared()->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
+        }
         st->packets_in++;
         if (s->flags & PF_MALFORMED) {
             st->malformed++;
@@ -489,6 +502,7 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
             s->len = d->len;
             s->dev = d->dev;
             s->time = d->time;
+            s->enq_ns = d->enq_ns;
             s->undo_serial = 0;
             pkt_parse(s);
             set_key_extract(s);
@@ -578,7 +592,8 @@ static PyObject *py_rings_setup(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static int rx_push(int slot, uint64_t ptr, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time, int wait) {
+static int rx_push_timed(int slot, uint64_t ptr, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
+                         uint64_t enq, int wait) {
     RxRing *rx = &R->rx[slot];
     for (unsigned spins = 0;; spins++) {
         uint64_t head = atomic_load_explicit(&rx->head, memory_order_relaxed);
@@ -590,12 +605,17 @@ static int rx_push(int slot, uint64_t ptr, uint32_t len, uint16_t dev, uint16_t 
             d->dev = dev;
             d->kind = kind;
             d->time = time;
+            d->enq_ns = enq;
             atomic_store_explicit(&rx->head, head + 1, memory_order_release);
             return 0;
         }
         if (!wait) return -1;
         if (spins > 64) usleep(20);
     }
+}
+
+static int rx_push(int slot, uint64_t ptr, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time, int wait) {
+    return rx_push_timed(slot, ptr, len, dev, kind, time, 0, wait);
 }
 
 static uint8_t *pool_copy(const char *frame, Py_ssize_t len) {
@@ -713,6 +733,84 @@ fail:
     PyMem_RawFree(ptrs);
     PyMem_RawFree(target);
     return NULL;
+}
+
+/* ------------------------------------------------------------- paced mode
+ * The control process is the traffic generator: load_pool() copies and
+ * steers a trace once; feed_paced() then queues it (cycling) into the
+ * workers' RX rings at a fixed rate on the monotonic clock.  A full ring is
+ * a loss, as a full NIC queue is.  Each descriptor carries its queue time;
+ * workers histogram the queue-to-commit latency. */
+typedef struct {
+    uint8_t **ptrs;
+    uint32_t *lens;
+    uint16_t *devs, *targets;
+    Py_ssize_t n;
+} Pool;
+static Pool pool;
+
+static PyObject *py_load_pool(PyObject *self, PyObject *args) {
+    PyObject *frames, *devs;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &frames, &PyList_Type, &devs)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    if (n == 0 || PyList_GET_SIZE(devs) != n) return PyErr_Format(PyExc_ValueError, "empty or mismatched trace");
+    PyMem_RawFree(pool.ptrs);
+    PyMem_RawFree(pool.lens);
+    PyMem_RawFree(pool.devs);
+    PyMem_RawFree(pool.targets);
+    pool.ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * n);
+    pool.lens = PyMem_RawMalloc(sizeof(uint32_t) * n);
+    pool.devs = PyMem_RawMalloc(sizeof(uint16_t) * n);
+    pool.targets = PyMem_RawMalloc(sizeof(uint16_t) * n);
+    if (!pool.ptrs || !pool.lens || !pool.devs || !pool.targets) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *buf;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(frames, i), &buf, &len) < 0) return NULL;
+        long dev = PyLong_AsLong(PyList_GET_ITEM(devs, i));
+        if (dev < 0 || dev >= g_cfg.ndevs) return PyErr_Format(PyExc_ValueError, "bad device %ld", dev);
+        pool.ptrs[i] = pool_copy(buf, len);
+        if (!pool.ptrs[i]) return NULL;
+        pool.lens[i] = (uint32_t)len;
+        pool.devs[i] = (uint16_t)dev;
+        pool.targets[i] = (uint16_t)steer_slot(pool.ptrs[i], (uint32_t)len, (uint16_t)dev);
+    }
+    pool.n = n;
+    Py_RETURN_NONE;
+}
+
+/* feed_paced(rate_pps, duration_s) -> (queued, lost) */
+static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
+    double rate, duration;
+    if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
+    if (!pool.n || rate <= 0) return PyErr_Format(PyExc_ValueError, "load_pool() first, and a rate > 0");
+    uint64_t queued = 0, lost = 0;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t t0 = mono_ns(), end = t0 + (uint64_t)(duration * 1e9);
+    double gap = 1e9 / rate;
+    Py_ssize_t i = 0;
+    for (uint64_t k = 0;; k++) {
+        uint64_t due = t0 + (uint64_t)(k * gap), now;
+        if (due >= end) break;
+        while ((now = mono_ns()) < due) {}
+        if (rx_push_timed(pool.targets[i], (uint64_t)(uintptr_t)pool.ptrs[i], pool.lens[i], pool.devs[i],
+                          DESC_PACKET, now, now, 0) == 0)
+            queued++;
+        else
+            lost++;
+        if (++i == pool.n) i = 0;
+    }
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
+}
+
+static PyObject *py_latency_hist(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *out = PyList_New(LAT_BUCKETS);
+    for (int b = 0; b < LAT_BUCKETS; b++)
+        PyList_SET_ITEM(out, b, PyLong_FromUnsignedLongLong(g_arena->slots[s].lat_hist[b]));
+    return out;
 }
 
 /* inject(frame, dev, time) -> (slot, seq): one frame into its worker's ring
@@ -1074,6 +1172,9 @@ PyMethodDef loop_methods[] = {
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
     {"load_trace", py_load_trace, METH_VARARGS, NULL},
     {"inject", py_inject, METH_VARARGS, NULL},
+    {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
+    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},
+    {"latency_hist", py_latency_hist, METH_O, "latency_hist(slot) -> counts per log-linear bucket"},
     {"steer_frame", py_steer_frame, METH_VARARGS, "steer_frame(frame, dev) -> (worker, in_a_set, rss hash)"},
     {"tick", py_tick, METH_VARARGS, NULL},
     {"rx_done", py_rx_done, METH_O, NULL},

@@ -91,7 +91,7 @@ class Session:
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
-                 check: bool = True, profile: bool = False) -> None:
+                 check: bool = True, profile: bool = False, busy_poll: bool = False) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
@@ -101,6 +101,7 @@ class Session:
         self.batch = batch
         self.collect_output = collect_output
         self.profile = profile
+        self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -177,7 +178,8 @@ class Session:
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot,), name=f"nfos-worker-{slot}", daemon=True)
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll), name=f"nfos-worker-{slot}",
+                                daemon=True)
                 p.start()
                 self.procs.append(p)
         _core.signal_start()
@@ -272,7 +274,7 @@ def memory_kb() -> tuple[int, int]:
     return peak, pss
 
 
-def _worker_main(slot: int) -> None:
+def _worker_main(slot: int, busy_poll: bool = False) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
     _core.die_with_parent()
@@ -284,7 +286,7 @@ def _worker_main(slot: int) -> None:
         n = _core.worker_run(1 << 20, 2000)
         if n < 0:
             break
-        if n == 0:
+        if n == 0 and not busy_poll:
             idle += 1
             time.sleep(0.0001 if idle < 100 else 0.001)
         else:

@@ -1,0 +1,94 @@
+"""Paced mode: the paper's throughput method (§5.1) and per-packet latency.
+
+The control process is the traffic generator: it queues a trace (cycling)
+into the workers' RX rings at a fixed rate on the monotonic clock, and a full
+ring is a loss, as a full NIC queue is.  The highest rate with < 0.1% loss
+is found by binary search; latency is the time from queueing to commit,
+histogrammed by the workers.  The generator needs a core of its own: with
+more workers than CPUs - 1 the result says so instead of giving a number.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nfos import _core
+from nfos.io.capture import Trace
+from nfos.runtime.session import Session
+
+RING = 4096              # descriptors per worker RX ring, like a NIC queue
+LOSS_TARGET = 0.001
+
+
+def bucket_low(b: int) -> int:
+    """Lower bound (ns) of a latency bucket (16 log-linear buckets per power of two)."""
+    if b < 16:
+        return b
+    e, sub = 4 + (b - 16) // 16, (b - 16) % 16
+    return (1 << e) | (sub << (e - 4))
+
+
+def percentiles(hist: list[int], qs: Sequence[float]) -> dict[str, float | None]:
+    total = sum(hist)
+    out: dict[str, float | None] = {}
+    for q in qs:
+        if not total:
+            out[f"p{q:g}"] = None
+            continue
+        target, acc = q / 100 * total, 0
+        for b, c in enumerate(hist):
+            acc += c
+            if acc >= target:
+                out[f"p{q:g}"] = bucket_low(b) / 1000.0   # microseconds
+                break
+    return out
+
+
+def spare_core(workers: int) -> bool:
+    return workers + 1 <= (os.cpu_count() or 1)
+
+
+def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: float = 0.5,
+              params: Sequence[str] = ()) -> dict[str, Any]:
+    """Offer `rate` packets/s for `duration` seconds; loss and latency percentiles (µs)."""
+    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True)
+    try:
+        s.init(start_time_ns=time.monotonic_ns())
+        _core.rings_setup([RING] * s.nslots, 64)
+        _core.load_pool(trace.frames, list(trace.devs))
+        s.start()
+        queued, lost = _core.feed_paced(rate, duration)
+        _core.close_rx()
+        deadline = time.monotonic() + 10
+        while not all(_core.rx_finished(w) for w in range(s.workers)) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        hist = [0] * 640
+        for w in range(s.workers):
+            hist = [a + b for a, b in zip(hist, _core.latency_hist(w), strict=True)]
+        offered = queued + lost
+        return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
+                "loss": lost / offered if offered else 0.0, "latency_us": percentiles(hist, (50, 99, 99.9))}
+    finally:
+        s.close()
+
+
+def max_rate(nf_path: str, trace: Trace, workers: int, params: Sequence[str] = (), hi: float = 20e6,
+             steps: int = 10, duration: float = 0.3) -> dict[str, Any]:
+    """Binary search (at most `steps` runs) for the highest rate with < 0.1% loss."""
+    if workers < 1 or not spare_core(workers):
+        return {"workers": workers, "max_rate_pps": None,
+                "note": f"not measured: no spare core for the generator ({os.cpu_count()} CPUs, "
+                        f"{workers} workers + 1 generator)"}
+    lo, best, tries = 0.0, None, []
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        r = paced_run(nf_path, trace, workers, mid, duration, params)
+        tries.append({"rate_pps": mid, "loss": r["loss"]})
+        if r["loss"] < LOSS_TARGET:
+            lo, best = mid, mid
+        else:
+            hi = mid
+    return {"workers": workers, "max_rate_pps": best, "tries": tries}
