@@ -12,7 +12,7 @@ import argparse
 import os
 import statistics
 
-from nfos.bench import EXAMPLES, machine, write_json
+from nfos.bench import EXAMPLES, PlotUnavailable, machine, plot_case_studies, write_json
 from nfos.io.gen import gen_antiddos, gen_caida
 from nfos.io.gen_bridge import gen_bridge
 from nfos.runtime.replay import replay
@@ -76,31 +76,9 @@ def main() -> None:
               f"(x{f['pps'] / b['pps']:.2f} throughput)")
     write_json(doc, a.out)
     try:
-        plot(doc, os.path.splitext(a.out)[0] + ".png")
-    except ImportError:
-        pass
-
-
-def plot(doc: dict, png: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    names = [s["name"] for s in doc["studies"]]
-    xs = range(len(names))
-    for ax, key, label, scale in ((axes[0], "pps", "Mpps", 1e6), (axes[1], "abort_rate", "abort rate", 0.01)):
-        ax.bar([x - 0.2 for x in xs], [s["before"][key] / scale for s in doc["studies"]], 0.4, label="default")
-        ax.bar([x + 0.2 for x in xs], [s["after"][key] / scale for s in doc["studies"]], 0.4, label="recipe applied")
-        ax.set_xticks(list(xs), names)
-        ax.set_ylabel(label + (" (%)" if key == "abort_rate" else ""))
-    axes[0].legend(fontsize=8)
-    m = doc["machine"]
-    fig.suptitle(f"recipe case studies, {doc['workers']} workers — {m['cpus']} CPUs, {m['cpu_model']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    print("wrote", png)
+        print("wrote", plot_case_studies(doc, os.path.splitext(a.out)[0] + ".png"))
+    except PlotUnavailable as e:
+        print("figure skipped:", e)
 
 
 if __name__ == "__main__":
