@@ -13,7 +13,9 @@ Measurements (one JSON document each, ``kind`` names it; see docs/benchmarks.md)
                   sequential peers and the hand-parallelised ``multiprocessing`` peers;
 ``batching``      batch size 1 vs 32 at the smallest and largest worker count;
 ``stm_overhead``  1 worker vs ``--workers 0`` (the price of transactions);
-``latency``       paced mode and latency percentiles: not measured (see ``latency_doc``);
+``latency``       paced mode: the highest rate with < 0.1% loss, latency percentiles (and CDF)
+                  at 50% and 90% of it, at the smallest and largest worker count that leave
+                  the generator a CPU (else "not measured: no spare core ...");
 ``memory``        PSS and peak RSS of all the NF's processes at 0, 1 and N workers;
 ``peers``         every nfos figure as a ratio to the plain and the parallel peers.
 
@@ -306,34 +308,91 @@ def _header(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind, **meta}
 
 
-def latency_doc(meta: dict[str, Any], max_workers: int) -> dict[str, Any]:
-    """Paced mode and latency: what would be measured, and why it is not."""
+def paced_latency(nf: BenchNF, trace: Trace, workers: int, rate: float, duration: float) -> dict[str, Any]:
+    """One paced run (nfos.runtime.paced): offered rate, loss, latency percentiles and the histogram.
+
+    As ``paced.paced_run``, but it also keeps the histogram (for the CDF figure)."""
+    from nfos import _core
+    from nfos.runtime import paced
+    from nfos.runtime.session import Session
+
+    s = Session(os.path.join(EXAMPLES, nf.file), workers, list(nf.params), collect_output=False, busy_poll=True)
+    try:
+        s.init(start_time_ns=time.monotonic_ns())
+        _core.rings_setup([paced.RING] * s.nslots, 64)
+        _core.load_pool(trace.frames, list(trace.devs))
+        s.start()
+        queued, lost = _core.feed_paced(rate, duration)
+        _core.close_rx()
+        deadline = time.monotonic() + 10
+        while not all(_core.rx_finished(w) for w in range(s.workers)) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        hist = [0] * len(_core.latency_hist(0))
+        for w in range(s.workers):
+            hist = [a + b for a, b in zip(hist, _core.latency_hist(w), strict=True)]
+    finally:
+        s.close()
+    offered = queued + lost
+    total, acc, cdf = sum(hist), 0, []
+    for b, c in enumerate(hist):
+        if c:
+            acc += c
+            cdf.append([paced.bucket_low(b), acc / total])
+    return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
+            "loss": lost / offered if offered else 0.0, "timed": total,
+            "latency_us": paced.percentiles(hist, (50, 99, 99.9)), "cdf_ns": cdf}
+
+
+def latency(nf: BenchNF, trace: Trace, workers: int, hi: float, steps: int = 10, duration: float = 0.2,
+            latency_duration: float = 0.3) -> dict[str, Any]:
+    """Paced mode: the highest rate with < 0.1% loss (binary search on [0, hi], ``steps`` runs),
+    then latency percentiles at 50% and 90% of it; without a spare core, why not."""
+    from nfos.runtime import paced
+
+    cpus = os.cpu_count() or 1
+    out: dict[str, Any] = {"workers": workers, "processes": workers + 1}
+    if not paced.spare_core(workers):
+        return out | {"status": "not_measured",
+                      "reason": f"not measured: no spare core for the generator ({cpus} CPUs)"}
+    m = paced.max_rate(os.path.join(EXAMPLES, nf.file), trace, workers, nf.params, hi=hi, steps=steps,
+                       duration=duration)
+    at_max = [t["loss"] for t in m["tries"] if t["rate_pps"] == m["max_rate_pps"]]
+    out |= {"status": "measured", "search_hi_pps": hi, "max_rate_pps": m["max_rate_pps"],
+            "loss_at_max_rate": at_max[0] if at_max else None, "tries": m["tries"],
+            "all_cpus_busy": workers + 1 >= cpus}
+    if not m["max_rate_pps"]:
+        return out | {"status": "no_rate", "reason": f"every rate tried lost >= {paced.LOSS_TARGET:.1%}"}
+    for frac in (0.5, 0.9):
+        out[f"at_{int(frac * 100)}pct"] = paced_latency(nf, trace, workers, frac * m["max_rate_pps"],
+                                                         latency_duration)
+    return out
+
+
+LATENCY_METHOD = (
+    "paced mode (nfos.runtime.paced): the control process is the generator, queueing the trace (cycling) "
+    "into the workers' RX rings (4096 descriptors each) at a fixed rate on the monotonic clock; a full "
+    "ring drops the packet (loss); the workers busy-poll.  A binary search (<= 10 runs of 0.2 s) on "
+    "[0, 2 x the saturation throughput] finds the highest rate with < 0.1% loss; then one run each at "
+    "50% and 90% of it gives the latency from queueing into the RX ring to the commit of the packet's "
+    "transaction (a histogram kept by the workers, 16 log-linear buckets per power of two: a percentile "
+    "is its bucket's lower bound, within 6%).  The generator needs a CPU of its own: workers + 1 <= CPUs.")
+
+
+def latency_doc(meta: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The paced-mode document: per NF the points measured (or why not)."""
     cpus = meta["machine"]["cpus"] or 1
-    no_core = f"no spare core for the generator ({cpus} CPUs)"
-    no_support = ("the C core has no paced injection and no per-packet timestamps at RX enqueue and at "
-                  "commit (see 'needs')")
+    nfs = {name: {"file": d["file"], "params": d["params"], "points": d.get("latency", [])}
+           for name, d in data.items()}
+    pts = [p for row in nfs.values() for p in row["points"]]
+    measured = [p for p in pts if p["status"] == "measured"]
+    status = "measured" if measured and len(measured) == len(pts) else "partial" if measured else "not_measured"
+    reasons = sorted({p["reason"] for p in pts if p.get("reason")})
+    if not pts:
+        reasons = [f"not measured: no spare core for the generator ({cpus} CPUs)"
+                   if cpus < 2 else "not measured: no NF was run in paced mode"]
     return _header("latency", meta) | {
-        "status": "not_measured",
-        "reason": "not measured: " + (no_core if cpus < max_workers + 2 else no_support),
-        "also_missing": no_support if cpus < max_workers + 2 else None,
-        "method": "paced mode: a generator process feeds the workers' RX rings at a set rate, a full ring "
-                  "drops the packet (loss); a binary search (<= 10 steps) finds the highest rate with "
-                  "< 0.1% loss; latency = commit time - RX enqueue time, percentiles p50/p99/p99.9 at "
-                  "50% and 90% of that rate",
-        "needs": [
-            "a ring-full-drops enqueue: _core.inject_paced or inject(..., drop_if_full=True) -> accepted or "
-            "dropped, counting drops per ring (rx_dropped in slot_stats)",
-            "a 64-bit enqueue timestamp (CLOCK_MONOTONIC ns) stored with every RX ring entry by the "
-            "generator",
-            "at commit, per packet: commit_ns - enqueue_ns into a per-worker log2-bucketed histogram "
-            "(e.g. 64 buckets x 8 sub-buckets, ~1.5% resolution) in the slot's shared stats, never a "
-            "per-packet syscall",
-            "_core.latency_histogram(slot) -> counts, and a reset between rate steps",
-        ],
-        "max_rate_pps": None, "loss_at_max_rate": None,
-        "percentiles_ns": {"at_50pct_of_max": {"p50": None, "p99": None, "p99.9": None},
-                           "at_90pct_of_max": {"p50": None, "p99": None, "p99.9": None}},
-    }
+        "status": status, "reason": "; ".join(reasons) or None, "method": LATENCY_METHOD,
+        "loss_target": 0.001, "nfs": nfs}
 
 
 def _geomean(xs: Iterable[float]) -> float | None:
@@ -404,8 +463,10 @@ def _f(x: float | None, fmt: str) -> str:
 
 
 def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: int = 1,
-          measures: Iterable[str] = MEASURES, command: str = "", quiet: bool = False) -> dict[str, dict[str, Any]]:
-    """Run the requested measurements; returns {measure: JSON document}."""
+          measures: Iterable[str] = MEASURES, command: str = "", quiet: bool = False,
+          quick: bool = False) -> dict[str, dict[str, Any]]:
+    """Run the requested measurements; returns {measure: JSON document}.  ``quick``: shorter
+    paced-mode runs (3 search steps of 30 ms), for the smoke test."""
     measures = [m for m in MEASURES if m in set(measures)]
     bad = set(measures) - set(MEASURES)
     if bad:
@@ -429,9 +490,12 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
         nfos_ws |= {0, 1}
     batch_ws = sorted({workers[0], workers[-1]}) if "batching" in want else []
     mem_ws = sorted({0, 1, workers[-1]}) if "memory" in want else []
+    lat_ws = sorted({workers[0], workers[-1]}) if "latency" in want else []
+    nfos_ws |= set(lat_ws)   # the saturation throughput bounds the paced search
+    paced = {"steps": 3, "duration": 0.03, "latency_duration": 0.05} if quick else {}
     peers_wanted = bool(want & {"throughput", "peers"})
 
-    measuring = bool(nfos_ws or batch_ws or mem_ws or peers_wanted)
+    measuring = bool(nfos_ws or batch_ws or mem_ws or peers_wanted or lat_ws)
     table = _Table(quiet or not measuring)
     if oversubscribed(max(workers) + 1, cpus):
         table.note(f"[{cpus} CPUs] runs with more processes than CPUs are marked 'oversubscribed' (*)")
@@ -456,6 +520,8 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
                 d["batch1"].append(throughput(nf, trace, w, repeat, batch=1))
             for w in mem_ws:
                 d["memory"].append(memory(nf, trace, w))
+            sat = {p["workers"]: p["pps"] for p in d["points"]}
+            d["latency"] = [latency(nf, trace, w, hi=2 * sat[w], **paced) for w in lat_ws]
             _derive(d)
             data[name] = d
             for p in d["points"]:
@@ -469,6 +535,16 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
                 table.add(name, f"mp peer {q['workers']}", f"{q['pps'] / 1e6:.3f}",
                           _f(q.get("speedup_vs_1"), ".2f"), _f(q.get("efficiency"), ".0%"), "", "", "", "",
                           "* oversubscribed" if q["oversubscribed"] else "")
+            for q in d["latency"]:
+                if q["status"] != "measured":
+                    table.add(name, f"paced {q['workers']}", "", *[""] * 6, q["reason"])
+                    continue
+                lat = q["at_90pct"]["latency_us"]
+                table.add(name, f"paced {q['workers']}", f"{q['max_rate_pps'] / 1e6:.3f}", "", "", "",
+                          f"{q['loss_at_max_rate']:.2%}", "", "",
+                          "max rate < 0.1% loss; at 90%: p50/p99/p99.9 "
+                          + "/".join(f"{lat[k]:.0f}" if lat[k] is not None else "?" for k in ("p50", "p99", "p99.9"))
+                          + " us")
     finally:
         table.close()
     return {k: build(k, data, meta) for k in measures}
@@ -550,7 +626,7 @@ def build(kind: str, data: dict[str, dict[str, Any]], meta: dict[str, Any]) -> d
                                    "parallel mode (transactions, RX ring, a process of its own)",
             "nfs": nfs}
     if kind == "latency":
-        return latency_doc(meta, max(meta["workers"]))
+        return latency_doc(meta, data)
     if kind == "memory":
         nfs = {}
         for name, d in data.items():
@@ -740,24 +816,45 @@ def plot_stm_overhead(doc: dict[str, Any], png: str) -> str:
 
 
 def plot_latency(doc: dict[str, Any], png: str) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    cdfs = doc.get("cdf") or {}
-    if doc.get("status") == "measured" and cdfs:
-        for label, pts in cdfs.items():
-            ax.plot([p[0] / 1000 for p in pts], [p[1] for p in pts], label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency, RX enqueue to commit (us)")
-        ax.set_ylabel("CDF")
-        ax.legend(fontsize=7)
-    else:
+    """Latency CDFs at 50% and 90% of the highest rate with < 0.1% loss, per NF (or why not)."""
+    rows = [(n, p) for n, r in doc.get("nfs", {}).items() for p in r["points"] if p.get("status") == "measured"]
+    names = list(dict.fromkeys(n for n, _ in rows))
+    if not names:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(7, 3.2))
         ax.axis("off")
         import textwrap
 
-        text = doc.get("reason", "not measured") + (f"\n(and {doc['also_missing']})" if doc.get("also_missing") else "")
-        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 70)),
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(doc.get("reason") or "not measured", 70)),
                 ha="center", va="center", fontsize=10, transform=ax.transAxes)
-    ax.set_title(_title(doc, "paced mode and latency"), fontsize=9)
+        ax.set_title(_title(doc, "paced mode and latency"), fontsize=9)
+        return _save(plt, fig, png)
+    plt, fig, axes = _grid(len(names))
+    for ax, name in zip(axes.flat, names, strict=False):
+        for n, p in rows:
+            if n != name:
+                continue
+            for key, style in (("at_50pct", "-"), ("at_90pct", "--")):
+                r = p.get(key)
+                if not r or not r["cdf_ns"]:
+                    continue
+                xs = [c[0] / 1000 for c in r["cdf_ns"]]
+                ys = [c[1] for c in r["cdf_ns"]]
+                ax.step(xs, ys, style, where="post",
+                        label=f"{p['workers']}w, {r['rate_pps'] / 1e6:.2f} Mpps ({key[3:5]}% of max)")
+        ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(0, 1.02)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("RX queue to commit (us)")
+        ax.set_ylabel("CDF")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    note = f"\n{doc['reason']}" if doc.get("reason") else ""
+    fig.suptitle(_title(doc, "paced mode: latency at 50% and 90% of the highest rate with < 0.1% loss") + note,
+                 fontsize=9)
     return _save(plt, fig, png)
 
 

@@ -48,7 +48,7 @@ def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repea
     if packets < 100 or repeat < 1:
         raise click.BadParameter("need --packets >= 100 and --repeat >= 1")
     command = "nfos bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "nfos bench"
-    docs = b.suite(names, ws, packets, repeat, measures, command)
+    docs = b.suite(names, ws, packets, repeat, measures, command, quick=quick)
     if not out_dir:
         return
     for path in b.write_results(docs, out_dir):
