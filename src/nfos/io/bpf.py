@@ -17,6 +17,12 @@ a replay; they have no packet-set state, so this is harmless).  What cannot
 be steered: IPv6, more than one VLAN tag, tunnels (the inner header is not
 looked at).
 
+Offsets: the kernel runs a fanout program on the skb at its *network*
+header, so every packet load is made relative to the link layer
+(``SKF_LL_OFF + offset``): the program reads the frame from its Ethernet
+header whatever the skb's data pointer is (checked on veth: a plain
+``ldb [0]`` reads the IPv4 version byte there).
+
 Toeplitz in classic BPF: every key bit that is set XORs a 32-bit constant
 (the key window at that bit) into the hash; the constants are computed here,
 so the program is a straight line of ``jset`` tests, about 5 instructions per
@@ -39,6 +45,7 @@ JA, JEQ, JGT, JSET = 0x00, 0x10, 0x20, 0x40
 K, X_SRC, A_RET = 0x00, 0x08, 0x10
 TAX = MISC | 0x00
 SKF_AD_OFF, SKF_AD_RXHASH = -0x1000, 32
+SKF_LL_OFF = -0x200000   # loads at SKF_LL_OFF + k read the frame at k from its link-layer header
 
 DEFAULT_RSS_KEY = bytes([
     0x6D, 0x5A, 0x56, 0xDA, 0x25, 0x5B, 0x0E, 0xC2, 0x41, 0x67, 0x25, 0x3D, 0x43, 0xA3,
@@ -48,6 +55,7 @@ SYMMETRIC_RSS_KEY = bytes([0x6D, 0x5A] * 20)
 
 # scratch memory slots
 M_L3, M_L4, M_PROTO, M_HASH, M_TMP, M_TMP2 = 0, 1, 2, 3, 4, 5
+M_SCRATCH = 7   # cells used (6: the orphan path's second address)
 
 
 def key_window(rss_key: bytes, bit: int) -> int:
@@ -100,6 +108,8 @@ class Program:
             jt = where[i.jt] - n - 1 if isinstance(i.jt, str) else i.jt
             jf = where[i.jf] - n - 1 if isinstance(i.jf, str) else i.jf
             k = where[i.k] - n - 1 if i.code == JMP | JA and isinstance(i.k, str) else i.k
+            if i.code & 0x07 == LD and i.code & 0xE0 in (ABS, IND) and k < 0x80000000:
+                k = (k + SKF_LL_OFF) & 0xFFFFFFFF   # a packet load: from the link-layer header
             if not (0 <= jt <= 255 and 0 <= jf <= 255):
                 raise ValueError(f"BPF jump out of range at instruction {n}")
             out.append(struct.pack("=HBBI", i.code, jt, jf, k))
@@ -155,6 +165,12 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
     p = Program()
     needs_ip = fields is not None and any(f not in (_core.KF_ETH_SRC, _core.KF_ETH_DST) for f in fields)
     ports = fields is not None and any(f in (_core.KF_SPORT, _core.KF_DPORT) for f in fields)
+    # The kernel's checker (bpf_check_classic) rejects a load of a scratch cell
+    # that some path may not have stored, and it follows code after a `ret` as if
+    # it fell through: so store every cell first.
+    p.emit(LD | IMM, 0)
+    for cell in range(M_SCRATCH):
+        p.emit(ST, cell)
     # --- L2: one optional 802.1Q tag
     p.emit(LD | IMM, 14)
     p.emit(ST, M_L3)
@@ -280,6 +296,8 @@ def run_program(prog: bytes, frame: bytes, rxhash: int = 0) -> int:
     def load(off: int, size: int) -> int:
         if off == (SKF_AD_OFF + SKF_AD_RXHASH) & 0xFFFFFFFF:
             return rxhash
+        if off >= SKF_LL_OFF & 0xFFFFFFFF:   # link-layer relative (the frame starts there)
+            off -= SKF_LL_OFF & 0xFFFFFFFF
         if off + size > len(frame):
             raise IndexError("load past the packet: the kernel would drop it (return 0)")
         return int.from_bytes(frame[off:off + size], "big")
