@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nfos import _core
@@ -106,6 +106,9 @@ class Session:
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
         self.procs: list[multiprocessing.Process] = []
+        # Called as worker_setup(slot) in each forked worker before it starts
+        # (live mode opens the worker's sockets there); None: nothing.
+        self.worker_setup: Callable[[int], None] | None = None
         self.started = False
         self.closed = False
         registry.clear()
@@ -178,8 +181,8 @@ class Session:
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll), name=f"nfos-worker-{slot}",
-                                daemon=True)
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, self.worker_setup),
+                                name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
         _core.signal_start()
@@ -274,11 +277,14 @@ def memory_kb() -> tuple[int, int]:
     return peak, pss
 
 
-def _worker_main(slot: int, busy_poll: bool = False) -> None:
-    """A forked worker: run the C loop on this slot's RX ring until it is closed and empty."""
+def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None) -> None:
+    """A forked worker: run the C loop on this slot's RX ring until it is closed and empty
+    (live mode: until the control process stops it).  ``setup(slot)`` runs first."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
     _core.die_with_parent()
     _core.attach(slot)
+    if setup is not None:
+        setup(slot)
     _core.prefault()
     _core.wait_start()
     idle = 0
