@@ -94,7 +94,14 @@ def _summary(stats: dict[str, Any]) -> Table:
     t.add_row("aborts", f"{stats['aborts']:,} ({stats['abort_rate']:.2%})")
     t.add_row("packet sets created / expired",
               f"{stats['packet_sets_created']:,} / {stats['packet_sets_expired']:,}")
-    t.add_row("processing time", f"{stats['wall_s']:.3f} s")
+    if stats.get("mode") == "live":
+        t.add_row("ring drops (kernel)", f"{stats['ring_drops']:,}")
+        for k in ("oversize", "tx_errors"):
+            if stats[k]:
+                t.add_row(k.replace("_", " "), f"{stats[k]:,}")
+        t.add_row("run time", f"{stats['wall_s']:.3f} s")
+    else:
+        t.add_row("processing time", f"{stats['wall_s']:.3f} s")
     t.add_row("throughput", f"{stats['throughput_pps'] / 1e6:.3f} Mpps")
     if stats["workers"] > 1:
         t.add_row("load imbalance (max/mean)", f"{stats['imbalance']:.2f}")
@@ -103,9 +110,11 @@ def _summary(stats: dict[str, Any]) -> Table:
 
 @cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
-@click.option("--in", "inputs", multiple=True, required=True, metavar="FILE | DEV=FILE",
+@click.option("--in", "inputs", multiple=True, metavar="FILE | DEV=FILE",
               help="capture to replay: a pcapng whose interface names are the NF's devices, a pcap "
                    "(all packets on the first device), or DEV=FILE pairs merged by time")
+@click.option("--iface", "ifaces", multiple=True, metavar="DEV=IFACE[,DEV=IFACE]",
+              help="run live on network interfaces instead of replaying (e.g. lan=eth1,wan=eth2; repeatable)")
 @click.option("--workers", "-w", default=None, type=int,
               help="worker processes (default: the number of CPUs); 0 = sequential reference mode")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write DIR/<device>.pcap")
@@ -114,9 +123,35 @@ def _summary(stats: dict[str, Any]) -> Table:
 @click.option("--batch", default=32, show_default=True, help="packets per transaction (1..32)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary table")
 @click.option("--profile", "profile", is_flag=True, help="also print the scalability profile")
-def run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
-        params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool, profile: bool) -> None:
-    """Replay a capture through NF_FILE on N worker processes."""
+@click.option("--stats-interval", type=float, default=None, metavar="SECONDS",
+              help="live: print the counters (rx, tx, drops, aborts, per worker) every SECONDS")
+@click.option("--metrics-port", type=int, default=None, metavar="PORT",
+              help="live: serve the counters to Prometheus on PORT (needs nfos[live])")
+@click.option("--duration", type=float, default=None, metavar="SECONDS",
+              help="live: stop after SECONDS (default: Ctrl-C or SIGTERM)")
+def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers: int | None, out_dir: str | None,
+        params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool, profile: bool,
+        stats_interval: float | None, metrics_port: int | None, duration: float | None) -> None:
+    """Replay a capture through NF_FILE on N worker processes (--in), or run it on interfaces (--iface)."""
+    if inputs and ifaces:
+        fail("--in and --iface are mutually exclusive: replay a capture or run on interfaces")
+    if not inputs and not ifaces:
+        fail("give --in FILE to replay a capture, or --iface DEV=IFACE to run on interfaces")
+    if ifaces:
+        for name, value in (("--out", out_dir), ("--profile", profile)):
+            if value:
+                fail(f"{name} is for replays (--in), not live runs")
+        stats = _run_live(nf_file, ifaces, workers, params, batch, stats_interval, metrics_port, duration)
+        if stats_json:
+            with open(stats_json, "w") as f:
+                json.dump(stats, f, indent=2)
+        if not quiet:
+            out.print(_summary(stats))
+        return
+    for name, value in (("--stats-interval", stats_interval), ("--metrics-port", metrics_port),
+                        ("--duration", duration)):
+        if value is not None:
+            fail(f"{name} is for live runs (--iface), not replays")
     result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile)
     stats = result.stats
     if stats_json:
@@ -196,6 +231,25 @@ def profile(nf_file: str, inputs: tuple[str, ...], workers: int | None, params: 
     if html_path:
         with open(html_path, "w") as f:
             f.write(render_html(result.profile))
+
+
+def _run_live(nf_file: str, ifaces: tuple[str, ...], workers: int | None, params: tuple[str, ...], batch: int,
+              stats_interval: float | None, metrics_port: int | None, duration: float | None) -> dict[str, Any]:
+    """A live run; it stops on Ctrl-C, SIGTERM or --duration.  User errors end with one line."""
+    from nfos.runtime.live import LiveError, parse_ifaces, run_live
+
+    if workers is not None and workers > (os.cpu_count() or 1):
+        say(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores", sys.stderr)
+    try:
+        return run_live(nf_file, parse_ifaces(ifaces), workers=workers, params=list(params),
+                        stats_interval=stats_interval, metrics_port=metrics_port, duration=duration, batch=batch)
+    except KeyboardInterrupt:
+        fail("interrupted while starting; workers stopped, nothing left behind")
+    except (LiveError, *USER_ERRORS) as e:
+        fail(str(e))
+    except RuntimeError as e:
+        fail(str(e))
+    raise AssertionError("unreachable")
 
 
 def _sigterm_as_interrupt() -> None:

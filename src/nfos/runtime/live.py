@@ -1,0 +1,422 @@
+"""Run an NF on live Linux interfaces: the `nfos run --iface` path.
+
+    control process ── loads the NF, runs @nf.init, checks the interfaces,
+    │                  opens a send-only socket per device (periodic and exit
+    │                  handlers emit through it), forks the workers, runs the
+    │                  periodic handlers on the monotonic clock, prints and
+    │                  exports the counters, stops on Ctrl-C / SIGTERM / --duration
+    ├── worker 0       per device: an AF_PACKET socket with a TPACKET_V3 RX
+    └── worker N-1     ring, in the device's PACKET_FANOUT group (classic BPF
+                       compiled from the packet-set definition: the kernel
+                       steers like the software RSS of a replay)
+
+Workers join each fanout group in slot order (the member index is the join
+order, and the steering program returns a worker index); nothing is
+processed until all have joined.  Time is the monotonic clock everywhere:
+the workers stamp each batch with it, the control process runs periodic
+handlers with it.  There is no sequential reference mode live: `workers=0`
+runs one worker.  The hot path is C (_core/pktio_afpacket.c).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from nfos import _core
+from nfos.io.bpf import compile_steering
+from nfos.runtime.replay import summarize
+from nfos.runtime.session import Session
+from nfos.structures.base import internal_periodics
+
+FRAME_SIZE = 2048          # ring frame: the largest frame a worker takes, with its ring header
+RING_HEADROOM = 96         # tpacket3 header + sockaddr_ll + alignment before the frame
+L2_OVERHEAD = 18           # Ethernet header + one VLAN tag on top of the MTU
+START_TIMEOUT_S = 20.0
+
+SIOCGIFFLAGS, SIOCGIFMTU, SIOCETHTOOL = 0x8913, 0x8921, 0x8946
+IFF_UP = 0x1
+ETHTOOL_GFLAGS, ETHTOOL_GGRO, ETH_FLAG_LRO = 0x25, 0x2B, 1 << 15
+
+
+class LiveError(Exception):
+    """A live run cannot start or went wrong; the message is one sentence."""
+
+
+@dataclass
+class Interface:
+    name: str
+    index: int
+    mtu: int
+    up: bool
+    gro: bool | None    # None: unknown (no ethtool ioctl)
+    lro: bool | None
+
+    @property
+    def max_frame(self) -> int:
+        return self.mtu + L2_OVERHEAD
+
+
+def parse_ifaces(specs: Sequence[str]) -> dict[str, str]:
+    """``["lan=eth1,wan=eth2"]`` or ``["lan=eth1", "wan=eth2"]`` -> {device: interface}."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            dev, sep, ifname = part.partition("=")
+            dev, ifname = dev.strip(), ifname.strip()
+            if not sep or not dev or not ifname:
+                raise LiveError(f"--iface {part}: give each as DEVICE=INTERFACE (e.g. lan=eth1)")
+            if dev in out:
+                raise LiveError(f"--iface: device {dev} is given twice ({out[dev]} and {ifname})")
+            out[dev] = ifname
+    return out
+
+
+def _ifreq(sock: socket.socket, request: int, name: str, tail: bytes = b"\0" * 24) -> bytes:
+    return fcntl.ioctl(sock.fileno(), request, struct.pack("16s", name.encode()) + tail)
+
+
+def _ethtool_value(sock: socket.socket, name: str, cmd: int) -> int | None:
+    buf = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+    try:
+        _ifreq(sock, SIOCETHTOOL, name, struct.pack("P", ctypes.addressof(buf)) + b"\0" * 16)
+    except OSError:
+        return None
+    return struct.unpack_from("II", buf.raw)[1]
+
+
+def interface_info(name: str) -> Interface:
+    """Index, MTU, up/down and GRO/LRO of interface `name` in this network namespace."""
+    if len(name) >= 16 or "/" in name or not name:
+        raise LiveError(f"{name!r} is not a valid interface name")
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        raise LiveError(f"interface {name} does not exist (in this network namespace)") from None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack_from("H", _ifreq(s, SIOCGIFFLAGS, name), 16)[0]
+        mtu = struct.unpack_from("i", _ifreq(s, SIOCGIFMTU, name), 16)[0]
+        gro = _ethtool_value(s, name, ETHTOOL_GGRO)
+        lflags = _ethtool_value(s, name, ETHTOOL_GFLAGS)
+    return Interface(name, index, mtu, bool(flags & IFF_UP), None if gro is None else bool(gro),
+                     None if lflags is None else bool(lflags & ETH_FLAG_LRO))
+
+
+def check_interfaces(ifaces: Mapping[str, str], devices: Sequence[str],
+                     frame_size: int = FRAME_SIZE) -> tuple[dict[str, Interface], list[str]]:
+    """Validate the device -> interface map; returns the interfaces and warnings.  Raises LiveError."""
+    unknown = [d for d in ifaces if d not in devices]
+    if unknown:
+        raise LiveError(f"--iface {unknown[0]}=...: the NF has no device {unknown[0]!r} "
+                        f"(its devices: {', '.join(devices)})")
+    missing = [d for d in devices if d not in ifaces]
+    if missing:
+        raise LiveError(f"the NF device {missing[0]!r} has no interface: add --iface {missing[0]}=IFACE")
+    seen: dict[str, str] = {}
+    for dev, ifname in ifaces.items():
+        if ifname in seen:
+            raise LiveError(f"interface {ifname} is given twice (devices {seen[ifname]} and {dev})")
+        seen[ifname] = dev
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        raise LiveError("live interfaces need root or CAP_NET_RAW "
+                        "(opening an AF_PACKET socket was refused)") from None
+    infos: dict[str, Interface] = {}
+    warnings: list[str] = []
+    room = frame_size - RING_HEADROOM
+    for dev in devices:
+        info = interface_info(ifaces[dev])
+        if not info.up:
+            raise LiveError(f"interface {info.name} is down (ip link set {info.name} up)")
+        if info.max_frame > room:
+            raise LiveError(f"interface {info.name} has MTU {info.mtu}, larger than the ring frame size allows "
+                            f"({room - L2_OVERHEAD} with {frame_size}-byte frames); lower it "
+                            f"(ip link set {info.name} mtu 1500)")
+        merged = [n for n, on in (("gro", info.gro), ("lro", info.lro)) if on]
+        if merged:
+            warnings.append(f"{'/'.join(m.upper() for m in merged)} is on for {info.name}: the kernel merges "
+                            f"segments into frames larger than the MTU, which are counted as oversize and not "
+                            f"forwarded; turn it off (ethtool -K {info.name} {' '.join(m + ' off' for m in merged)})")
+        infos[dev] = info
+    return infos, warnings
+
+
+def _open_worker(opens: list[tuple[int, str, bytes, int]], slot: int) -> None:
+    """In a forked worker: open its ring socket on every device, join the fanout groups in turn."""
+    try:
+        for dev, ifname, prog, max_frame in opens:
+            _core.live_open(dev, ifname, prog, max_frame)
+        _core.live_join(START_TIMEOUT_S)
+    except (OSError, RuntimeError) as e:
+        _core.live_fail(f"worker {slot}: {e}")
+        os._exit(3)
+
+
+# ----------------------------------------------------------------- counters
+def _snapshot(session: Session) -> dict[str, Any]:
+    rows = []
+    for w in range(session.workers):
+        r = _core.slot_stats(w)
+        live = _core.live_stats(w)
+        rows.append({"rx": r["packets"], "tx": r["packets_out"], "dropped": r["dropped"],
+                     "aborts": r["aborts"], "commits": r["commits"], "sets_live": r["sets_live"],
+                     "ring_drops": live["kernel_drops"], "oversize": live["oversize"],
+                     "tx_errors": live["tx_errors"]})
+    ctl = _core.slot_stats(session.control_slot)
+    clive = _core.live_stats(session.control_slot)
+    return {"t": time.monotonic(), "workers": rows,
+            "control": {"tx": ctl["packets_out"], "aborts": ctl["aborts"], "tx_errors": clive["tx_errors"]}}
+
+
+_TOTALS = ("rx", "tx", "dropped", "aborts", "ring_drops", "oversize", "tx_errors")
+
+
+def interval_stats(prev: dict[str, Any], cur: dict[str, Any], since_start: float) -> dict[str, Any]:
+    """Rates (per second) and counts between two snapshots, totals and per worker."""
+    dt = max(cur["t"] - prev["t"], 1e-9)
+    per = []
+    for a, b in zip(prev["workers"], cur["workers"], strict=True):
+        d = {k: b[k] - a[k] for k in _TOTALS}
+        per.append({"rx_pps": d["rx"] / dt, "tx_pps": d["tx"] / dt, "dropped": d["dropped"],
+                    "aborts": d["aborts"], "ring_drops": d["ring_drops"], "oversize": d["oversize"],
+                    "tx_errors": d["tx_errors"], "sets_live": b["sets_live"]})
+    ctl_tx = cur["control"]["tx"] - prev["control"]["tx"]
+    return {"t": since_start, "interval_s": dt,
+            "rx_pps": sum(p["rx_pps"] for p in per), "tx_pps": sum(p["tx_pps"] for p in per) + ctl_tx / dt,
+            "dropped": sum(p["dropped"] for p in per), "ring_drops": sum(p["ring_drops"] for p in per),
+            "aborts": sum(p["aborts"] for p in per) + cur["control"]["aborts"] - prev["control"]["aborts"],
+            "oversize": sum(p["oversize"] for p in per),
+            "tx_errors": sum(p["tx_errors"] for p in per) + cur["control"]["tx_errors"]
+            - prev["control"]["tx_errors"],
+            "per_worker": per}
+
+
+def format_line(s: dict[str, Any]) -> str:
+    """The per-interval line: totals, then each worker."""
+    line = (f"nfos: {s['t']:7.1f}s rx {s['rx_pps']:,.0f}/s tx {s['tx_pps']:,.0f}/s drop {s['dropped']:,} "
+            f"ring-drop {s['ring_drops']:,} aborts {s['aborts']:,}")
+    if s["oversize"] or s["tx_errors"]:
+        line += f" oversize {s['oversize']:,} tx-err {s['tx_errors']:,}"
+    return line + " | " + " ".join(f"w{i} rx {p['rx_pps']:,.0f}/s tx {p['tx_pps']:,.0f}/s"
+                                   for i, p in enumerate(s["per_worker"]))
+
+
+class _Metrics:
+    """Prometheus exposition of the latest snapshot (read by the server's thread on a scrape)."""
+
+    def __init__(self, port: int, devices: Sequence[str]) -> None:
+        try:
+            import prometheus_client
+            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        except ImportError:
+            raise LiveError("--metrics-port needs prometheus_client: pip install 'nfos[live]'") from None
+        self._counter, self._gauge = CounterMetricFamily, GaugeMetricFamily
+        self.latest: dict[str, Any] | None = None
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        try:
+            started = prometheus_client.start_http_server(port, registry=self.registry)
+        except OSError as e:
+            raise LiveError(f"--metrics-port {port}: {e.strerror or e}") from None
+        self.server = started[0] if isinstance(started, tuple) else None
+
+    def collect(self):
+        snap = self.latest
+        if snap is None:
+            return
+        spec = [("rx_packets", "rx", "packets received and processed"),
+                ("tx_packets", "tx", "packets sent (per output device)"),
+                ("dropped_packets", "dropped", "packets the NF dropped"),
+                ("ring_drops", "ring_drops", "packets the kernel dropped: the worker's ring was full"),
+                ("aborts", "aborts", "transaction aborts"),
+                ("oversize_frames", "oversize", "frames longer than the MTU (GRO/GSO), not processed"),
+                ("tx_errors", "tx_errors", "frames the kernel refused to send")]
+        for name, key, doc in spec:
+            m = self._counter(f"nfos_{name}", doc, labels=["worker"])
+            for i, r in enumerate(snap["workers"]):
+                m.add_metric([str(i)], r[key])
+            yield m
+        g = self._gauge("nfos_packet_sets_live", "packet sets held", labels=["worker"])
+        for i, r in enumerate(snap["workers"]):
+            g.add_metric([str(i)], r["sets_live"])
+        yield g
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+# ---------------------------------------------------------------------- run
+def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None,
+             params: dict[str, str] | Sequence[str] | None = None, stats_interval: float | None = None,
+             metrics_port: int | None = None, on_stats: Callable[[dict[str, Any]], None] | None = None,
+             duration: float | None = None, batch: int = 32, check: bool = True,
+             frame_size: int = FRAME_SIZE, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the NF at ``nf_path`` on ``ifaces`` ({device: interface}) until Ctrl-C, SIGTERM or ``duration``.
+
+    Every ``stats_interval`` seconds the interval's counters go to ``on_stats``
+    (default: one line printed).  Returns the summary (as ``nfos run --in``,
+    plus ``mode``, ``interfaces`` and the ring/TX counters).  User errors
+    raise LiveError (or the loader's LoadError) with one sentence.
+    """
+    say = say or (lambda line: print(line, flush=True))
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers < 0:
+        raise LiveError("--workers must be >= 0")
+    if workers == 0:
+        say("nfos: note: live runs have no sequential reference mode; running 1 worker")
+        workers = 1
+    if stats_interval is not None and stats_interval <= 0:
+        raise LiveError("--stats-interval must be positive")
+    if duration is not None and duration <= 0:
+        raise LiveError("--duration must be positive")
+    stop_requested: list[int] = []
+
+    def on_signal(signum, frame):
+        stop_requested.append(signum)
+
+    old_handlers = {}
+    if threading_main():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
+    session = None
+    metrics = None
+    try:
+        session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check)
+        nf = session.nf
+        devices = list(nf.devices)
+        infos, warnings = check_interfaces(ifaces, devices, frame_size)
+        for w in warnings:
+            say(f"nfos: warning: {w}")
+        now = time.monotonic_ns()
+        session.init(start_time_ns=now, periodic_base_ns=now)
+        _core.rings_setup([1] * session.nslots, 64)   # start / stop flags only: no replay rings
+        _core.live_setup(workers, frame_size=frame_size)
+        for d, dev in enumerate(devices):
+            try:
+                _core.live_open_tx(d, infos[dev].name)
+            except OSError as e:
+                raise LiveError(f"cannot send on {e}") from None
+        progs = [compile_steering(defn, nf.proto_mask(), workers) for defn in nf.key_definitions()]
+        session.worker_setup = partial(_open_worker, [(d, infos[dev].name, progs[d], infos[dev].max_frame)
+                                                      for d, dev in enumerate(devices)])
+        if metrics_port is not None:
+            metrics = _Metrics(metrics_port, devices)
+        session.start()
+        _wait_running(session, stop_requested)
+        where = ", ".join(f"{d}={infos[d].name}" for d in devices)
+        say(f"nfos: ready: {nf.name} on {where}, {workers} worker{'s' if workers > 1 else ''} (Ctrl-C stops)")
+        t0 = time.monotonic()
+        wall = _serve(session, t0, stop_requested, stats_interval, duration, on_stats or (lambda s: say(format_line(s))),
+                      metrics)
+        _core.stop_workers()
+        _join_workers(session)
+        session.run_exit_handler()
+        live_rows = [_core.live_stats(w) for w in range(workers)]
+        ctl_live = _core.live_stats(session.control_slot)
+        total = sum(r["packets"] for r in session.slot_stats())
+        stats = summarize(session, wall, total, {
+            "mode": "live", "interfaces": {d: infos[d].name for d in devices},
+            "ring_drops": sum(r["kernel_drops"] for r in live_rows),
+            "oversize": sum(r["oversize"] for r in live_rows),
+            "checksums_completed": sum(r["csum_fixed"] for r in live_rows),
+            "tx_sent": sum(r["tx_sent"] for r in live_rows) + ctl_live["tx_sent"],
+            "tx_errors": sum(r["tx_errors"] for r in live_rows) + ctl_live["tx_errors"],
+            "stopped_by": ("duration" if not stop_requested else signal.Signals(stop_requested[0]).name),
+        })
+        for row, lr in zip(stats["per_worker"], live_rows, strict=True):
+            row.update(ring_drops=lr["kernel_drops"], oversize=lr["oversize"], tx_sent=lr["tx_sent"],
+                       tx_errors=lr["tx_errors"])
+        return stats
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if session is not None:
+            try:
+                _core.stop_workers()
+            except Exception:
+                pass
+            _core.live_close()
+            session.close()
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _wait_running(session: Session, stop_requested: list[int]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while _core.live_running() < session.workers:
+        err = _core.live_error()
+        if err:
+            raise LiveError(f"cannot start: {err}")
+        dead = session.dead_workers()
+        if dead:
+            time.sleep(0.05)   # its message may still be on the way
+            err = _core.live_error()
+            raise LiveError(f"cannot start: {err}" if err else
+                            f"worker {dead[0]} exited while starting (exit code {session.procs[dead[0]].exitcode})")
+        if stop_requested:
+            raise KeyboardInterrupt
+        if time.monotonic() > deadline:
+            raise LiveError(f"the workers did not start within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.005)
+
+
+def _serve(session: Session, t0: float, stop_requested: list[int], stats_interval: float | None,
+           duration: float | None, on_stats: Callable[[dict[str, Any]], None], metrics: _Metrics | None) -> float:
+    """The control loop: periodic handlers, counters, stop conditions.  Returns the run's seconds."""
+    intervals = [iv for _, iv in session.nf.handlers.periodic + internal_periodics()]
+    tick = 0.01 if not intervals else min(0.01, max(0.001, min(intervals) / 4e9))
+    prev = _snapshot(session)
+    next_stats = t0 + stats_interval if stats_interval else None
+    next_metrics = t0
+    end = t0 + duration if duration else None
+    while not stop_requested:
+        _core.run_periodics(time.monotonic_ns())
+        now = time.monotonic()
+        dead = session.dead_workers()
+        if dead:
+            for w in dead:
+                _core.recover_slot(w)
+            raise LiveError(f"worker {dead[0]} died (exit code {session.procs[dead[0]].exitcode}); "
+                            "its shared-state commit was completed or discarded")
+        if metrics is not None and now >= next_metrics:
+            metrics.latest = _snapshot(session)
+            next_metrics = now + 0.5
+        if next_stats is not None and now >= next_stats:
+            cur = _snapshot(session)
+            on_stats(interval_stats(prev, cur, now - t0))
+            prev = cur
+            next_stats += stats_interval
+            if next_stats < now:
+                next_stats = now + stats_interval
+        if end is not None and now >= end:
+            break
+        time.sleep(tick)
+    return time.monotonic() - t0
+
+
+def _join_workers(session: Session, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    for p in session.procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
