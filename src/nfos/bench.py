@@ -237,20 +237,27 @@ class MemorySampler:
 
 # ------------------------------------------------------------------ single measurements
 
-def throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1, batch: int = 32) -> dict[str, Any]:
-    """Saturation throughput of one NF at one worker count: the median of `repeat` runs."""
+def _nfos_run(nf: BenchNF, trace: Trace, workers: int, batch: int = 32) -> dict[str, Any]:
     from nfos.runtime.replay import replay
 
-    runs = [replay(os.path.join(EXAMPLES, nf.file), trace, workers=workers, params=nf.params, batch=batch).stats
-            for _ in range(repeat)]
+    return replay(os.path.join(EXAMPLES, nf.file), trace, workers=workers, params=nf.params, batch=batch).stats
+
+
+def _nfos_point(runs: list[dict[str, Any]], workers: int, batch: int, packets: int) -> dict[str, Any]:
+    """The median of runs (the counters are the median run's)."""
     pps = [r["throughput_pps"] for r in runs]
     mid = runs[pps.index(statistics.median_high(pps))]
     processes = 1 if workers == 0 else workers + 1
     return {"workers": workers, "batch": batch, "pps": statistics.median(pps), "runs_pps": pps,
             "abort_rate": mid["abort_rate"], "aborts": mid["aborts"], "transactions": mid["transactions"],
-            "imbalance": mid["imbalance"], "irrevocable": mid["irrevocable"],
-            "packets_in": mid["packets_in"], "loss": max(0.0, 1 - mid["packets_in"] / len(trace)) if len(trace) else 0.0,
+            "imbalance": mid["imbalance"], "irrevocable": mid["irrevocable"], "packets_in": mid["packets_in"],
+            "loss": max(0.0, 1 - mid["packets_in"] / packets) if packets else 0.0,
             "processes": processes, "oversubscribed": oversubscribed(processes)}
+
+
+def throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1, batch: int = 32) -> dict[str, Any]:
+    """Saturation throughput of one NF at one worker count: the median of `repeat` runs."""
+    return _nfos_point([_nfos_run(nf, trace, workers, batch) for _ in range(repeat)], workers, batch, len(trace))
 
 
 def memory(nf: BenchNF, trace: Trace, workers: int) -> dict[str, Any]:
@@ -269,37 +276,44 @@ def memory(nf: BenchNF, trace: Trace, workers: int) -> dict[str, Any]:
     return out
 
 
+def _peer_run(nf: BenchNF, trace: Trace) -> float:
+    peer = load_peer(nf.peer)
+    t0 = time.perf_counter()
+    peer.run(trace.frames, trace.devs, trace.times_ns, **nf.peer_params)
+    return len(trace) / (time.perf_counter() - t0)
+
+
 def peer_throughput(nf: BenchNF, trace: Trace, repeat: int = 1) -> dict[str, Any] | None:
     """The plain sequential peer: one process, the time of its run() call."""
     if not nf.peer:
         return None
-    peer = load_peer(nf.peer)
-    pps = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        peer.run(trace.frames, trace.devs, trace.times_ns, **nf.peer_params)
-        pps.append(len(trace) / (time.perf_counter() - t0))
+    pps = [_peer_run(nf, trace) for _ in range(repeat)]
     return {"peer": nf.peer, "pps": statistics.median(pps), "runs_pps": pps}
+
+
+def _mp_run(nf: BenchNF, trace: Trace, workers: int) -> tuple[float, list[dict[str, int]]]:
+    peer = load_peer(nf.mp_peer)
+    counters: dict[str, Any] = {}
+    _, seconds = peer.run(trace.frames, trace.devs, trace.times_ns, workers=workers, keep_output=False,
+                          counters=counters, **nf.peer_params)
+    return (len(trace) / seconds if seconds > 0 else 0.0), counters.get("per_process", [])
+
+
+def _mp_point(runs: list[tuple[float, list[dict[str, int]]]], workers: int) -> dict[str, Any]:
+    pps = [r[0] for r in runs]
+    mid = runs[pps.index(statistics.median_high(pps))][1]
+    processes = workers + 1   # + the parent, which waits
+    return {"workers": workers, "pps": statistics.median(pps), "runs_pps": pps, "processes": processes,
+            "oversubscribed": oversubscribed(processes),
+            "pss_kb": [m["pss_kb"] for m in mid], "peak_rss_kb": [m["peak_rss_kb"] for m in mid],
+            "packets_per_process": [m["packets"] for m in mid]}
 
 
 def mp_peer_throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1) -> dict[str, Any] | None:
     """The hand-parallelised peer at ``workers`` processes: the time of its processing phase."""
     if not nf.mp_peer:
         return None
-    peer = load_peer(nf.mp_peer)
-    pps, mems = [], []
-    for _ in range(repeat):
-        counters: dict[str, Any] = {}
-        _, seconds = peer.run(trace.frames, trace.devs, trace.times_ns, workers=workers, keep_output=False,
-                              counters=counters, **nf.peer_params)
-        pps.append(len(trace) / seconds if seconds > 0 else 0.0)
-        mems.append(counters.get("per_process", []))
-    mid = mems[pps.index(statistics.median_high(pps))]
-    processes = workers + 1   # + the parent, which waits
-    return {"workers": workers, "pps": statistics.median(pps), "runs_pps": pps, "processes": processes,
-            "oversubscribed": oversubscribed(processes),
-            "pss_kb": [m["pss_kb"] for m in mid], "peak_rss_kb": [m["peak_rss_kb"] for m in mid],
-            "packets_per_process": [m["packets"] for m in mid]}
+    return _mp_point([_mp_run(nf, trace, workers) for _ in range(repeat)], workers)
 
 
 # ------------------------------------------------------------------ the suite
@@ -509,15 +523,25 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
             trace = traces[nf.trace]
             d: dict[str, Any] = {"file": nf.file, "params": nf.params, "trace": nf.trace,
                                  "trace_packets": len(trace), "points": [], "batch1": [], "memory": []}
-            for w in sorted(nfos_ws):
-                d["points"].append(throughput(nf, trace, w, repeat))
-            if peers_wanted:
-                d["peer"] = peer_throughput(nf, trace, repeat)
-                if nf.mp_peer:
-                    d["mp_peer"] = {"peer": nf.mp_peer,
-                                    "points": [mp_peer_throughput(nf, trace, w, repeat) for w in workers]}
-            for w in batch_ws:
-                d["batch1"].append(throughput(nf, trace, w, repeat, batch=1))
+            # every configuration once per round, `repeat` rounds: a burst of noise from the
+            # machine's neighbours hits one run of several configurations, not all runs of one
+            configs: list[tuple[tuple, Callable[..., Any], tuple]] = [
+                (("nfos", w, 32), _nfos_run, (w, 32)) for w in sorted(nfos_ws)]
+            configs += [(("nfos", w, 1), _nfos_run, (w, 1)) for w in batch_ws]
+            if peers_wanted and nf.peer:
+                configs.append((("plain",), _peer_run, ()))
+            if peers_wanted and nf.mp_peer:
+                configs += [(("mp", w), _mp_run, (w,)) for w in workers]
+            runs: dict[tuple, list[Any]] = {k: [] for k, _, _ in configs}
+            for _ in range(repeat):
+                for k, fn, args in configs:
+                    runs[k].append(fn(nf, trace, *args))
+            d["points"] = [_nfos_point(runs["nfos", w, 32], w, 32, len(trace)) for w in sorted(nfos_ws)]
+            d["batch1"] = [_nfos_point(runs["nfos", w, 1], w, 1, len(trace)) for w in batch_ws]
+            if ("plain",) in runs:
+                d["peer"] = {"peer": nf.peer, "pps": statistics.median(runs["plain",]), "runs_pps": runs["plain",]}
+            if peers_wanted and nf.mp_peer:
+                d["mp_peer"] = {"peer": nf.mp_peer, "points": [_mp_point(runs["mp", w], w) for w in workers]}
             for w in mem_ws:
                 d["memory"].append(memory(nf, trace, w))
             sat = {p["workers"]: p["pps"] for p in d["points"]}
