@@ -159,31 +159,49 @@ def oversubscribed(processes: int, cpus: int | None = None) -> bool:
 # ------------------------------------------------------------------ memory from /proc
 
 def _rollup(pid: int | str = "self") -> dict[str, int]:
-    """Rss and Pss (KiB) from /proc/PID/smaps_rollup, VmHWM (peak RSS) from /proc/PID/status."""
+    """rss_kb, pss_kb (from /proc/PID/smaps_rollup) and peak_rss_kb (VmHWM, /proc/PID/status).
+    Where the kernel has no smaps_rollup (gVisor, old kernels) pss_kb is missing and rss_kb is
+    VmRSS; {} if the process is gone."""
     out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    out["peak_rss_kb" if line.startswith("VmHWM") else "rss_kb"] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
                 k, _, v = line.partition(":")
                 if k in ("Rss", "Pss"):
                     out[k.lower() + "_kb"] = int(v.split()[0])
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    out["peak_rss_kb"] = int(line.split()[1])
     except (OSError, ValueError, IndexError):
-        return {}
-    return out if "pss_kb" in out else {}
+        pass
+    return out if "rss_kb" in out else {}
 
 
 def _children() -> list[int]:
+    """PIDs of this process's children (/proc/PID/task/*/children, else a scan of /proc)."""
+    me = os.getpid()
+    files = glob.glob(f"/proc/{me}/task/*/children")
     pids: list[int] = []
-    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+    for path in files:
         try:
             with open(path) as f:
                 pids += [int(p) for p in f.read().split()]
         except OSError:
             pass
+    if files:
+        return pids
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
     return pids
 
 
@@ -192,9 +210,9 @@ class MemorySampler:
 
     Used as ``replay(progress=...)``: every ``every_s`` it reads smaps_rollup (PSS, RSS) and
     VmHWM (the kernel's peak RSS) of every process, and keeps the sample with the largest
-    total PSS plus each process's last peak RSS.  PSS splits shared pages (the arena, the
-    inherited interpreter and trace) among the processes, so the total PSS is the physical
-    memory of the whole NF, counted once.
+    total PSS (RSS where there is no PSS) plus each process's last peak RSS.  PSS splits
+    shared pages (the arena, the inherited interpreter and trace) among the processes, so
+    the total PSS is the physical memory of the whole NF, counted once.
     """
 
     def __init__(self, every_s: float = 0.01) -> None:
@@ -218,20 +236,27 @@ class MemorySampler:
         self.samples += 1
         for pid, r in kids.items():
             self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), r.get("peak_rss_kb", 0))
-        total_pss = me["pss_kb"] + sum(r["pss_kb"] for r in kids.values())
-        if total_pss >= self.best.get("total_pss_kb", -1):
-            self.best = {"total_pss_kb": total_pss,
-                         "total_rss_kb": me["rss_kb"] + sum(r["rss_kb"] for r in kids.values()),
-                         "control_pss_kb": me["pss_kb"], "control_rss_kb": me["rss_kb"],
-                         "worker_pss_kb": [r["pss_kb"] for r in kids.values()],
+        every = [me, *kids.values()]
+        has_pss = all("pss_kb" in r for r in every)
+        total_pss = sum(r["pss_kb"] for r in every) if has_pss else None
+        total_rss = sum(r["rss_kb"] for r in every)
+        key = total_pss if has_pss else total_rss
+        if key >= self.best.get("_key", -1):
+            self.best = {"_key": key, "total_pss_kb": total_pss, "total_rss_kb": total_rss,
+                         "control_pss_kb": me.get("pss_kb"), "control_rss_kb": me["rss_kb"],
+                         "worker_pss_kb": [r.get("pss_kb") for r in kids.values()],
                          "worker_rss_kb": [r["rss_kb"] for r in kids.values()]}
 
     def result(self) -> dict[str, Any]:
-        base = self.baseline.get("pss_kb", 0)
-        out = dict(self.best)
+        base = self.baseline.get("pss_kb")
+        out = {k: v for k, v in self.best.items() if k != "_key"}
+        total = out.get("total_pss_kb")
         out.update({"samples": self.samples, "baseline_pss_kb": base,
-                    "added_pss_kb": out.get("total_pss_kb", 0) - base,
+                    "added_pss_kb": total - base if total is not None and base is not None else None,
+                    "baseline_rss_kb": self.baseline.get("rss_kb"),
                     "worker_peak_rss_kb": sorted(self.peak_rss.values(), reverse=True)})
+        if base is None:
+            out["note"] = "no PSS on this kernel (no /proc/PID/smaps_rollup): RSS only"
         return out
 
 
@@ -657,7 +682,7 @@ def build(kind: str, data: dict[str, dict[str, Any]], meta: dict[str, Any]) -> d
             row = {"file": d["file"], "params": d["params"], "points": d["memory"]}
             if d.get("mp_peer"):
                 row["mp_peer"] = {"peer": d["mp_peer"]["peer"], "points": [
-                    {"workers": q["workers"], "total_pss_kb": sum(q["pss_kb"]), "pss_kb": q["pss_kb"],
+                    {"workers": q["workers"], "total_pss_kb": sum(q["pss_kb"]) if all(q["pss_kb"]) else None, "pss_kb": q["pss_kb"],
                      "peak_rss_kb": q["peak_rss_kb"]} for q in d["mp_peer"]["points"]]}
             nfs[name] = row
         return _header("memory", meta) | {
@@ -889,12 +914,19 @@ def plot_memory(doc: dict[str, Any], png: str) -> str:
         row = doc["nfs"][name]
         pts = row["points"]
         xs = [p["workers"] for p in pts]
-        ax.plot(xs, [p["total_pss_kb"] / 1024 for p in pts], "o-", label="nfos: total PSS")
-        ax.plot(xs, [p["added_pss_kb"] / 1024 for p in pts], "o:", label="nfos: PSS added by the run")
+
+        def mib(key: str, pts: list[dict[str, Any]] = pts) -> list[float]:
+            return [p[key] / 1024 if p.get(key) is not None else float("nan") for p in pts]
+
+        if any(p.get("total_pss_kb") is not None for p in pts):
+            ax.plot(xs, mib("total_pss_kb"), "o-", label="nfos: total PSS")
+            ax.plot(xs, mib("added_pss_kb"), "o:", label="nfos: PSS added by the run")
+        else:
+            ax.plot(xs, mib("total_rss_kb"), "o-", color="brown", label="nfos: total RSS (no PSS here)")
         peak = [max(p["worker_peak_rss_kb"] or [0]) / 1024 for p in pts]
         ax.plot(xs, peak, "^-.", color="gray", label="largest worker peak RSS")
-        if row.get("mp_peer"):
-            q = row["mp_peer"]["points"]
+        q = [p for p in (row.get("mp_peer") or {}).get("points", []) if p.get("total_pss_kb")]
+        if q:
             ax.plot([p["workers"] for p in q], [p["total_pss_kb"] / 1024 for p in q], "s--", color="purple",
                     label="multiprocessing peer: PSS")
         ax.set_title(name, fontsize=10)
