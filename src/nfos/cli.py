@@ -262,11 +262,18 @@ def _sigterm_as_interrupt() -> None:
 @cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter for the trial load")
-def check(nf_file: str, params: tuple[str, ...]) -> None:
+@click.option("--rss", is_flag=True, help="also report whether NIC RSS and kernel fanout keep packet sets on one core")
+@click.option("--nic", "nics", multiple=True, metavar="IFACE | DEV=IFACE",
+              help="with --rss: the interface (all devices) or each device's interface")
+def check(nf_file: str, params: tuple[str, ...], rss: bool, nics: tuple[str, ...]) -> None:
     """Check NF_FILE: forbidden constructs (file:line), then load it and run @nf.init."""
     from nfos.check import check_file
     from nfos.runtime.session import Session
 
+    if nics and not rss:
+        fail("--nic goes with --rss")
+    if rss and not nics:
+        fail("--rss needs --nic IFACE (or --nic DEV=IFACE per device)")
     if not os.path.isfile(nf_file):
         fail(f"{nf_file}: no such NF file")
     findings = check_file(nf_file)
@@ -288,6 +295,18 @@ def check(nf_file: str, params: tuple[str, ...]) -> None:
             s.close()
     except USER_ERRORS as e:
         fail(str(e))
+    if rss:
+        from nfos.check.rss import RssCheckError, check_rss
+
+        try:
+            reports = check_rss(nf_file, nics, params)
+        except (RssCheckError, *USER_ERRORS) as e:
+            fail(str(e))
+        for r in reports:
+            for line in r.lines:
+                say(line)
+        say(f"NIC RSS alone keeps packet sets on one core: {'yes' if all(r.nic_ok for r in reports) else 'no'}; "
+            f"kernel fanout (nfos run --iface): {'yes' if all(r.fanout_ok for r in reports) else 'no'}")
 
 
 # ------------------------------------------------------------------ gen
