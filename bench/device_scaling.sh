@@ -17,6 +17,6 @@ if ! python3 -m pip install -q --no-build-isolation --no-deps -e . >"$OUT/instal
 fi
 python3 -c "import nfos, os; print('nfos', nfos.__version__, 'on', os.cpu_count(), 'CPUs')"
 start=$(date +%s)
-timeout 420 python3 -m nfos bench --nf "${NFS:-all}" --workers "${WORKERS:-1,2,4,8,12,15}" \
+timeout "${LIMIT:-420}" python3 -m nfos bench --nf "${NFS:-all}" --workers "${WORKERS:-1,2,4,8,12,15}" \
     --packets "${PACKETS:-600000}" --repeat "${REPEAT:-1}" --out "$OUT" 2>&1 | tee "$OUT/bench.log"
 echo "bench took $(( $(date +%s) - start )) s" | tee -a "$OUT/bench.log"
