@@ -150,7 +150,7 @@ def test_tcp_from_lan_works_unsolicited_syns_are_filtered(wire, nfos_live, tmp_p
 
 def test_udp_replies_come_back_unsolicited_udp_does_not(wire, nfos_live):
     lab = wire.lab
-    run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=1)
+    run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=1, params=("expiry=0.5s",))
     echo = spawn_helper(lab, wire.wan, UDP_ECHO, WAN_IP, "7007")
     sink = spawn_helper(lab, wire.lan, UDP_SINK, LAN_IP, "6000")
     run.wait_ready()
@@ -187,7 +187,9 @@ for i in range(5):
     assert finish(sink) == "0"
     assert int(finish(echo)) >= 3
 
+    time.sleep(1.0)   # idle sessions expire on the monotonic clock (swept while the worker waits)
     stats = run.stop()
     assert stats["packet_sets_created"] >= 1 and stats["dropped"] >= 5
+    assert stats["packet_sets_expired"] == stats["packet_sets_created"]
     assert stats["handler_errors"] == 0 and stats["ring_drops"] == 0
     assert lab.pids_in(wire.box) == []   # the NF and its workers are gone
