@@ -378,9 +378,20 @@ def paced_latency(nf: BenchNF, trace: Trace, workers: int, rate: float, duration
         if c:
             acc += c
             cdf.append([paced.bucket_low(b), acc / total])
+    cdf = compact_cdf(cdf)
     return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
             "loss": lost / offered if offered else 0.0, "timed": total,
             "latency_us": paced.percentiles(hist, (50, 99, 99.9)), "cdf_ns": cdf}
+
+
+def compact_cdf(cdf: list[list[float]], step: float = 0.005) -> list[list[float]]:
+    """The CDF's points where it has risen by ``step`` since the last point kept (and the first
+    and last): at most ~1/step points, rounded, so the JSON stays small."""
+    out: list[list[float]] = []
+    for i, (x, y) in enumerate(cdf):
+        if not out or y - out[-1][1] >= step or i == len(cdf) - 1:
+            out.append([x, round(y, 5)])
+    return out
 
 
 def latency(nf: BenchNF, trace: Trace, workers: int, hi: float, steps: int = 10, duration: float = 0.2,
@@ -420,7 +431,8 @@ LATENCY_METHOD = (
     "[0, 2 x the saturation throughput] finds the highest rate with < 0.1% loss; then one run each at "
     "50% and 90% of it gives the latency from queueing into the RX ring to the commit of the packet's "
     "transaction (a histogram kept by the workers, 16 log-linear buckets per power of two: a percentile "
-    "is its bucket's lower bound, within 6%).  The generator needs a CPU of its own: workers + 1 <= CPUs.")
+    "is its bucket's lower bound, within 6%; the CDF keeps a point per 0.5% step).  The generator needs a "
+    "CPU of its own: workers + 1 <= CPUs.")
 
 
 def latency_doc(meta: dict[str, Any], data: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -546,6 +558,10 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
         table.note(f"[{cpus} CPUs] runs with more processes than CPUs are marked 'oversubscribed' (*)")
     data: dict[str, dict[str, Any]] = {}
     traces: dict[str, Trace] = {}
+    if measuring and names:   # untimed: the process's first forks and arena set-up are not a point
+        warm = TRACES[NFS[names[0]].trace](min(packets, 5000))
+        for w in sorted(nfos_ws | set(mem_ws)):
+            _nfos_run(NFS[names[0]], warm, w)
     try:
         for name in names if measuring else []:
             nf = NFS[name]
