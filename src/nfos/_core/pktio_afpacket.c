@@ -83,6 +83,7 @@ typedef struct {
     uint64_t tx_sent;          /* frames handed to the kernel */
     uint64_t tx_errors;        /* frames the kernel refused (e.g. too large, link down) */
     uint64_t tx_calls;         /* sendmmsg() calls */
+    uint64_t link_errors;      /* socket errors (ENETDOWN: the interface went down) */
 } LiveSlot;
 
 typedef struct {
@@ -413,10 +414,10 @@ static PyObject *py_live_stats(PyObject *self, PyObject *arg) {
     if (!shared_ok() || s < 0 || (uint32_t)s >= g_arena->nslots)
         return PyErr_Format(PyExc_ValueError, "bad slot (or no live run)");
     LiveSlot *l = &LS->slot[s];
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "kernel_packets", l->kernel_packets, "kernel_drops",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "kernel_packets", l->kernel_packets, "kernel_drops",
                          l->kernel_drops, "freeze_q", l->freeze_q, "oversize", l->oversize, "csum_fixed",
                          l->csum_fixed, "tx_sent", l->tx_sent, "tx_errors", l->tx_errors, "tx_calls",
-                         l->tx_calls);
+                         l->tx_calls, "link_errors", l->link_errors);
 }
 
 /* live_close(): close this process's sockets; live mode off. */
@@ -672,6 +673,13 @@ PyObject *live_run(long long budget) {
         else if (now - idle_since > IDLE_RETURN_NS) break;
         int r = poll(pfd, (nfds_t)npfd, IDLE_POLL_MS);
         if (r < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
+        for (int k = 0; r > 0 && k < npfd; k++)
+            if (pfd[k].revents & POLLERR) {   /* read (and so clear) it, or poll() returns at once forever */
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(pfd[k].fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                my_live()->link_errors++;
+            }
     }
     return PyLong_FromLongLong(done);
 }

@@ -174,7 +174,7 @@ def _snapshot(session: Session) -> dict[str, Any]:
         rows.append({"rx": r["packets"], "tx": r["packets_out"], "dropped": r["dropped"],
                      "aborts": r["aborts"], "commits": r["commits"], "sets_live": r["sets_live"],
                      "ring_drops": live["kernel_drops"], "oversize": live["oversize"],
-                     "tx_errors": live["tx_errors"]})
+                     "tx_errors": live["tx_errors"], "link_errors": live["link_errors"]})
     ctl = _core.slot_stats(session.control_slot)
     clive = _core.live_stats(session.control_slot)
     return {"t": time.monotonic(), "workers": rows,
@@ -322,8 +322,8 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         where = ", ".join(f"{d}={infos[d].name}" for d in devices)
         say(f"nfos: ready: {nf.name} on {where}, {workers} worker{'s' if workers > 1 else ''} (Ctrl-C stops)")
         t0 = time.monotonic()
-        wall = _serve(session, t0, stop_requested, stats_interval, duration, on_stats or (lambda s: say(format_line(s))),
-                      metrics)
+        wall = _serve(session, t0, stop_requested, stats_interval, duration,
+                      on_stats or (lambda s: say(format_line(s))), metrics, say)
         _core.stop_workers()
         _join_workers(session)
         session.run_exit_handler()
@@ -337,6 +337,7 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
             "checksums_completed": sum(r["csum_fixed"] for r in live_rows),
             "tx_sent": sum(r["tx_sent"] for r in live_rows) + ctl_live["tx_sent"],
             "tx_errors": sum(r["tx_errors"] for r in live_rows) + ctl_live["tx_errors"],
+            "link_errors": sum(r["link_errors"] for r in live_rows),
             "stopped_by": ("duration" if not stop_requested else signal.Signals(stop_requested[0]).name),
         })
         for row, lr in zip(stats["per_worker"], live_rows, strict=True):
@@ -383,11 +384,13 @@ def _wait_running(session: Session, stop_requested: list[int]) -> None:
 
 
 def _serve(session: Session, t0: float, stop_requested: list[int], stats_interval: float | None,
-           duration: float | None, on_stats: Callable[[dict[str, Any]], None], metrics: _Metrics | None) -> float:
+           duration: float | None, on_stats: Callable[[dict[str, Any]], None], metrics: _Metrics | None,
+           say: Callable[[str], None]) -> float:
     """The control loop: periodic handlers, counters, stop conditions.  Returns the run's seconds."""
     intervals = [iv for _, iv in session.nf.handlers.periodic + internal_periodics()]
     tick = 0.01 if not intervals else min(0.01, max(0.001, min(intervals) / 4e9))
     prev = _snapshot(session)
+    warned_link = False
     next_stats = t0 + stats_interval if stats_interval else None
     next_metrics = t0
     end = t0 + duration if duration else None
@@ -400,8 +403,14 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
                 _core.recover_slot(w)
             raise LiveError(f"worker {dead[0]} died (exit code {session.procs[dead[0]].exitcode}); "
                             "its shared-state commit was completed or discarded")
-        if metrics is not None and now >= next_metrics:
-            metrics.latest = _snapshot(session)
+        if now >= next_metrics:
+            snap = _snapshot(session)
+            if metrics is not None:
+                metrics.latest = snap
+            if not warned_link and any(r["link_errors"] for r in snap["workers"]):
+                warned_link = True
+                say("nfos: warning: an interface reported an error (did it go down?); "
+                    "frames are lost while it is down")
             next_metrics = now + 0.5
         if next_stats is not None and now >= next_stats:
             cur = _snapshot(session)
