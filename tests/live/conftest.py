@@ -51,12 +51,6 @@ def live_skip_reason() -> str | None:
     return reason
 
 
-def need_tools(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (apt-get install -y {' '.join(missing)})")
-
-
 def namespaces() -> set[str]:
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
     return {line.split()[0] for line in r.stdout.splitlines() if line.strip()}
@@ -77,7 +71,8 @@ class Lab:
         self.names.append(name)
         self.sh("ip", "-n", name, "link", "set", "lo", "up")
         # no IPv6 chatter (router solicitations, MLD): the tests count packets
-        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+        self.run(name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                 check=False)
         return name
 
     def veth(self, ns_a: str, dev_a: str, ns_b: str, dev_b: str) -> None:

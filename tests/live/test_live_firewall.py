@@ -3,6 +3,7 @@ inside, nothing unsolicited gets in from the outside."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -100,8 +101,12 @@ def spawn_helper(lab, ns, code, *args):
 
 
 def test_tcp_from_lan_works_unsolicited_syns_are_filtered(wire, nfos_live, tmp_path):
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed (apt-get install -y curl)")
     lab = wire.lab
-    run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=2, extra=("--metrics-port", "9310"))
+    metrics = importlib.util.find_spec("prometheus_client") is not None   # the nfos[live] extra
+    run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=2,
+                    extra=("--metrics-port", "9310") if metrics else ())
     (tmp_path / "hello.txt").write_text("hello through the firewall\n")
     lab.spawn(wire.wan, sys.executable, "-m", "http.server", "8080", "--bind", WAN_IP,
               "--directory", str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -135,9 +140,9 @@ def test_tcp_from_lan_works_unsolicited_syns_are_filtered(wire, nfos_live, tmp_p
     assert syns == 0, f"{syns} SYN(s) from the WAN reached the LAN host"
     assert finish(listener) == "0"
 
-    # the counters are on the metrics port
-    metrics = lab.run(wire.box, "curl", "-s", "-m", "5", "http://127.0.0.1:9310/metrics").stdout
-    assert 'nfos_rx_packets_total{worker="0"}' in metrics and "nfos_ring_drops_total" in metrics
+    if metrics:   # the counters are on the metrics port
+        page = lab.run(wire.box, "curl", "-s", "-m", "5", "http://127.0.0.1:9310/metrics").stdout
+        assert 'nfos_rx_packets_total{worker="0"}' in page and "nfos_ring_drops_total" in page
 
     stats = run.stop()
     assert stats["mode"] == "live" and stats["workers"] == 2
