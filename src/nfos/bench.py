@@ -734,7 +734,9 @@ def build(kind: str, data: dict[str, dict[str, Any]], meta: dict[str, Any]) -> d
                     "(interpreter, harness and the trace in Python lists, which the forked workers share); "
                     "added_pss_kb = total - baseline; worker_peak_rss_kb = VmHWM of each worker (its RSS "
                     "counts the shared arena and inherited pages in full). The mp peers' PSS is each "
-                    "process's at its end (the parent not counted).", "nfs": nfs}
+                    "process's at its own end, summed (the parent not counted): processes that end "
+                    "later share the inherited pages with fewer others, so the sum overcounts them "
+                    "(an upper bound).", "nfs": nfs}
     if kind == "peers":
         nfs = {}
         for name, d in data.items():
@@ -970,7 +972,7 @@ def plot_memory(doc: dict[str, Any], png: str) -> str:
         q = [p for p in (row.get("mp_peer") or {}).get("points", []) if p.get("total_pss_kb")]
         if q:
             ax.plot([p["workers"] for p in q], [p["total_pss_kb"] / 1024 for p in q], "s--", color="purple",
-                    label="multiprocessing peer: PSS")
+                    label="multiprocessing peer: PSS (upper bound)")
         ax.set_title(name, fontsize=10)
         ax.set_xticks(xs)
         ax.set_xlabel("workers (0 = sequential)")
