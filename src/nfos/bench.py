@@ -234,6 +234,8 @@ class MemorySampler:
         kids = {pid: r for pid in _children() if pid not in self.others and (r := _rollup(pid))}
         if not me:
             return
+        if "pss_kb" in me:   # a child that is exiting can lose its smaps_rollup first: skip it
+            kids = {pid: r for pid, r in kids.items() if "pss_kb" in r}
         self.samples += 1
         for pid, r in kids.items():
             self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), r.get("peak_rss_kb", 0))
