@@ -351,42 +351,18 @@ def _header(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def paced_latency(nf: BenchNF, trace: Trace, workers: int, rate: float, duration: float) -> dict[str, Any]:
-    """One paced run (nfos.runtime.paced): offered rate, loss, latency percentiles and the histogram.
-
-    As ``paced.paced_run``, but it also keeps the histogram (for the CDF figure)."""
-    from nfos import _core
+    """One paced run (nfos.runtime.paced.paced_run) with the latency CDF for the figure."""
     from nfos.runtime import paced
-    from nfos.runtime.session import Session
 
-    s = Session(os.path.join(EXAMPLES, nf.file), workers, list(nf.params), collect_output=False, busy_poll=True)
-    try:
-        s.init(start_time_ns=time.monotonic_ns())
-        _core.rings_setup([paced.RING] * s.nslots, 64)
-        _core.load_pool(trace.frames, list(trace.devs))
-        s.start()
-        t0 = time.monotonic()
-        queued, lost = _core.feed_paced(rate, duration)
-        fed_s = time.monotonic() - t0
-        _core.close_rx()
-        deadline = time.monotonic() + 10
-        while not all(_core.rx_finished(w) for w in range(s.workers)) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        hist = [0] * len(_core.latency_hist(0))
-        for w in range(s.workers):
-            hist = [a + b for a, b in zip(hist, _core.latency_hist(w), strict=True)]
-    finally:
-        s.close()
-    offered = queued + lost
+    r = paced.paced_run(os.path.join(EXAMPLES, nf.file), trace, workers, rate, duration, nf.params)
+    hist = r.pop("hist")
     total, acc, cdf = sum(hist), 0, []
     for b, c in enumerate(hist):
         if c:
             acc += c
             cdf.append([paced.bucket_low(b), acc / total])
-    cdf = compact_cdf(cdf)
-    return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
-            "loss": lost / offered if offered else 0.0, "timed": total,
-            "achieved_rate_pps": offered / fed_s if fed_s > 0 else 0.0,
-            "latency_us": paced.percentiles(hist, (50, 99, 99.9)), "cdf_ns": cdf}
+    r["cdf_ns"] = compact_cdf(cdf)
+    return r
 
 
 def compact_cdf(cdf: list[list[float]], step: float = 0.005) -> list[list[float]]:

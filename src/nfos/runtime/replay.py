@@ -187,6 +187,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
                     break
         else:
             _wait_parallel(session, sink, progress, total, log)
+            session.join_workers()   # they report their memory use as they leave
         wall = session.processing_seconds() or (time.perf_counter() - t0)
         if sink:
             sink.drain(slots)

@@ -196,6 +196,12 @@ class Session:
             return None
         return (max(r["finish_ns"] for r in rows) - min(r["begin_ns"] for r in rows)) / 1e9
 
+    def join_workers(self, timeout: float = 5.0) -> None:
+        """Wait for workers that finished their rings to exit (they record their memory first)."""
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+
     def dead_workers(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
 
