@@ -76,6 +76,7 @@ typedef struct {
     RxRing *rx;   /* per slot */
     TxRing *tx;
     _Atomic uint32_t start;
+    _Atomic uint32_t ready;  /* workers set up and waiting for the start signal */
     _Atomic uint32_t stop;   /* the control process asks the workers to leave now */
     uint32_t nslots;
     uint64_t start_ns;       /* monotonic time of signal_start */
@@ -953,6 +954,7 @@ static PyObject *py_wait_start(PyObject *self, PyObject *noargs) {
     /* Yield rather than sleep: the start signal is timed, a sleeping worker
      * would add its wake-up latency to the measured processing time. */
     Py_BEGIN_ALLOW_THREADS
+    atomic_fetch_add(&R->ready, 1);
     uint64_t t0 = mono_ns();
     while (!atomic_load(&R->start)) {
         if (mono_ns() - t0 < 2000000000ull) sched_yield();
@@ -962,7 +964,15 @@ static PyObject *py_wait_start(PyObject *self, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_signal_start(PyObject *self, PyObject *noargs) {
+/* signal_start(workers=0): start the workers, once `workers` of them are ready
+ * (set up, page tables filled) or after 10 s, so none starts late. */
+static PyObject *py_signal_start(PyObject *self, PyObject *args) {
+    unsigned int n = 0;
+    if (!PyArg_ParseTuple(args, "|I", &n)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t t0 = mono_ns();
+    while (atomic_load(&R->ready) < n && mono_ns() - t0 < 10000000000ull) usleep(100);
+    Py_END_ALLOW_THREADS
     R->start_ns = mono_ns();
     atomic_store(&R->start, 1);
     Py_RETURN_NONE;
@@ -1184,7 +1194,7 @@ PyMethodDef loop_methods[] = {
     {"drain_tx_pcap", py_drain_tx_pcap, METH_VARARGS, NULL},
     {"worker_run", py_worker_run, METH_VARARGS, NULL},
     {"wait_start", py_wait_start, METH_NOARGS, NULL},
-    {"signal_start", py_signal_start, METH_NOARGS, NULL},
+    {"signal_start", py_signal_start, METH_VARARGS, "signal_start(workers=0): start them once they are ready"},
     {"prefault", py_prefault, METH_NOARGS, NULL},
     {"start_ns", py_start_ns, METH_NOARGS, NULL},
     {"stop_workers", py_stop_workers, METH_NOARGS, "ask every worker to stop after its current batch"},

@@ -185,7 +185,7 @@ class Session:
                                 name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
-        _core.signal_start()
+        _core.signal_start(len(self.procs))
         self.started = True
 
     def processing_seconds(self) -> float | None:
