@@ -114,6 +114,9 @@ typedef struct {
     uint64_t peak_rss_kb, pss_kb;   /* reported by the worker when it exits */
     uint64_t begin_ns;        /* monotonic time the slot began processing */
     uint64_t finish_ns;       /* monotonic time the slot finished its RX ring */
+    /* One transaction in STM_SAMPLE is timed: its whole duration, and the part
+     * spent inside the STM (begin, opens, undo saves, commit or abort). */
+    uint64_t tx_sampled, tx_sampled_ns, stm_sampled_ns;
 } SlotStats;
 
 /* Conflict records for the profiler: a ring per slot. */
@@ -207,7 +210,11 @@ typedef struct {
     uint32_t site;            /* profiler: current access site */
     uint8_t op;               /* structure operation of the next open (op_code) */
     uint32_t detail;          /* its detail (Map: key hash) */
+    int sampled;              /* this transaction is timed (1 in STM_SAMPLE) */
+    uint64_t t_begin, t_commit, stm_ns;
 } Tx;
+
+#define STM_SAMPLE 64
 
 extern Tx g_tx;
 extern int g_slot;            /* this process's slot */

@@ -71,6 +71,10 @@ PyObject *TableFull;
 
 SlotShared *my_shared(void) { return &g_arena->slots[g_slot]; }
 
+/* Time spent inside the STM, for sampled transactions only (no clock reads otherwise). */
+#define STM_TIMED_BEGIN uint64_t stm_t0_ = g_tx.sampled && !g_tx.t_commit ? mono_ns() : 0
+#define STM_TIMED_END   do { if (stm_t0_) g_tx.stm_ns += mono_ns() - stm_t0_; } while (0)
+
 /* ---------------------------------------------------------------- arena */
 
 int arena_ready(void) { return g_arena != NULL; }
@@ -210,8 +214,14 @@ static void wait_irrevocable_free(void) {
     }
 }
 
+static uint64_t tx_count;
+
 void tx_begin(int mode, int irrevocable) {
     SlotShared *me = g_arena ? my_shared() : NULL;
+    g_tx.sampled = me && (++tx_count % STM_SAMPLE) == 0;
+    g_tx.stm_ns = 0;
+    if (g_tx.sampled) g_tx.t_begin = mono_ns();
+    STM_TIMED_BEGIN;
     g_tx.active = 1;
     g_tx.mode = mode;
     g_tx.irrevocable = irrevocable;
@@ -253,9 +263,20 @@ void tx_begin(int mode, int irrevocable) {
         }
     }
     g_tx.rv = atomic_load(&g_arena->clock);
+    STM_TIMED_END;
 }
 
 static void tx_end(void) {
+    if (g_tx.sampled && g_arena) {
+        SlotStats *st = &my_shared()->stats;
+        uint64_t now = mono_ns();
+        if (g_tx.t_commit) g_tx.stm_ns += now - g_tx.t_commit;
+        st->tx_sampled++;
+        st->tx_sampled_ns += now - g_tx.t_begin;
+        st->stm_sampled_ns += g_tx.stm_ns;
+        g_tx.sampled = 0;
+    }
+    g_tx.t_commit = 0;
     g_tx.active = 0;
     g_tx.serial++;   /* views of this attempt are stale from now on */
     if (!g_arena) return;
@@ -318,8 +339,17 @@ static void undo_apply_all(void) {
     undo_last = 0;
 }
 
+static int tx_save_private_impl(void *ptr, uint32_t size);
+
 int tx_save_private(void *ptr, uint32_t size) {
     if (!g_tx.active || g_tx.mode == TX_UNLOGGED) return 0;
+    STM_TIMED_BEGIN;
+    int r = tx_save_private_impl(ptr, size);
+    STM_TIMED_END;
+    return r;
+}
+
+static int tx_save_private_impl(void *ptr, uint32_t size) {
     int32_t i = entry_find(ptr, 1);
     if (i < 0) {   /* descriptor full: save without de-duplication */
         if (undo_push(0, ptr, ptr, size) == 0) return 0;
@@ -445,8 +475,17 @@ uint32_t current_site(void) {
     return 0;
 }
 
+static char *tx_open_impl(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write);
+
 char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write) {
     if (g_cfg.profile) g_tx.site = current_site();
+    STM_TIMED_BEGIN;
+    char *r = tx_open_impl(obj, size, struct_id, index, write);
+    STM_TIMED_END;
+    return r;
+}
+
+static char *tx_open_impl(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write) {
     if (g_tx.doomed) {
         PyErr_SetString(TransactionAborted, "transaction already aborted");
         return NULL;
@@ -520,10 +559,12 @@ static void release_locks(uint32_t upto) {
 }
 
 static void finish_abort(void) {
+    STM_TIMED_BEGIN;
     undo_apply_all();
     g_tx.nentries = 0;
     g_tx.emit_used = 0;
     stats_count_abort();
+    STM_TIMED_END;
     tx_end();
 }
 
@@ -547,7 +588,14 @@ static int commit_direct(void) {
     return 0;
 }
 
+static int tx_commit_impl(void);
+
 int tx_commit(void) {
+    if (g_tx.sampled) g_tx.t_commit = mono_ns();   /* tx_end() adds the commit to the STM time */
+    return tx_commit_impl();
+}
+
+static int tx_commit_impl(void) {
     if (g_tx.doomed) {
         finish_abort();
         return -1;
@@ -750,14 +798,15 @@ static PyObject *py_slot_stats(PyObject *self, PyObject *arg) {
         Py_DECREF(v);
     }
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
+        "{sKsKsKsKsKsKsNsKsKsKsKsKsNsKsKsKsKsKsKsKsKsKsKsKsKsK}", "packets", st->packets_in, "packets_out",
         st->packets_out, "dropped", st->dropped, "malformed", st->malformed, "handler_errors",
         st->handler_errors, "table_full", st->table_full, "out_per_dev", outs, "transactions",
         st->tx_started, "commits", st->tx_committed, "aborts", st->tx_aborted, "irrevocable",
         st->irrevocable, "splits", st->splits, "aborts_by_cause", causes, "sets_created",
         st->sets_created, "sets_expired", st->sets_expired, "sets_live", st->sets_live, "busy_ns",
         st->busy_ns, "clock_ns", st->clock_ns, "rx_done", st->rx_done, "peak_rss_kb", st->peak_rss_kb,
-        "pss_kb", st->pss_kb, "begin_ns", st->begin_ns, "finish_ns", st->finish_ns);
+        "pss_kb", st->pss_kb, "begin_ns", st->begin_ns, "finish_ns", st->finish_ns, "tx_sampled", st->tx_sampled,
+        "tx_sampled_ns", st->tx_sampled_ns, "stm_sampled_ns", st->stm_sampled_ns);
 }
 
 /* conflicts(slot, since=0) -> (records, cursor, lost): the conflict records

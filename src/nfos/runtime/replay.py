@@ -83,6 +83,9 @@ def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, An
             for i, r in enumerate(rows)
         ],
     }
+    tx_ns = sum(r["tx_sampled_ns"] for r in every)
+    out["stm_share_of_transaction_time"] = sum(r["stm_sampled_ns"] for r in every) / tx_ns if tx_ns else None
+    out["stm_sampled_transactions"] = sum(r["tx_sampled"] for r in every)
     counts = [r["packets"] for r in rows]
     mean = sum(counts) / len(counts) if counts else 0
     out["imbalance"] = max(counts) / mean if mean else 1.0
