@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
-import resource
 import time
 import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from nfos.runtime.session import memory_kb  # measurement only, not the peer's logic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,21 +36,6 @@ def sibling(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def memory_kb() -> tuple[int, int]:
-    """(peak RSS, PSS) of this process in KiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    pss = 0
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-                    break
-    except OSError:
-        pass
-    return peak, pss
 
 
 def _child(process: Process, shard: tuple[list[bytes], list[int], list[int]], barrier, conn,
