@@ -1,4 +1,5 @@
-"""Endpoint-independent NAT (NAPT) for TCP and UDP (the NFOS paper's "nat", Table 6).
+"""Endpoint-independent NAT (NAPT) for TCP and UDP (the NFOS paper's "nat", Table 6), and the
+IP router around it when it runs on real links (``lan_ip``).
 
 Contract
 --------
@@ -65,6 +66,55 @@ UDP have separate index spaces.
   4787 REQ-12b/RFC 5382 REQ-7..10 are not met), IP fragments (no
   reassembly: RFC 4787 REQ-14 is not met) and malformed frames.
 
+Router mode (``lan_ip`` set; for real links)
+--------------------------------------------
+Without ``lan_ip`` (the default) the NAT is a bump in the wire: the rules
+above are all, and frames keep their MACs and TTL (replayed traces, the
+plain peer).  With ``lan_ip`` it is the IP router between the LAN and the
+WAN link (RFC 1812), one MAC, ``mac``, on both devices (they are separate
+broadcast domains):
+
+* ARP (RFC 826, Ethernet/IPv4 only, on both devices): a request for
+  ``lan_ip`` arriving on ``lan``, or for a public address arriving on
+  ``wan``, is answered as above on the device it came from (not for the
+  other side's addresses).  RFC 826's reception algorithm fills the ARP
+  cache: a request or reply whose sender is cached on that device updates
+  its MAC and renews its entry ("merge"); one whose target is ours also
+  creates an entry for the sender.  A broadcast or multicast sender MAC is
+  never believed (RFC 1812 3.3.2), nor a sender address 0.0.0.0.
+* Forwarding: only TCP/UDP frames sent to ``mac`` are routed (others are
+  addressed to another host of the segment, or are link broadcasts, RFC
+  1812 5.3.4), and not those for ``lan_ip`` itself (the NAT runs no
+  services).  TTL <= 1: dropped and counted (``routed.ttl_exceeded``; no
+  ICMP Time Exceeded, RFC 1812 5.3.1 is not met); otherwise the TTL is
+  decremented (checksum updated) and the packet translated as above.
+  The next hop of a packet leaving on ``wan`` is its destination when the
+  destination lies in ``wan_prefix`` (a CIDR subnet, the WAN link) or no
+  ``wan_gateway`` is given, else ``wan_gateway``; on ``lan`` it is the
+  destination itself (LAN hosts are on-link).  The frame leaves with
+  source MAC ``mac`` and the next hop's cached MAC as destination.
+* A next hop not in the cache (or expired): the packet is dropped and
+  counted (``routed.unresolved``; RFC 1122 2.3.2.2's SHOULD-queue is not
+  met) and an ARP request is broadcast on that device, from ``lan_ip`` on
+  ``lan``, from ``public_base`` on ``wan``; at most one per second per
+  next hop (RFC 1122 2.3.2.1's flood limit), counted in
+  ``routed.arp_requests``.
+* ARP cache lifetime: an entry lives ``arp_timeout`` (default 60 s, RFC
+  1122 2.3.2.1: "on the order of a minute") from its creation or last
+  renewal; a renewal closer than min(1 s, arp_timeout / 4) to the previous
+  one changes nothing, so an entry may end that much early.  A packet using an entry in the second half
+  of its life is forwarded and triggers a unicast poll (a request sent to
+  the cached MAC, RFC 1122 2.3.2.1), at most one per second, so a live
+  neighbour's answer renews it before it expires and steady traffic sees
+  no drops.  An entry not renewed is gone at ``arp_timeout`` (the next
+  packet asks by broadcast again); an unanswered request's entry too.
+  ``neighbors`` (default 4096) entries in all, on both devices; when full,
+  packets to new next hops are dropped (as unresolved) and no request goes
+  out.  ``wan_gateway`` and ``wan_prefix`` need ``lan_ip``.
+* Not supported in router mode: 802.1Q-tagged links (requests are sent
+  untagged), LAN hosts behind another router (no LAN routes), answering
+  ICMP or anything else addressed to the NAT itself.
+
 Other deviations from RECOMMENDED behaviour: IP address pooling is
 "arbitrary", not "paired" (RFC 4787 REQ-2: an internal host's endpoints may
 use several public addresses); ports are neither parity-preserving (REQ-4)
@@ -120,11 +170,25 @@ Which accesses conflict (paper §4.5 recipes):
 * With ``filtering=address`` each outbound packet also refreshes its
   permit: the same two recipes apply to the permit allocators.
 
+Router mode adds an ARP cache shaped like the bridge's MAC table:
+``neighbors`` (Map (device << 32 | IPv4 address) -> {lease index, MAC,
+time of the last request}, two buckets per entry), ``neighbor_leases`` (an
+Allocator of ``neighbors`` indexes, lease ``arp_timeout``; its on_expire
+deletes the Map entry, found through ``neighbor_keys``), ``router`` (a
+Vector of one read-only record: MAC, WAN subnet) and ``routed``
+(DistributedObj counters).  A forwarded packet only reads its next hop's
+entry and lease cell, so in steady state (next hops resolved) it writes
+nothing and all workers share one gateway entry without conflicts; writes
+come from ARP frames (a reply renews a lease at most once a second), from
+the once-a-second poll of an entry in the second half of its life, and
+from requests for unresolved next hops.
+
 On ``nfos gen caida`` traces (0.3 s of traffic at 1 Mpps: within one
 ``refresh_interval``, and the pools far from dry) almost no transaction
 aborts (measured: < 0.1 % with 2 workers).
 """
 
+import ipaddress
 import struct
 
 import nfos
@@ -138,7 +202,14 @@ nf = nfos.NF("nat", devices=["lan", "wan"], params={
     "refresh_interval": nfos.param(nfos.Duration, nfos.seconds(1), "refreshes closer than this are no-ops"),
     "filtering": nfos.param(str, "endpoint", "endpoint (independent) or address (dependent) filtering"),
     "permits": nfos.param(int, 1 << 20, "filtering=address: remote-address permits per protocol"),
-    "mac": nfos.param(str, "02:00:00:00:00:aa", "the NAT's MAC address (ARP replies)"),
+    "mac": nfos.param(str, "02:00:00:00:00:aa", "the NAT's MAC address (ARP; router mode: both devices)"),
+    "lan_ip": nfos.param(nfos.IPv4, nfos.ip("0.0.0.0"),
+                         "router mode: the NAT's LAN address (the LAN hosts' default gateway)"),
+    "wan_gateway": nfos.param(nfos.IPv4, nfos.ip("0.0.0.0"),
+                              "router mode: next hop for WAN destinations outside wan_prefix"),
+    "wan_prefix": nfos.param(str, "", "router mode: the WAN link's subnet (CIDR), reached without wan_gateway"),
+    "arp_timeout": nfos.param(nfos.Duration, nfos.seconds(60), "router mode: ARP cache entry lifetime"),
+    "neighbors": nfos.param(int, 4096, "router mode: ARP cache entries (both devices)"),
 })
 
 LAN, WAN = 0, 1
@@ -148,6 +219,10 @@ MAX_PORTS = 65536 - FIRST_PORT
 ETH_ARP = 0x0806
 ARP_REQUEST = struct.Struct("!HHBBH6s4s6s4s")
 LOW32 = 0xFFFFFFFF
+BROADCAST = b"\xff" * 6
+GROUP_BIT = 1 << 40                 # the I/G bit of a 48-bit MAC held as an int
+ARP_INTERVAL = 1_000_000_000        # at most one ARP request per second per next hop (RFC 1122 2.3.2.1)
+NEIGHBOR_REFRESH = 1_000_000_000    # ARP cache leases are renewed at most this often
 
 
 class Endpoint(nfos.Record):
@@ -159,6 +234,24 @@ class Endpoint(nfos.Record):
 class Exhausted(nfos.Record):
     ports: nfos.u64    # outbound packets dropped: no external port left
     permits: nfos.u64  # outbound packets dropped: no filter permit left (filtering=address)
+
+
+class Router(nfos.Record):   # router mode: read-only after init
+    mac: nfos.mac
+    wan_net: nfos.ip4
+    wan_mask: nfos.ip4
+
+
+class Neighbor(nfos.Record):  # an ARP cache entry
+    idx: nfos.u32    # its lease: an index of nf.state.neighbor_leases
+    mac: nfos.mac    # 0: not resolved yet
+    asked: nfos.u64  # when the last ARP request for it was sent (ns)
+
+
+class Routed(nfos.Record):
+    unresolved: nfos.u64    # packets dropped: their next hop's MAC was not known (yet)
+    arp_requests: nfos.u64  # ARP requests sent
+    ttl_exceeded: nfos.u64  # packets dropped: TTL <= 1
 
 
 @nf.init
@@ -190,6 +283,36 @@ def setup(p):
                                         on_expire=forget_udp_permit)
         st.permits = nfos.Map(nfos.u64, nfos.u64, 2 * p.permits)
         st.permit_keys = nfos.Vector(nfos.u64, 2 * p.permits)
+    if p.lan_ip:
+        setup_router(p, st)
+    elif p.wan_gateway or p.wan_prefix:
+        raise ValueError("wan_gateway and wan_prefix need lan_ip (router mode)")
+
+
+def setup_router(p, st):
+    if p.arp_timeout <= 0:
+        raise ValueError("arp_timeout must be > 0")
+    if p.neighbors < 1:
+        raise ValueError("neighbors must be >= 1")
+    net, mask = 0, 0
+    if p.wan_prefix:
+        try:
+            network = ipaddress.IPv4Network(p.wan_prefix, strict=False)
+        except ValueError:
+            raise ValueError(f"wan_prefix must be a subnet like 203.0.113.0/24, got {p.wan_prefix!r}") from None
+        net, mask = int(network.network_address), int(network.netmask)
+    st.router = nfos.Vector(Router, 1)   # read-only after init: never conflicts
+    cfg = st.router[0]
+    cfg.mac = nfos.mac(p.mac)
+    cfg.wan_net = net
+    cfg.wan_mask = mask
+    buckets = 2 << max(0, (p.neighbors - 1).bit_length())   # two buckets per entry
+    st.neighbors = nfos.Map(nfos.u64, Neighbor, p.neighbors, buckets=buckets)
+    st.neighbor_keys = nfos.Vector(nfos.u64, p.neighbors)
+    st.neighbor_leases = nfos.Allocator(p.neighbors, lease=p.arp_timeout,
+                                        refresh_interval=min(NEIGHBOR_REFRESH, p.arp_timeout // 4),
+                                        on_expire=forget_neighbor)
+    st.routed = nfos.DistributedObj(Routed)
 
 
 # ------------------------------------------------------------------ expiry
@@ -225,18 +348,37 @@ def forget_udp_permit(permit):
     forget_permit(nf.params.permits + permit, permit)
 
 
+def forget_neighbor(idx):
+    """on_expire: the ARP cache lease ``idx`` was reclaimed; drop its entry."""
+    key = nf.state.neighbor_keys[idx]
+    n = nf.state.neighbors.get(key)
+    if n is not None and n.idx == idx:
+        nf.state.neighbors.delete(key)
+
+
 # ------------------------------------------------------------------ packets
 
 @nf.orphan
 def translate(pkt):
     l4 = pkt.l4
     if l4 is None:   # not TCP/UDP (or a later fragment)
-        if pkt.dev_index == WAN and pkt.eth.type == ETH_ARP:
-            answer_arp(pkt)
+        if pkt.eth.type == ETH_ARP:
+            if nf.params.lan_ip:
+                router_arp(pkt)
+            elif pkt.dev_index == WAN:
+                answer_arp(pkt)
         return
     ip = pkt.ip
     if ip.fragment:
         return
+    p = nf.params
+    if p.lan_ip:   # router mode: only frames sent to our MAC, one hop less
+        if pkt.eth.dst != nf.state.router[0].mac or ip.dst == p.lan_ip:
+            return
+        if ip.ttl <= 1:
+            nf.state.routed.update().ttl_exceeded += 1
+            return
+        ip.ttl -= 1
     if pkt.dev_index == LAN:
         outbound(pkt, ip, l4)
     else:
@@ -271,6 +413,8 @@ def outbound(pkt, ip, l4):
     l4.sport = FIRST_PORT + index % ppi
     if 0 <= ip.dst - p.public_base < p.public_ips:
         inbound(pkt, ip, l4)   # hairpinning
+    elif p.lan_ip:
+        route(pkt, WAN, wan_next_hop(ip.dst))
     else:
         pkt.send(WAN)
 
@@ -317,10 +461,16 @@ def inbound(pkt, ip, l4):
             return   # the internal endpoint has not sent to this address
     ip.dst = ep.ip
     l4.dport = ep.port
-    pkt.send(LAN)
+    if p.lan_ip:
+        route(pkt, LAN, ep.ip)
+    else:
+        pkt.send(LAN)
 
+
+# ------------------------------------------------------------------ ARP
 
 def answer_arp(pkt):
+    """Not router mode: answer an ARP request on ``wan`` for a public address."""
     body = pkt.payload   # the ARP packet (and any padding)
     if len(body) < ARP_REQUEST.size:
         return
@@ -330,8 +480,128 @@ def answer_arp(pkt):
     p = nf.params
     if not 0 <= int.from_bytes(tpa, "big") - p.public_base < p.public_ips:
         return
+    reply_arp(pkt, body, nfos.mac(p.mac), sha, spa, tpa, WAN)
+
+
+def reply_arp(pkt, body, mac, sha, spa, tpa, dev):
+    """Emit the ARP reply ``tpa`` is at ``mac`` to the requester (``sha``, ``spa``), on ``dev``."""
     frame = pkt.frame
-    ours = nfos.mac(p.mac).to_bytes(6, "big")
+    ours = mac.to_bytes(6, "big")
     tags = frame[12:len(frame) - len(body)]   # an 802.1Q tag (if any) and the EtherType
     reply = sha + ours + tags + ARP_REQUEST.pack(1, 0x0800, 6, 4, 2, ours, tpa, sha, spa)
-    nf.emit(reply + bytes(max(0, 60 - len(reply))), WAN)
+    nf.emit(reply + bytes(max(0, 60 - len(reply))), dev)
+
+
+def router_arp(pkt):
+    """Router mode: RFC 826's reception algorithm on either device."""
+    body = pkt.payload
+    if len(body) < ARP_REQUEST.size:
+        return
+    htype, ptype, hlen, plen, op, sha, spa, _tha, tpa = ARP_REQUEST.unpack_from(body)
+    if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4) or op not in (1, 2):
+        return
+    p, st = nf.params, nf.state
+    dev = pkt.dev_index
+    target = int.from_bytes(tpa, "big")
+    if dev == LAN:
+        for_us = target == p.lan_ip
+    else:
+        for_us = 0 <= target - p.public_base < p.public_ips
+    sender = int.from_bytes(spa, "big")
+    hw = int.from_bytes(sha, "big")
+    if sender and not hw & GROUP_BIT and hw:   # never believe a broadcast/multicast MAC (RFC 1812 3.3.2)
+        key = dev << 32 | sender
+        n = st.neighbors.get(key)
+        leases = st.neighbor_leases
+        if n is not None and leases.refresh(n.idx):   # merge: the sender is in the cache
+            if n.mac != hw:
+                n.mac = hw
+        elif for_us:                                    # a new entry only when we are the target
+            n = new_neighbor(key, n)
+            if n is not None:
+                n.mac = hw
+    if for_us and op == 1:
+        reply_arp(pkt, body, st.router[0].mac, sha, spa, tpa, dev)
+
+
+def new_neighbor(key, n):
+    """A fresh ARP cache entry (lease) for ``key``; ``n``: its expired entry, or None.  None if full."""
+    st = nf.state
+    leases = st.neighbor_leases
+    if n is not None:
+        leases.free(n.idx)   # the expired lease: never reclaimed (on_expire) now
+    idx = leases.allocate()
+    if idx is None:
+        if n is not None:
+            st.neighbors.delete(key)
+        return None
+    if n is None:
+        try:
+            n = st.neighbors.set(key)
+        except nfos.MapFull:   # the key's bucket is full (2 buckets per entry: very unlikely)
+            leases.free(idx)
+            return None
+    n.idx = idx
+    n.mac = 0
+    n.asked = 0
+    st.neighbor_keys[idx] = key
+    return n
+
+
+def request_arp(dev, hop, to_mac):
+    """Emit an ARP request for ``hop`` on ``dev``: broadcast, or unicast to ``to_mac`` (a poll)."""
+    p, st = nf.params, nf.state
+    ours = st.router[0].mac.to_bytes(6, "big")
+    sender = p.lan_ip if dev == LAN else p.public_base
+    frame = ((to_mac.to_bytes(6, "big") if to_mac else BROADCAST) + ours + b"\x08\x06"
+             + ARP_REQUEST.pack(1, 0x0800, 6, 4, 1, ours, sender.to_bytes(4, "big"), bytes(6),
+                                hop.to_bytes(4, "big")))
+    nf.emit(frame + bytes(60 - len(frame)), dev)
+    st.routed.update().arp_requests += 1
+
+
+def resolve(dev, hop):
+    """The MAC of next hop ``hop`` on ``dev``, or None (not resolved: an ARP request may go out)."""
+    st = nf.state
+    key = dev << 32 | hop
+    n = st.neighbors.get(key)
+    leases = st.neighbor_leases
+    now = nfos.now()
+    if n is not None and leases.is_allocated(n.idx):
+        mac = n.mac
+        if mac and leases.lease_remaining(n.idx) > nf.params.arp_timeout // 2:
+            return mac   # the common case: read-only
+        if now - n.asked < ARP_INTERVAL:
+            return mac or None
+        # unresolved, or in the second half of its life: ask (again)
+    else:
+        n = new_neighbor(key, n)
+        if n is None:
+            return None  # the cache is full
+        mac = 0
+    n.asked = now
+    request_arp(dev, hop, mac)
+    return mac or None
+
+
+def wan_next_hop(dst):
+    """The WAN next hop of ``dst``: itself if on-link (in wan_prefix, or no wan_gateway), else wan_gateway."""
+    gateway = nf.params.wan_gateway
+    if not gateway:
+        return dst
+    cfg = nf.state.router[0]
+    if cfg.wan_mask and dst & cfg.wan_mask == cfg.wan_net:
+        return dst
+    return gateway
+
+
+def route(pkt, dev, hop):
+    """Router mode: send ``pkt`` on ``dev`` from our MAC to the MAC of ``hop``, or drop it (counted)."""
+    mac = resolve(dev, hop)
+    if mac is None:
+        nf.state.routed.update().unresolved += 1
+        return
+    eth = pkt.eth
+    eth.src = nf.state.router[0].mac
+    eth.dst = mac
+    pkt.send(dev)

@@ -481,3 +481,123 @@ def test_peer_matches_sequential_run_with_expiry_and_exhaustion(filtering):
     for f in lan + wan:
         if f[12:14] == b"\x08\x00" and f[23] in (PROTO_TCP, PROTO_UDP):
             assert_checksums_valid(f)
+
+
+# ------------------------------------------------------------------ router mode (lan_ip)
+
+LAN_GW = "10.0.0.1"
+GW, GW_MAC = "198.51.100.254", "02:00:00:00:00:99"
+HOST_MAC = "02:00:00:00:00:05"
+ROUTER = {"public_ips": 1, "lan_ip": LAN_GW, "wan_gateway": GW, "wan_prefix": "198.51.100.0/24"}
+
+
+def arp_request_from_nat(sender: str, target: str, to: str = "ff:ff:ff:ff:ff:ff") -> bytes:
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac(NAT_MAC), ip(sender), bytes(6), ip(target))
+    return mac(to) + mac(NAT_MAC) + struct.pack("!H", ETH_ARP) + body + bytes(18)
+
+
+def routed(h: Harness) -> dict[str, int]:
+    return h.transact(lambda: h.nf.state.routed.read().as_dict())
+
+
+@WORKERS
+def test_router_answers_arp_for_its_lan_address_on_lan_and_public_addresses_on_wan(workers):
+    with Harness(NAT, workers=workers, params=ROUTER) as h:
+        req = arp_frame(HOST, LAN_GW, eth_src=HOST_MAC)
+        assert h.send("lan", req) == [("lan", arp_reply(LAN_GW, HOST_MAC, HOST))]
+        assert h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC)) == [("wan", arp_reply(PUBLIC, GW_MAC, GW))]
+        assert h.send("lan", arp_frame(HOST, PUBLIC, eth_src=HOST_MAC)) == []   # each address on its side
+        assert h.send("wan", arp_frame(GW, LAN_GW, eth_src=GW_MAC)) == []
+        assert h.send("lan", arp_frame(HOST, "10.0.0.9", eth_src=HOST_MAC)) == []
+
+
+@WORKERS
+def test_router_resolves_the_wan_gateway_then_forwards_with_its_macs(workers):
+    with Harness(NAT, workers=workers, params=ROUTER) as h:
+        out = udp_frame(HOST, "203.0.113.9", 40000, 53, b"q", eth_src=HOST_MAC, eth_dst=NAT_MAC, ttl=64)
+        # unresolved: dropped, counted, one broadcast request per second from the public address
+        assert h.send("lan", out, time=1.0) == [("wan", arp_request_from_nat(PUBLIC, GW))]
+        assert h.send("lan", out, time=1.5) == []
+        assert h.send("lan", out, time=2.0) == [("wan", arp_request_from_nat(PUBLIC, GW))]
+        assert h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC, eth_dst=NAT_MAC, op=2), time=2.1) == []
+        got = out_one(h, "lan", out, "wan", time=2.2)
+        pub, pport = source_of(got)
+        assert got == udp_frame(pub, "203.0.113.9", pport, 53, b"q", eth_src=NAT_MAC, eth_dst=GW_MAC, ttl=63)
+        # on the WAN link (wan_prefix): the destination itself is the next hop
+        near = udp_frame(HOST, "198.51.100.7", 40000, 53, eth_src=HOST_MAC, eth_dst=NAT_MAC)
+        assert h.send("lan", near, time=2.3) == [("wan", arp_request_from_nat(PUBLIC, "198.51.100.7"))]
+        assert routed(h) == {"unresolved": 4, "arp_requests": 3, "ttl_exceeded": 0}
+        assert h.stats()["handler_errors"] == 0
+
+
+@WORKERS
+def test_router_resolves_lan_hosts_and_learns_from_their_requests(workers):
+    with Harness(NAT, workers=workers, params=ROUTER) as h:
+        h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC), time=1.0)   # learned: we are its target
+        out = udp_frame(HOST, "203.0.113.9", 40000, 53, eth_src=HOST_MAC, eth_dst=NAT_MAC)
+        pub, pport = source_of(out_one(h, "lan", out, "wan", time=1.1))
+        reply = udp_frame("203.0.113.9", pub, 53, pport, b"a", eth_src=GW_MAC, eth_dst=NAT_MAC)
+        want = udp_frame("203.0.113.9", HOST, 53, 40000, b"a", eth_src=NAT_MAC, eth_dst=HOST_MAC, ttl=63)
+        # the LAN host is not resolved: a request from the LAN address, the reply dropped
+        assert h.send("wan", reply, time=1.2) == [("lan", arp_request_from_nat(LAN_GW, HOST))]
+        # the host asks for its gateway: the NAT answers and learns it (RFC 826: it is the target)
+        assert len(h.send("lan", arp_frame(HOST, LAN_GW, eth_src=HOST_MAC), time=1.3)) == 1
+        assert out_one(h, "wan", reply, "lan", time=1.4) == want
+        # hairpinning: back to the LAN, to the resolved host
+        hair = udp_frame("10.0.0.6", pub, 7000, pport, b"h", eth_src="02:00:00:00:00:06", eth_dst=NAT_MAC)
+        src6 = out_one(h, "lan", udp_frame("10.0.0.6", "203.0.113.9", 7000, 53, eth_src="02:00:00:00:00:06",
+                                           eth_dst=NAT_MAC), "wan", time=1.5)
+        pub6, pport6 = source_of(src6)
+        assert out_one(h, "lan", hair, "lan", time=1.6) == udp_frame(pub6, HOST, pport6, 40000, b"h",
+                                                                     eth_src=NAT_MAC, eth_dst=HOST_MAC, ttl=63)
+        assert routed(h)["unresolved"] == 1
+
+
+@WORKERS
+def test_router_drops_frames_not_for_it_and_expiring_ttls(workers):
+    with Harness(NAT, workers=workers, params=ROUTER) as h:
+        h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC), time=1.0)
+        base = {"eth_src": HOST_MAC, "eth_dst": NAT_MAC}
+        assert h.send("lan", udp_frame(HOST, "203.0.113.9", eth_src=HOST_MAC, eth_dst="02:00:00:00:00:77")) == []
+        assert h.send("lan", udp_frame(HOST, "203.0.113.9", eth_src=HOST_MAC, eth_dst="ff:ff:ff:ff:ff:ff")) == []
+        assert h.send("lan", udp_frame(HOST, "203.0.113.9", ttl=1, **base)) == []
+        assert h.send("lan", udp_frame(HOST, LAN_GW, **base)) == []   # to the router itself
+        assert len(h.send("lan", udp_frame(HOST, "203.0.113.9", ttl=2, **base))) == 1
+        assert routed(h) == {"unresolved": 0, "arp_requests": 0, "ttl_exceeded": 1}
+
+
+@WORKERS
+def test_router_arp_cache_is_polled_before_it_expires_and_then_forgotten(workers):
+    with Harness(NAT, workers=workers, params={**ROUTER, "arp_timeout": "10s"}) as h:
+        h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC), time=1.0)   # lease until t = 11
+        out = udp_frame(HOST, "203.0.113.9", 40000, 53, eth_src=HOST_MAC, eth_dst=NAT_MAC)
+        assert len(h.send("lan", out, time=5.9)) == 1                        # first half: no request
+        # second half: forwarded, and a unicast poll (RFC 1122 2.3.2.1), at most once a second
+        got = h.send("lan", out, time=6.1)
+        assert [d for d, _ in got] == ["wan", "wan"] and got[1][1] == arp_request_from_nat(PUBLIC, GW, GW_MAC)
+        assert len(h.send("lan", out, time=6.5)) == 1
+        # the gateway answers the poll: renewed for 10 s (forwarded after t = 11, polled again)
+        h.send("wan", arp_frame(GW, PUBLIC, eth_src=GW_MAC, eth_dst=NAT_MAC, op=2), time=7.0)
+        assert [d for d, _ in h.send("lan", out, time=16.9)] == ["wan", "wan"]
+        # a new MAC in any ARP from a cached sender replaces the old one (RFC 826 merge)
+        h.send("wan", arp_frame(GW, "198.51.100.3", eth_src="02:00:00:00:00:98"), time=16.95)
+        assert h.send("lan", out, time=16.96)[0][1][:6] == mac("02:00:00:00:00:98")
+        h.advance(20)   # no answer to anything: the entry expires, the next packet asks by broadcast
+        assert h.send("lan", out) == [("wan", arp_request_from_nat(PUBLIC, GW))]
+        assert h.transact(lambda: len(h.nf.state.neighbors.items())) == 1   # only the new, pending entry
+
+
+def test_router_params_are_checked():
+    for bad in ({"wan_gateway": GW}, {"wan_prefix": "198.51.100.0/24"},
+                {"lan_ip": LAN_GW, "wan_prefix": "nonsense"}, {"lan_ip": LAN_GW, "arp_timeout": "0s"}):
+        with pytest.raises(Exception, match="lan_ip|wan_prefix|arp_timeout"):
+            with Harness(NAT, params=bad):
+                pass
+
+
+def test_without_lan_ip_the_frames_keep_their_macs_and_ttl():
+    with Harness(NAT, params={"public_ips": 1}) as h:
+        f = udp_frame(HOST, "203.0.113.9", 40000, 53, eth_src=HOST_MAC, eth_dst="02:00:00:00:00:77")
+        pub, pport = source_of(out_one(h, "lan", f, "wan"))
+        assert out_one(h, "lan", f, "wan") == udp_frame(pub, "203.0.113.9", pport, 53, eth_src=HOST_MAC,
+                                                        eth_dst="02:00:00:00:00:77")
