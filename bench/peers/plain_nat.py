@@ -19,6 +19,8 @@ output is byte for byte that of ``nfos run examples/nat.py --workers 0``,
 except where an ARP reply sits: nfos sends a frame that a handler emits after
 the packets forwarded in the same transaction (a batch of up to 32), this
 peer at once.
+It is the NAT without ``lan_ip`` (frames keep their MACs and TTL): router
+mode (ARP cache, MAC rewriting) is not implemented here.
 Addresses are rewritten in a ``bytearray`` with incremental checksum updates
 (RFC 1624, eqn. 3), word by word as nfos does.  Devices are indexes: 0 =
 lan, 1 = wan.
