@@ -82,7 +82,10 @@ class Farm:
         self.client, self.box, self.switch = lab.ns("C"), lab.ns("N"), lab.ns("S")
         lab.veth(self.client, "h0", self.box, "wan0")
         lab.veth(self.box, "lan0", self.switch, "s0")
-        lab.sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        try:
+            lab.sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        except RuntimeError as e:
+            pytest.skip(f"no Linux bridge here (the backends' switch): {e}")
         lab.sh("ip", "-n", self.switch, "link", "set", "s0", "master", "br0")
         lab.addr(self.client, "h0", f"{CLIENT}/24")
         lab.sh("ip", "-n", self.client, "route", "add", f"{VIP}/32", "dev", "h0")
