@@ -298,6 +298,8 @@ def measure(bed: Bed, box: str, tmp: Path, args: argparse.Namespace) -> dict[str
                 proc.kill()
                 proc.wait()
         bed.kill_all(bed.box)
+        if box == "testpmd":   # DPDK's runtime directory for --file-prefix
+            shutil.rmtree(f"/var/run/dpdk/nfosbench{os.getpid()}", ignore_errors=True)
     if box == "nfos" and stats_path.exists():
         s = json.loads(stats_path.read_text())
         extra = {k: s.get(k) for k in ("packets_in", "ring_drops", "tx_errors", "handler_errors",
