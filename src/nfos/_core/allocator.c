@@ -125,6 +125,22 @@ static int check_index(Alloc *a, PyObject *arg, uint32_t *out) {
 
 static inline uint32_t avail(const PoolHead *p) { return p->free_count + (p->fresh_end - p->fresh_next); }
 
+/* The cell of index `arg`, opened for reading by operation `op` (NULL: error set). */
+static Cell *open_indexed(Alloc *a, PyObject *arg, int op, uint32_t *i) {
+    if (alloc_live(a) < 0 || check_index(a, arg, i) < 0) return NULL;
+    g_tx.op = (uint8_t)op;
+    return open_cell(a, *i, OP_READ);
+}
+
+/* Put the (unlinked) index `i` on pool `h`'s free list. */
+static void push_free(PoolHead *h, uint32_t i, Cell *c) {
+    c->allocated = 0;
+    c->expiry = NO_EXPIRY;
+    c->next = h->free_head;
+    h->free_head = (int32_t)i;
+    h->free_count++;
+}
+
 /* unlink cell i from pool s's allocated list */
 static int list_unlink(Alloc *a, uint32_t i, Cell *c, PoolHead *h) {
     if (c->prev != NONE_IDX) {
@@ -178,11 +194,7 @@ static int expire_pool(Alloc *a, uint32_t s, uint64_t now, int limit) {
         h = open_head(a, s, OP_WRITE);
         c = open_cell(a, i, OP_WRITE);
         if (!h || !c || list_unlink(a, i, c, h) < 0) return -1;
-        c->allocated = 0;
-        c->expiry = NO_EXPIRY;
-        c->next = h->free_head;
-        h->free_head = (int32_t)i;
-        h->free_count++;
+        push_free(h, i, c);
         if (a->on_expire) {
             PyObject *idx = PyLong_FromUnsignedLong(i);
             PyObject *r = PyObject_CallOneArg(a->on_expire, idx);
@@ -297,9 +309,7 @@ static inline int live_lease(Alloc *a, const Cell *c) {
 static PyObject *alloc_free(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    if (alloc_live(a) < 0 || check_index(a, arg, &i) < 0) return NULL;
-    g_tx.op = OPC_ALLOC_FREE;
-    Cell *c = open_cell(a, i, OP_READ);
+    Cell *c = open_indexed(a, arg, OPC_ALLOC_FREE, &i);
     if (!c) return NULL;
     if (!c->allocated) Py_RETURN_FALSE;
     c = open_cell(a, i, OP_WRITE);
@@ -307,11 +317,7 @@ static PyObject *alloc_free(PyObject *self, PyObject *arg) {
     if (!owner || list_unlink(a, i, c, owner) < 0) return NULL;
     PoolHead *mine = open_head(a, (uint32_t)g_slot, OP_WRITE);
     if (!mine) return NULL;
-    c->allocated = 0;
-    c->expiry = NO_EXPIRY;
-    c->next = mine->free_head;
-    mine->free_head = (int32_t)i;
-    mine->free_count++;
+    push_free(mine, i, c);
     Py_RETURN_TRUE;
 }
 
@@ -320,9 +326,7 @@ static PyObject *alloc_free(PyObject *self, PyObject *arg) {
 static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    if (alloc_live(a) < 0 || check_index(a, arg, &i) < 0) return NULL;
-    g_tx.op = OPC_ALLOC_REFRESH;
-    Cell *c = open_cell(a, i, OP_READ);
+    Cell *c = open_indexed(a, arg, OPC_ALLOC_REFRESH, &i);
     if (!c) return NULL;
     if (!live_lease(a, c)) Py_RETURN_FALSE;
     if (g_clock >= c->last_refresh && g_clock - c->last_refresh < a->refresh_interval) Py_RETURN_TRUE;
@@ -338,9 +342,7 @@ static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
 static PyObject *alloc_is_allocated(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    if (alloc_live(a) < 0 || check_index(a, arg, &i) < 0) return NULL;
-    g_tx.op = OPC_ALLOC_QUERY;
-    Cell *c = open_cell(a, i, OP_READ);
+    Cell *c = open_indexed(a, arg, OPC_ALLOC_QUERY, &i);
     if (!c) return NULL;
     return PyBool_FromLong(live_lease(a, c));
 }
@@ -349,9 +351,7 @@ static PyObject *alloc_is_allocated(PyObject *self, PyObject *arg) {
 static PyObject *alloc_lease_remaining(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    if (alloc_live(a) < 0 || check_index(a, arg, &i) < 0) return NULL;
-    g_tx.op = OPC_ALLOC_QUERY;
-    Cell *c = open_cell(a, i, OP_READ);
+    Cell *c = open_indexed(a, arg, OPC_ALLOC_QUERY, &i);
     if (!c) return NULL;
     if (!live_lease(a, c) || !a->lease) Py_RETURN_NONE;
     return PyLong_FromUnsignedLongLong(c->expiry - g_clock);
