@@ -18,6 +18,7 @@ from typing import Any
 from nfos import _core
 from nfos.params import Duration, Params, resolve_params
 from nfos.records import Record, is_record_type
+from nfos.structures.base import check_count
 
 _FIELD_IDS = {
     ("eth", "src"): _core.KF_ETH_SRC,
@@ -216,8 +217,10 @@ class NF:
                 raise NFError(f"unknown protocol(s) {bad}; use {', '.join(_PROTO_BITS)}")
         if state is not None and not is_record_type(state):
             raise NFError("state= must be an nfos.Record subclass")
-        if not isinstance(capacity, int) or capacity < 1:
-            raise NFError(f"capacity must be a positive int, got {capacity!r}")
+        try:
+            check_count(capacity, "packet-set capacity")
+        except ValueError as e:
+            raise NFError(str(e)) from None
         self.sets = PacketSets(per_device, tuple(protocols) if protocols else None, state,
                                _duration_ns(expiry, "expiry"), capacity)
 
