@@ -2,11 +2,11 @@
 
 Same contract as ``examples/policer.py``: LAN->WAN frames are forwarded;
 WAN->LAN IPv4 frames are policed per destination host by a token bucket
-(``burst`` bytes, refilled at ``rate`` bytes/s with integer arithmetic,
-``(now - last) * rate // 1e9``); an unknown host starts with a full bucket
-(a first frame longer than ``burst`` is dropped and the host stays unknown);
-a host is forgotten after ``burst * 1e9 // rate`` ns idle (checked lazily,
-on lookup); non-IPv4 WAN frames are dropped, and so are frames the nfos
+(``burst`` bytes, refilled at ``rate`` bytes/s, exactly: the bucket is kept
+in units of 1e-9 byte, refilled by ``(now - last) * rate``); an unknown host
+starts with a full bucket (a first frame longer than ``burst`` is dropped and
+the host stays unknown); a host is forgotten after ``ceil(burst * 1e9 / rate)``
+ns idle (checked lazily, on lookup); non-IPv4 WAN frames are dropped, and so are frames the nfos
 parser calls malformed.
 
 One precompiled ``struct`` unpack per packet and a dict of hosts, one
@@ -60,10 +60,11 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int],
         rate: int = 1_000_000, burst: int = 100_000) -> dict[str, list[bytes]]:
     if rate <= 0 or burst <= 0:
         raise ValueError(f"rate and burst must be > 0, got rate={rate}, burst={burst}")
-    expiry = burst * NS_PER_S // rate
+    expiry = -(-burst * NS_PER_S // rate)
+    full = burst * NS_PER_S
     to_lan: list[bytes] = []
     to_wan: list[bytes] = []
-    hosts: dict[int, list[int]] = {}   # destination address -> [tokens, last refill ns]
+    hosts: dict[int, list[int]] = {}   # destination address -> [credit (1e-9 byte), last refill ns]
     unpack = _HDR.unpack_from
     now = times_ns[0] if times_ns else 0
     for frame, dev, t in zip(frames, devs, times_ns, strict=True):
@@ -94,15 +95,16 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int],
             h = None
         if h is None:
             if n <= burst:
-                hosts[dst] = [burst - n, now]
+                hosts[dst] = [(burst - n) * NS_PER_S, now]
                 to_lan.append(frame)
             continue
-        tokens = h[0] + (now - h[1]) * rate // NS_PER_S
-        if tokens > burst:
-            tokens = burst
+        credit = h[0] + (now - h[1]) * rate
+        if credit > full:
+            credit = full
         h[1] = now
-        if tokens >= n:
-            tokens -= n
+        need = n * NS_PER_S
+        if credit >= need:
+            credit -= need
             to_lan.append(frame)
-        h[0] = tokens
+        h[0] = credit
     return {"lan": to_lan, "wan": to_wan}

@@ -137,6 +137,12 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
         fail("--in and --iface are mutually exclusive: replay a capture or run on interfaces")
     if not inputs and not ifaces:
         fail("give --in FILE to replay a capture, or --iface DEV=IFACE to run on interfaces")
+    if stats_json:   # found out now, not after the whole run
+        where = os.path.dirname(os.path.abspath(stats_json))
+        if not os.path.isdir(where):
+            fail(f"--stats-json {stats_json}: directory {where} does not exist")
+        if not os.access(where, os.W_OK):
+            fail(f"--stats-json {stats_json}: directory {where} is not writable")
     if ifaces:
         for name, value in (("--out", out_dir), ("--profile", profile)):
             if value:

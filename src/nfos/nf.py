@@ -18,6 +18,7 @@ from typing import Any
 from nfos import _core
 from nfos.params import Duration, Params, resolve_params
 from nfos.records import Record, is_record_type
+from nfos.structures.base import check_count
 
 _FIELD_IDS = {
     ("eth", "src"): _core.KF_ETH_SRC,
@@ -98,7 +99,8 @@ class Handlers:
     packet: Callable | None = None
     expired: Callable | None = None
     orphan: Callable | None = None
-    periodic: list[tuple[Callable, int]] = field(default_factory=list)
+    periodic: list[tuple[Callable, int]] = field(default_factory=list)   # (fn, interval ns), resolved
+    periodic_specs: list[tuple[Callable, object]] = field(default_factory=list)   # (fn, as declared)
 
 
 class _State(SimpleNamespace):
@@ -140,6 +142,7 @@ class NF:
         if len(devices) > 32:
             raise NFError(f"NF {self.name!r}: at most 32 devices")
         self.devices: tuple[str, ...] = devices
+        self.handlers.periodic = [(fn, self._interval_ns(spec)) for fn, spec in self.handlers.periodic_specs]
 
     # -------------------------------------------------------------- handlers
     def _set(self, kind: str, fn: Callable) -> Callable:
@@ -173,16 +176,32 @@ class NF:
         return self._set("orphan", fn)
 
     def periodic(self, interval: object) -> Callable[[Callable], Callable]:
-        """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval, in the control process."""
-        ns = _duration_ns(interval, "periodic interval")
-        if ns <= 0:
-            raise NFError("a periodic interval must be > 0")
+        """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval, in the control process.
+
+        ``interval`` is a duration, or the name of a duration parameter
+        (``@nf.periodic("report_every")`` with ``--param report_every=5s``).
+        """
+        ns = self._interval_ns(interval)
 
         def deco(fn: Callable) -> Callable:
+            self.handlers.periodic_specs.append((fn, interval))
             self.handlers.periodic.append((fn, ns))
             return fn
 
         return deco
+
+    def _interval_ns(self, interval: object) -> int:
+        what = "periodic interval"
+        if isinstance(interval, str):
+            if interval not in self.params:
+                known = ", ".join(sorted(self.params)) or "none"
+                raise NFError(f"@nf.periodic({interval!r}): no parameter {interval!r} (parameters: {known})")
+            what = f"periodic interval (parameter {interval!r})"
+            interval = getattr(self.params, interval)
+        ns = _duration_ns(interval, what)
+        if ns <= 0:
+            raise NFError(f"a {what} must be > 0")
+        return ns
 
     # ----------------------------------------------------------- packet sets
     def packet_sets(self, *definitions: DeviceSet, protocols: Sequence[str] | None = None,
@@ -216,8 +235,10 @@ class NF:
                 raise NFError(f"unknown protocol(s) {bad}; use {', '.join(_PROTO_BITS)}")
         if state is not None and not is_record_type(state):
             raise NFError("state= must be an nfos.Record subclass")
-        if not isinstance(capacity, int) or capacity < 1:
-            raise NFError(f"capacity must be a positive int, got {capacity!r}")
+        try:
+            check_count(capacity, "packet-set capacity")
+        except ValueError as e:
+            raise NFError(str(e)) from None
         self.sets = PacketSets(per_device, tuple(protocols) if protocols else None, state,
                                _duration_ns(expiry, "expiry"), capacity)
 

@@ -186,3 +186,38 @@ def test_tcpdump_reads_written_pcap(tmp_path):
     write_pcap(path)
     done = subprocess.run([tcpdump, "-r", str(path), "-nn", "-c", "3"], capture_output=True)
     assert done.returncode == 0, done.stderr
+
+
+# Bad captures (issue "Nothing lost", point 5): one-line errors, bounded memory and time.
+
+SHB = _block(0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def _idb(options=b""):
+    return _block(1, struct.pack(">HHI", 1, 0, 0) + options + struct.pack(">HH", 0, 0))
+
+
+def _epb(ts, frame=b"abcd"):
+    return _block(6, struct.pack(">IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+
+
+def test_negative_if_tsoffset_is_a_one_line_error(tmp_path):
+    path = tmp_path / "neg.pcapng"
+    path.write_bytes(SHB + _idb(struct.pack(">HHq", 14, 8, -2_000_000_000)) + _epb(1_000_000))
+    with pytest.raises(CaptureError, match=r"packet 1 has timestamp -1,999,999,999,000,000,000 ns, outside "
+                                           r"0\.\.2\^64-1 ns since 1970 \(check the interface's if_tsoffset"):
+        read_capture(path)
+
+
+def test_timestamps_past_2_64_ns_are_a_one_line_error(tmp_path):
+    path = tmp_path / "far.pcapng"   # if_tsresol 0: seconds; 2**40 s is past 2**64 ns
+    path.write_bytes(SHB + _idb(struct.pack(">HHB3x", 9, 1, 0)) + _epb(5) + _epb(1 << 40))
+    with pytest.raises(CaptureError, match=rf"packet 2 has timestamp {(1 << 40) * 10**9:,} ns, outside"):
+        read_capture(path)
+
+
+def test_a_million_interface_blocks_are_refused_early(tmp_path):
+    path = tmp_path / "idbs.pcapng"
+    path.write_bytes(SHB + _idb() * 1_000_000 + _epb(1))
+    with pytest.raises(CaptureError, match=r"more than 65,536 interface blocks in one section \(at byte "):
+        read_capture(path)

@@ -138,6 +138,13 @@ def _msg_globals_call() -> str:
     )
 
 
+def _msg_dynamic(what: str) -> str:
+    return (
+        f"NF code must not use {what}: nfos check cannot see what it runs or imports "
+        "(threads, locks, processes); import modules by name"
+    )
+
+
 def _msg_except(what: str) -> str:
     return f"{what} would swallow the runtime's transaction abort; catch Exception instead"
 
@@ -282,6 +289,7 @@ class _Checker(ast.NodeVisitor):
         self.from_alias: dict[str, tuple[str, str]] = {}
         self._collect_imports(tree)
         self.mutable_globals = self._collect_mutable_globals(tree)
+        self.module_objects = self._collect_module_objects(tree)
 
     # ---- pre-pass
 
@@ -347,6 +355,37 @@ class _Checker(ast.NodeVisitor):
                 bind(node.target, node.value)
         return names
 
+    def _is_nfos_value(self, value: ast.AST) -> bool:
+        """``nfos.Map(...)``, ``nfos.NF(...)``, ``NF(...)`` from-imported from nfos, or a name/
+        attribute chain rooted at the nfos module: objects whose writes are transactional."""
+        node = value.func if isinstance(value, ast.Call) else value
+        while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        if not isinstance(node, ast.Name):
+            return False
+        module = self.module_alias.get(node.id) or self.from_alias.get(node.id, ("",))[0]
+        return module.split(".")[0] in _TRUSTED_MODULES
+
+    def _collect_module_objects(self, tree: ast.Module) -> set[str]:
+        """Names bound in module scope to objects a handler could change through an attribute
+        or an item (instances, classes, functions, modules): everything but nfos objects."""
+        names: set[str] = set()
+        for node in _module_scope_nodes(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                value = node.value
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if value is None or self._is_nfos_value(value):
+                    continue
+                for target in targets:
+                    names.update(t.id for t in _flat_targets(target) if isinstance(t, ast.Name))
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if not (isinstance(node, ast.ClassDef) and any(self._is_nfos_value(b) for b in node.bases)):
+                    names.add(node.name)
+            elif isinstance(node, ast.Import):
+                names.update(a.asname or a.name.split(".")[0] for a in node.names
+                             if a.name.split(".")[0] not in _TRUSTED_MODULES)
+        return names
+
     # ---- reporting
 
     def report(self, node: ast.AST, message: str) -> None:
@@ -366,9 +405,14 @@ class _Checker(ast.NodeVisitor):
                 return False
         return True
 
-    def _mutable_module_root(self, node: ast.AST) -> str | None:
+    def _mutable_module_root(self, node: ast.AST, through_attribute: bool = False) -> str | None:
+        """The module-level name at the root of ``node`` if changing ``node`` changes a
+        module-level object: a mutable container, or (``through_attribute``: an attribute
+        or item is assigned) any non-nfos object."""
         root = _root_name(node)
-        if root is None or root.id not in self.mutable_globals:
+        if root is None:
+            return None
+        if root.id not in self.mutable_globals and not (through_attribute and root.id in self.module_objects):
             return None
         return root.id if self._refers_to_module(root.id) else None
 
@@ -459,7 +503,7 @@ class _Checker(ast.NodeVisitor):
         for target in targets:
             for t in _flat_targets(target):
                 if isinstance(t, ast.Subscript | ast.Attribute):
-                    name = self._mutable_module_root(t)
+                    name = self._mutable_module_root(t, through_attribute=True)
                     if name is not None:
                         self.report(t, _msg_mutate(name, how))
 
@@ -499,18 +543,28 @@ class _Checker(ast.NodeVisitor):
                 and self._refers_to_module("globals")
             ):
                 self.report(node, _msg_globals_call())
-        # __import__("threading") / importlib.import_module("threading")
-        if (
-            (
-                (isinstance(func, ast.Name) and func.id == "__import__")
-                or (isinstance(func, ast.Attribute) and func.attr == "import_module")
-            )
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            self._check_module(node, node.args[0].value)
+            elif isinstance(func, ast.Name) and func.id in ("setattr", "delattr") and node.args:
+                name = self._mutable_module_root(node.args[0], through_attribute=True)
+                if name is not None:
+                    self.report(node, _msg_mutate(name, f"{func.id}() call"))
+        # __import__("threading") / importlib.import_module("threading"), however it is named
+        if self._is_dynamic_import(func):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                self._check_module(node, arg.value)
+            else:
+                self.report(node, _msg_dynamic("an import whose module name is computed"))
+        elif isinstance(func, ast.Name) and func.id in ("exec", "eval") and self._refers_to_module(func.id):
+            self.report(node, _msg_dynamic(f"{func.id}()"))
         self.generic_visit(node)
+
+    def _is_dynamic_import(self, func: ast.AST) -> bool:
+        if isinstance(func, ast.Name):
+            if func.id == "__import__":
+                return True
+            origin = self.from_alias.get(func.id)
+            return origin is not None and origin[1] in ("import_module", "__import__")
+        return isinstance(func, ast.Attribute) and func.attr in ("import_module", "__import__")
 
     # ---- exceptions
 

@@ -25,6 +25,8 @@ __all__ = [
 StrPath = str | os.PathLike[str]
 
 MAX_CAPLEN = 256 * 1024  # larger captured lengths mean a corrupt record
+MAX_INTERFACES = 65536  # interface blocks per pcapng section; more mean a corrupt or hostile file
+MAX_TIME_NS = (1 << 64) - 1  # nfos.now() is an unsigned 64-bit count of ns since the epoch
 SNAPLEN = 262144
 LINKTYPE_ETHERNET = 1
 NS = 1_000_000_000
@@ -90,11 +92,17 @@ def read_capture(path: StrPath, default_devices: list[str] | None = None) -> Tra
         raise CaptureError(f"{name}: {e.strerror}") from None
     magic = data[:4]
     if magic in _PCAP_MAGICS:
-        return _read_pcap(path, data, default_devices)
-    if len(magic) == 4 and int.from_bytes(magic, "little") == _SHB:
-        return _read_pcapng(path, data, default_devices)
-    raise CaptureError(
-        f"{name}: not a pcap or pcapng file (magic 0x{magic.hex() or 'empty'} at byte 0)")
+        trace = _read_pcap(path, data, default_devices)
+    elif len(magic) == 4 and int.from_bytes(magic, "little") == _SHB:
+        trace = _read_pcapng(path, data, default_devices)
+    else:
+        raise CaptureError(
+            f"{name}: not a pcap or pcapng file (magic 0x{magic.hex() or 'empty'} at byte 0)")
+    if trace.times_ns and not 0 <= min(trace.times_ns) <= max(trace.times_ns) <= MAX_TIME_NS:
+        i, t = next((i, t) for i, t in enumerate(trace.times_ns) if not 0 <= t <= MAX_TIME_NS)
+        raise CaptureError(f"{name}: packet {i + 1} has timestamp {t:,} ns, outside 0..2^64-1 ns since "
+                           "1970 (check the interface's if_tsoffset and if_tsresol)")
+    return trace
 
 
 def _read_pcap(path: StrPath, data: bytes, default_devices: list[str] | None) -> Trace:
@@ -175,6 +183,9 @@ def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None) 
             times.append(times[-1] if times else 0)
             devs.append(dev)
         elif btype == 1:
+            if len(ifaces) == MAX_INTERFACES:
+                raise CaptureError(f"{os.fspath(path)}: more than {MAX_INTERFACES:,} interface blocks in one "
+                                   f"section (at byte {off}); nfos reads at most {MAX_INTERFACES:,}")
             ifaces.append(_interface(path, data, off, blen, order, len(ifaces), trace, index))
         off += blen
     if off < n:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nfos import _core
-from nfos.structures.base import housekeeping, record
+from nfos.structures.base import check_count, housekeeping, record
 from nfos.structures.distributed import staleness_ns as duration_ns
 
 #: the workers count of the NF being loaded (set by the runtime before init)
@@ -32,8 +32,7 @@ class Allocator(_core.AllocatorBase):
 
     def __init__(self, capacity: int, lease: object = None, refresh_interval: object = 0,
                  on_expire: Callable[[int], object] | None = None) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"Allocator capacity must be a positive int, got {capacity!r}")
+        check_count(capacity, "Allocator capacity")
         lease_ns = 0 if lease is None else duration_ns(lease)
         refresh_ns = duration_ns(refresh_interval)
         if on_expire is not None and not callable(on_expire):

@@ -20,6 +20,20 @@ class StructInfo:
         return f"{self.kind} '{self.name}'" if self.name else f"{self.kind} at {self.created_at}"
 
 
+#: the largest size, capacity or bucket count of a structure or packet-set table (the C core
+#: counts elements in 32 bits and rounds tables up to a power of two)
+MAX_COUNT = (1 << 31) - 1
+
+
+def check_count(value: object, what: str, limit: int = MAX_COUNT) -> int:
+    """``value`` if it is an int in 1..limit, else a one-line ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    if value > limit:
+        raise ValueError(f"{what} must be at most {limit:,}, got {value:,}")
+    return value
+
+
 #: struct_id -> StructInfo of the NF loaded in this process
 registry: dict[int, StructInfo] = {}
 #: struct_id -> (fn, interval_ns): housekeeping the control process runs periodically

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from nfos import _core
 from nfos.records import is_record_type, scalar_type
-from nfos.structures.base import record
+from nfos.structures.base import MAX_COUNT, check_count, record
 
 HASHES = {"crc32c": 0, "mult": 1}
 
@@ -37,13 +37,12 @@ class Map(_core.MapBase):
 
     def __init__(self, key: object, value: object, capacity: int, buckets: int | None = None,
                  hash: str = "crc32c", seed: int = 0, slots: int = 8) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"Map capacity must be a positive int, got {capacity!r}")
+        check_count(capacity, "Map capacity")
         if hash not in HASHES:
             raise ValueError(f"Map hash must be one of {', '.join(HASHES)}, got {hash!r}")
         if buckets is None:   # on average one key per bucket at full capacity
             buckets = 1 << max(0, (capacity - 1).bit_length())
-        if buckets < 1 or buckets & (buckets - 1):
+        if check_count(buckets, "Map buckets", MAX_COUNT + 1) & (buckets - 1):
             raise ValueError(f"Map buckets must be a power of two, got {buckets}")
         if not 1 <= slots <= 64:
             raise ValueError("Map slots (entries per bucket) must be 1..64")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nfos import _core
 from nfos.records import is_record_type, scalar_type
-from nfos.structures.base import record
+from nfos.structures.base import check_count, record
 
 
 class Vector(_core.VectorBase):
@@ -16,8 +16,7 @@ class Vector(_core.VectorBase):
     ``v[i].field = x`` or ``v[i] = x`` writes."""
 
     def __init__(self, element: object, size: int) -> None:
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"Vector size must be a positive int, got {size!r}")
+        check_count(size, "Vector size")
         if is_record_type(element):
             super().__init__(element, element.__nfos_size__, size, -1)
         else:
