@@ -148,9 +148,10 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
         if not quiet:
             out.print(_summary(stats))
         return
-    for name, value in (("--stats-interval", stats_interval), ("--metrics-port", metrics_port),
-                        ("--duration", duration)):
-        if value is not None:
+    live_only: tuple[tuple[str, float | None], ...] = (
+        ("--stats-interval", stats_interval), ("--metrics-port", metrics_port), ("--duration", duration))
+    for name, given in live_only:
+        if given is not None:
             fail(f"{name} is for live runs (--iface), not replays")
     result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile)
     stats = result.stats

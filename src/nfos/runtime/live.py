@@ -414,7 +414,7 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
                 say("nfos: warning: an interface reported an error (did it go down?); "
                     "frames are lost while it is down")
             next_metrics = now + 0.5
-        if next_stats is not None and now >= next_stats:
+        if next_stats is not None and stats_interval and now >= next_stats:
             cur = _snapshot(session)
             on_stats(interval_stats(prev, cur, now - t0))
             prev = cur

@@ -95,7 +95,7 @@ def max_rate(nf_path: str, trace: Trace, workers: int, params: Sequence[str] = (
         else:
             generator_bound |= r["loss"] < LOSS_TARGET and not reached
             hi = mid
-    out = {"workers": workers, "max_rate_pps": best, "tries": tries}
+    out: dict[str, Any] = {"workers": workers, "max_rate_pps": best, "tries": tries}
     if generator_bound:
         out["note"] = "the generator could not reach some rates: the maximum may be generator-bound"
     return out

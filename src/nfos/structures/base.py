@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -21,7 +21,7 @@ class StructInfo:
     kind: str  # "Vector", "DistributedObj", ...
     created_at: str  # file:line of the constructor call in the NF
     name: str = ""  # attribute name under nf.state, when known
-    params: dict[str, object] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)   # the constructor's, for recipes
 
     @property
     def label(self) -> str:
