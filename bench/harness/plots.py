@@ -42,6 +42,15 @@ def _grid(n: int, cols: int = 4):
     return plt, fig, axes
 
 
+def _legend(axes: Any, n: int) -> None:
+    """One legend, on the first panel, of every line label of the first ``n`` panels."""
+    handles: dict[str, Any] = {}
+    for ax in axes.flat[:n]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
+
+
 def _save(plt, fig, png: str) -> str:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
@@ -80,11 +89,7 @@ def plot_scaling(doc: dict[str, Any], png: str) -> str:
         ax.set_xlabel("workers")
         ax.set_ylabel("Mpps")
         ax.grid(alpha=0.3)
-    handles: dict[str, Any] = {}
-    for ax in axes.flat[:len(names)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
-    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
+    _legend(axes, len(names))
     fig.suptitle(_title(doc, "nfos throughput vs workers"), fontsize=10)
     return _save(plt, fig, png)
 
@@ -211,11 +216,7 @@ def plot_memory(doc: dict[str, Any], png: str) -> str:
         ax.set_ylabel("MiB")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    handles: dict[str, Any] = {}
-    for ax in axes.flat[:len(names)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
-    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
+    _legend(axes, len(names))
     fig.suptitle(_title(doc, "memory of all the NF's processes"), fontsize=10)
     return _save(plt, fig, png)
 
@@ -239,12 +240,8 @@ def plot_peers(doc: dict[str, Any], png: str) -> str:
         top = max([1.0] + [p[k] for p in pts for k in ("vs_plain", "vs_mp") if p[k]])
         ax.set_ylim(0, top * 1.15)
         ax.grid(alpha=0.3)
-    handles: dict[str, Any] = {}
-    for ax in axes.flat[:len(names)]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
     if names:
-        axes.flat[0].legend(handles.values(), handles.keys(), fontsize=7)
+        _legend(axes, len(names))
     fig.suptitle(_title(doc, "nfos vs the Python peers (same workers)"), fontsize=10)
     return _save(plt, fig, png)
 

@@ -52,8 +52,7 @@ from nfos.check import check_file
 from nfos.io.capture import PcapWriter
 from nfos.nf import NF, NFError
 from nfos.params import ParamError
-from nfos.structures import base as structures
-from nfos.structures.base import Registry
+from nfos.structures.base import Registry, release, set_current
 
 DEFAULT_ARENA = 64 << 30   # virtual; pages are backed only when touched
 TX_RING_BYTES = 8 << 20
@@ -249,7 +248,7 @@ class Session:
         self.started = False
         self.closed = False
         _core.arena_create(arena_size, self.nslots)
-        structures.set_current(self)
+        set_current(self)
         try:
             _core.set_slot(self.control_slot)
             name = f"nfos_nf_{id(self):x}_{os.path.splitext(os.path.basename(self.path))[0]}"
@@ -260,7 +259,7 @@ class Session:
                 raise LoadError(f"{nf_path}: {e}") from None
             _core.set_devices(self.nf.devices)
         except BaseException:
-            structures.release(self)
+            release(self)
             _core.arena_destroy()
             raise
 
@@ -485,7 +484,7 @@ class Session:
         finally:
             _core.arena_destroy()
             sys.modules.pop(self.module.__name__, None)
-            structures.release(self)
+            release(self)
 
     # ------------------------------------------------------------ errors
     def report_error(self, exc: BaseException) -> None:
