@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 
-from nfos.bench import EXAMPLES, PlotUnavailable, machine, plot_case_studies, write_json
 from nfos.io.gen import gen_antiddos, gen_caida
 from nfos.io.gen_bridge import gen_bridge
 from nfos.runtime.replay import replay
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's bench/
+from bench.harness import EXAMPLES, PlotUnavailable, machine, plot_case_studies, write_json  # noqa: E402
 
 
 def studies(packets: int):

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tests directory on sys.path (``import frames``), NF files, processes."""
+"""Shared fixtures: the tests directory on sys.path (``import frames``) and the checkout
+(``import bench.harness``), NF files, processes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ EXAMPLES = REPO / "examples"
 
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+if str(REPO) not in sys.path:   # the benchmark harness: import bench.harness
+    sys.path.append(str(REPO))
 
 
 def nf_path(name: str) -> str:

@@ -6,13 +6,14 @@ status 2; a finished run exits 0.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -35,7 +36,7 @@ def say(line: str, stream=None) -> None:
     print(line, file=stream or sys.stdout, flush=True)
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     say(f"nfos: error: {' '.join(msg.split())}", sys.stderr)
     sys.exit(2)
 
@@ -154,9 +155,10 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
         if not quiet:
             out.print(_summary(stats))
         return
-    for name, value in (("--stats-interval", stats_interval), ("--metrics-port", metrics_port),
-                        ("--duration", duration)):
-        if value is not None:
+    live_only: tuple[tuple[str, float | None], ...] = (
+        ("--stats-interval", stats_interval), ("--metrics-port", metrics_port), ("--duration", duration))
+    for name, given in live_only:
+        if given is not None:
             fail(f"{name} is for live runs (--iface), not replays")
     result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile)
     stats = result.stats
@@ -395,9 +397,55 @@ def gen_lb_cmd(packets: int, flows: int | None, backends: int, vips: str, heartb
         fail(str(e))
 
 
-from nfos.cli_bench import bench  # noqa: E402 - registered after the core commands
+# ---------------------------------------------------------------- bench
+HARNESS = os.path.join("bench", "harness", "__init__.py")
 
-cli.add_command(bench)
+
+def find_checkout() -> str | None:
+    """The nfos source checkout holding the benchmark harness (bench/harness): the current
+    directory or one above it, else the checkout this package is installed from (editable)."""
+    import nfos
+
+    for start in (os.getcwd(), os.path.dirname(os.path.abspath(nfos.__file__))):
+        d = start
+        while True:
+            if os.path.isfile(os.path.join(d, HARNESS)):
+                return d
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
+    return None
+
+
+@cli.command()
+@click.option("--nf", default="all", show_default=True, help="NFs to measure (comma-separated), or all")
+@click.option("--workers", default="1,2", show_default=True,
+              help="worker counts, comma-separated (the sequential mode, 0, is always measured)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="directory for the results: one JSON per measurement, plus PNG figures")
+@click.option("--packets", type=int, default=None, help="trace size [default: 300000; 3000 with --quick]")
+@click.option("--repeat", type=int, default=None, help="runs per point, the median is kept [default: 3; 1 with --quick]")
+@click.option("--measure", default="all", show_default=True,
+              help="measurements, comma-separated: throughput, batching, stm_overhead, latency, memory, peers")
+@click.option("--quick", is_flag=True, help="the same measurements on tiny traces (a smoke test, seconds)")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, exists=True),
+              help="only draw PNG figures from the result JSON under this directory (no measuring)")
+def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
+          quick: bool, plot_dir: str | None) -> None:
+    """Measure the example NFs: throughput vs workers, batching, the price of transactions,
+    memory, and the plain and multiprocessing Python peers (docs/benchmarks.md).  Runs in a
+    source checkout: the harness, the example NFs and the peers live there (bench/)."""
+    root = find_checkout()
+    if root is None:
+        fail("nfos bench runs in a source checkout of nfos (it needs bench/harness, examples/ and "
+             "bench/peers): clone the nfos repository, pip install -e '.[bench]' there, and run "
+             "nfos bench from inside it")
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    harness = importlib.import_module("bench.harness.cli")
+    harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir)
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from nfos import _core
 from nfos.params import Duration, Params, resolve_params
@@ -32,6 +32,14 @@ _FIELD_BYTES = {_core.KF_ETH_SRC: 6, _core.KF_ETH_DST: 6, _core.KF_IP_SRC: 4, _c
                 _core.KF_PROTO: 1, _core.KF_SPORT: 2, _core.KF_DPORT: 2}
 _PROTO_BITS = {"tcp": 1, "udp": 2, "icmp": 4, "other": 8}
 _DEFAULT_CAPACITY = 1 << 18
+
+# handler types: a decorator returns the function it registers, unchanged
+InitHandler = TypeVar("InitHandler", bound=Callable[[Params], object])
+Handler0 = TypeVar("Handler0", bound=Callable[[], object])                    # exit, periodic
+PacketHandler = TypeVar("PacketHandler", bound=Callable[[_core.Packet], object])   # new_packet_set, orphan
+SetHandler = TypeVar("SetHandler", bound=Callable[[_core.Packet, Any], object])    # packet (pkt, state)
+StateHandler = TypeVar("StateHandler", bound=Callable[[Any], object])              # expired (state)
+_H = TypeVar("_H", bound=Callable[..., object])
 
 
 class NFError(Exception):
@@ -86,21 +94,21 @@ def on(device: str, **layers: Sequence[str] | bool) -> DeviceSet:
 class PacketSets:
     per_device: dict[str, DeviceSet]
     protocols: tuple[str, ...] | None
-    state: type | None
+    state: type[Record] | None
     expiry_ns: int
     capacity: int
 
 
 @dataclass
 class Handlers:
-    init: Callable | None = None
-    exit: Callable | None = None
-    new_packet_set: Callable | None = None
-    packet: Callable | None = None
-    expired: Callable | None = None
-    orphan: Callable | None = None
-    periodic: list[tuple[Callable, int]] = field(default_factory=list)   # (fn, interval ns), resolved
-    periodic_specs: list[tuple[Callable, object]] = field(default_factory=list)   # (fn, as declared)
+    init: Callable[[Params], object] | None = None
+    exit: Callable[[], object] | None = None
+    new_packet_set: Callable[[_core.Packet], object] | None = None
+    packet: Callable[[_core.Packet, Any], object] | None = None
+    expired: Callable[[Any], object] | None = None
+    orphan: Callable[[_core.Packet], object] | None = None
+    periodic: list[tuple[Callable[[], object], int]] = field(default_factory=list)   # resolved ns
+    periodic_specs: list[tuple[Callable[[], object], object]] = field(default_factory=list)   # as declared
 
 
 class _State(SimpleNamespace):
@@ -145,37 +153,37 @@ class NF:
         self.handlers.periodic = [(fn, self._interval_ns(spec)) for fn, spec in self.handlers.periodic_specs]
 
     # -------------------------------------------------------------- handlers
-    def _set(self, kind: str, fn: Callable) -> Callable:
+    def _set(self, kind: str, fn: _H) -> _H:
         if getattr(self.handlers, kind) is not None:
             raise NFError(f"NF {self.name!r} already has an @nf.{kind} handler")
         setattr(self.handlers, kind, fn)
         return fn
 
-    def init(self, fn: Callable) -> Callable:
+    def init(self, fn: InitHandler) -> InitHandler:
         """``@nf.init``: ``fn(params)`` once, before the workers start; builds ``nf.state``."""
         return self._set("init", fn)
 
-    def exit(self, fn: Callable) -> Callable:
+    def exit(self, fn: Handler0) -> Handler0:
         """``@nf.exit``: ``fn()`` once at the end of the run, in a transaction."""
         return self._set("exit", fn)
 
-    def new_packet_set(self, fn: Callable) -> Callable:
+    def new_packet_set(self, fn: PacketHandler) -> PacketHandler:
         """``@nf.new_packet_set``: ``fn(pkt)`` for the first packet of an unknown packet set."""
         return self._set("new_packet_set", fn)
 
-    def packet(self, fn: Callable) -> Callable:
+    def packet(self, fn: SetHandler) -> SetHandler:
         """``@nf.packet``: ``fn(pkt, state)`` for a packet of a registered packet set."""
         return self._set("packet", fn)
 
-    def expired(self, fn: Callable) -> Callable:
+    def expired(self, fn: StateHandler) -> StateHandler:
         """``@nf.expired``: ``fn(state)`` when a packet set has been idle for its expiry."""
         return self._set("expired", fn)
 
-    def orphan(self, fn: Callable) -> Callable:
+    def orphan(self, fn: PacketHandler) -> PacketHandler:
         """``@nf.orphan``: ``fn(pkt)`` for a packet that matches no packet-set definition."""
         return self._set("orphan", fn)
 
-    def periodic(self, interval: object) -> Callable[[Callable], Callable]:
+    def periodic(self, interval: object) -> Callable[[Handler0], Handler0]:
         """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval, in the control process.
 
         ``interval`` is a duration, or the name of a duration parameter
@@ -183,7 +191,7 @@ class NF:
         """
         ns = self._interval_ns(interval)
 
-        def deco(fn: Callable) -> Callable:
+        def deco(fn: Handler0) -> Handler0:
             self.handlers.periodic_specs.append((fn, interval))
             self.handlers.periodic.append((fn, ns))
             return fn
@@ -205,7 +213,7 @@ class NF:
 
     # ----------------------------------------------------------- packet sets
     def packet_sets(self, *definitions: DeviceSet, protocols: Sequence[str] | None = None,
-                    state: type | None = None, expiry: object = 0,
+                    state: type[Record] | None = None, expiry: object = 0,
                     capacity: int = _DEFAULT_CAPACITY) -> None:
         """Declare the packet sets: one :func:`on` per input device that has them.
 
@@ -242,19 +250,20 @@ class NF:
         self.sets = PacketSets(per_device, tuple(protocols) if protocols else None, state,
                                _duration_ns(expiry, "expiry"), capacity)
 
-    def packet_sets_from_file(self, path: str | os.PathLike, *, state: type | None = None,
+    def packet_sets_from_file(self, path: str | os.PathLike[str], *, state: type[Record] | None = None,
                               expiry: object = 0, capacity: int = _DEFAULT_CAPACITY) -> None:
         """Load the definitions from a JSON or TOML file in the NFOS paper's format (§4.3)."""
         defs, protocols = load_packet_set_file(path, self.devices)
         self.packet_sets(*defs, protocols=protocols, state=state, expiry=expiry, capacity=capacity)
 
     # ----------------------------------------------------- handler helpers
-    def register(self, pkt: Any) -> Record | None:
+    def register(self, pkt: _core.Packet) -> Record | None:
         """Create the packet set of ``pkt`` (in ``@nf.new_packet_set``); returns its state.
 
         Raises ``nfos.TableFull`` when this worker's table is full.
         """
-        return _core.register(pkt)
+        state: Record | None = _core.register(pkt)   # a view of the NF's state type
+        return state
 
     def emit(self, frame: bytes, dev: str | int | None = None) -> None:
         """Send a new frame on ``dev`` (all devices if None) when the transaction commits."""
@@ -291,7 +300,7 @@ _PAPER_FIELDS = {"src_ip": ("ipv4", "src"), "dst_ip": ("ipv4", "dst"), "src_port
                  "dst_port": ("l4", "dport"), "src_mac": ("eth", "src"), "dst_mac": ("eth", "dst")}
 
 
-def load_packet_set_file(path: str | os.PathLike, devices: Sequence[str]) -> tuple[list[DeviceSet], tuple[str, ...] | None]:
+def load_packet_set_file(path: str | os.PathLike[str], devices: Sequence[str]) -> tuple[list[DeviceSet], tuple[str, ...] | None]:
     """Parse the paper's packet-set file (``{"cfg": [{"nic": 0, "id": [...]}, ...]}``)."""
     p = os.fspath(path)
     try:
@@ -327,8 +336,8 @@ def load_packet_set_file(path: str | os.PathLike, devices: Sequence[str]) -> tup
             for fname in fields:
                 if fname not in _PAPER_FIELDS:
                     raise NFError(f"{p}: cfg[{gi}].id[{li}]: unknown header field {fname!r}")
-                lay, f = _PAPER_FIELDS[fname]
-                layers.setdefault(lay, []).append(f)
+                lay, name = _PAPER_FIELDS[fname]
+                layers.setdefault(lay, []).append(name)
         for nic in nics:
             if not isinstance(nic, int) or not 0 <= nic < len(devices):
                 raise NFError(f"{p}: cfg[{gi}]: nic {nic!r} is not one of the NF's devices 0..{len(devices) - 1}")

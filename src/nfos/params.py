@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import re
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 __all__ = [
     "Duration",
@@ -150,7 +151,7 @@ class Duration(int):
             return int.__format__(self, spec)
         return format(str(self), spec)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Duration], tuple[int]]:
         return (Duration, (int(self),))
 
 
@@ -242,7 +243,7 @@ class IPv4(int):
             return int.__format__(self, spec)
         return format(str(self), spec)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[IPv4], tuple[int]]:
         return (IPv4, (int(self),))
 
 
@@ -586,6 +587,8 @@ class Params:
     """Read-only resolved parameters: ``p.rate``, ``p["rate"]``, ``dict(p)``, ``"rate" in p``."""
 
     __slots__ = ("_values", "_nf_name", "__dict__")
+    _values: dict[str, object]
+    _nf_name: str
 
     def __init__(self, values: Mapping[str, object] | None = None, nf_name: str = "") -> None:
         object.__setattr__(self, "_values", dict(values or {}))
@@ -594,7 +597,7 @@ class Params:
         # not a __getattr__ call (which costs ~0.5 us).
         self.__dict__.update(self._values)
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:   # a value of the parameter's declared kind
         if name.startswith("_"):
             raise AttributeError(name)
         try:
@@ -610,7 +613,7 @@ class Params:
     def __delattr__(self, name: str) -> None:
         raise AttributeError("parameters are read-only")
 
-    def __getitem__(self, name: str) -> object:
+    def __getitem__(self, name: str) -> Any:
         return self._values[name]
 
     def __contains__(self, name: object) -> bool:
@@ -622,13 +625,13 @@ class Params:
     def __len__(self) -> int:
         return len(self._values)
 
-    def keys(self):
+    def keys(self) -> KeysView[str]:
         return self._values.keys()
 
-    def items(self):
+    def items(self) -> ItemsView[str, object]:
         return self._values.items()
 
-    def values(self):
+    def values(self) -> ValuesView[object]:
         return self._values.values()
 
     def get(self, name: str, default: object = None) -> object:
@@ -647,7 +650,7 @@ class Params:
         inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
         return f"Params({inner})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Params], tuple[dict[str, object], str]]:
         return (Params, (self._values, self._nf_name))
 
 

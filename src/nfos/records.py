@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
 
 from nfos import _core
 from nfos import params as _params
@@ -70,7 +71,7 @@ def scalar_type(t: object, where: str) -> ScalarType:
     if isinstance(t, ScalarType):
         return t
     if t in _PYTHON_TYPES:
-        return _PYTHON_TYPES[t]  # type: ignore[index]
+        return _PYTHON_TYPES[t]
     raise TypeError(
         f"{where}: {t!r} is not a record field type "
         "(use nfos.u8/u16/u32/u64, i8..i64, f64, boolean, ip4, mac, Bytes(n), int, float, bool)"
@@ -87,7 +88,10 @@ class FieldSpec:
 class RecordMeta(type):
     """Computes a Record's layout from its annotations and installs C field descriptors."""
 
-    def __new__(mcls, name, bases, ns, **kw):
+    __nfos_fields__: tuple[FieldSpec, ...]   # every field, inherited ones first
+    __nfos_size__: int                       # bytes, a multiple of 8
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> RecordMeta:
         ns.setdefault("__slots__", ())  # no __dict__: views stay small and untracked by the GC
         annotations = ns.get("__annotations__", {})
         inherited: list[FieldSpec] = []
@@ -115,6 +119,10 @@ class RecordMeta(type):
 class Record(_core.RecordView, metaclass=RecordMeta):
     """Base class of packet-set state and structure elements (see module doc)."""
 
+    if TYPE_CHECKING:   # set by RecordMeta (an annotation here would declare a field)
+        __nfos_fields__: ClassVar[tuple[FieldSpec, ...]]
+        __nfos_size__: ClassVar[int]
+
     def __repr__(self) -> str:
         try:
             parts = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self.__nfos_fields__)
@@ -127,5 +135,5 @@ class Record(_core.RecordView, metaclass=RecordMeta):
         return {f.name: getattr(self, f.name) for f in self.__nfos_fields__}
 
 
-def is_record_type(t: object) -> bool:
+def is_record_type(t: object) -> TypeGuard[type[Record]]:
     return isinstance(t, type) and issubclass(t, Record)

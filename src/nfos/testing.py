@@ -15,18 +15,16 @@ Times are seconds of virtual time starting at 0.
 
 from __future__ import annotations
 
-import time as _time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from nfos import _core
-from nfos.runtime.replay import summarize
-from nfos.runtime.session import Session
-from nfos.structures.base import internal_periodics
+from nfos.nf import NF
+from nfos.runtime.session import Output, OutputSink, Session
 
 RING_SLOTS = 1 << 16
 TX_BYTES = 8 << 20
-Output = tuple[str, bytes]
+
+__all__ = ["Harness", "Output"]
 
 
 class Harness:
@@ -41,6 +39,7 @@ class Harness:
         self.check = check
         self.session: Session | None = None
         self._clock_ns = 0
+        self._periodic = False
 
     # ---------------------------------------------------------- lifecycle
     def __enter__(self) -> Harness:
@@ -48,13 +47,14 @@ class Harness:
                     check=self.check)
         try:
             s.init(start_time_ns=0)
-            _core.rings_setup([RING_SLOTS] * s.nslots, TX_BYTES)
+            s.open_rings(RING_SLOTS, TX_BYTES)
+            s.sink = OutputSink(s.nf.devices, keep=True)
             s.start()
         except BaseException:
             s.close()
             raise
         self.session = s
-        self._periodic = bool(s.nf.handlers.periodic or internal_periodics())
+        self._periodic = bool(s.periodics())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,7 +66,7 @@ class Harness:
             self.session = None
 
     @property
-    def nf(self):
+    def nf(self) -> NF:
         """The loaded ``nfos.NF`` (its ``state`` holds the structures)."""
         return self._s().nf
 
@@ -92,17 +92,17 @@ class Harness:
             self._set_time(t)
             if not s.local and self._periodic:   # as in sequential mode: periodic work due by then runs first
                 for slot, seq in waits.items():
-                    self._wait(slot, seq)
-                _core.set_clock(self._clock_ns)
-                _core.run_periodics(self._clock_ns)
-            slot, seq = _core.inject(bytes(frame), devi, self._clock_ns)
+                    s.wait_rx(slot, seq)
+                s.set_clock(self._clock_ns)
+                s.run_periodics(self._clock_ns)
+            slot, seq = s.inject(bytes(frame), devi, self._clock_ns)
             if s.local:
-                self._run_local(seq)
+                s.wait_rx(slot, seq)
                 out += self._drain()
             else:
                 waits[slot] = seq
         for slot, seq in waits.items():
-            self._wait(slot, seq)
+            s.wait_rx(slot, seq)
         return out + self._drain()
 
     def advance(self, seconds: float) -> list[Output]:
@@ -112,25 +112,21 @@ class Harness:
         s = self._s()
         self._clock_ns += int(round(seconds * 1e9))
         for slot in range(1 if s.local else s.workers):
-            seq = _core.tick(slot, self._clock_ns)
-            if s.local:
-                self._run_local(seq)
-            else:
-                self._wait(slot, seq)
+            s.wait_rx(slot, s.tick(slot, self._clock_ns))
         if not s.local:
-            _core.set_clock(self._clock_ns)
-            _core.run_periodics(self._clock_ns)
+            s.set_clock(self._clock_ns)
+            s.run_periodics(self._clock_ns)
         return self._drain()
 
     def transact(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in one transaction in the control process (to inspect state)."""
-        self._s()
-        _core.set_clock(self._clock_ns)
-        return _core.run_in_tx(fn, *args)
+        s = self._s()
+        s.set_clock(self._clock_ns)
+        return s.run_in_tx(fn, *args)
 
     def stats(self) -> dict[str, Any]:
         """Counters so far, in the shape of ``nfos run --stats-json``."""
-        return summarize(self._s(), 0.0, 0)
+        return self._s().summarize(0.0, 0)
 
     # ------------------------------------------------------------ helpers
     def _s(self) -> Session:
@@ -154,26 +150,7 @@ class Harness:
             raise ValueError(f"time {t} s is earlier than the clock ({self.now} s)")
         self._clock_ns = ns
 
-    def _run_local(self, seq: int) -> None:
-        while _core.rx_done(0) < seq:
-            _core.worker_run(RING_SLOTS, 0)
-
-    def _wait(self, slot: int, seq: int) -> None:
-        s = self._s()
-        spins = 0
-        while _core.rx_done(slot) < seq:
-            spins += 1
-            if spins % 1000 == 0:
-                dead = s.dead_workers()
-                if dead:
-                    raise RuntimeError(f"worker {dead[0]} died (exit code {s.procs[dead[0]].exitcode})")
-            _time.sleep(0.00005 if spins < 2000 else 0.001)
-
     def _drain(self) -> list[Output]:
         s = self._s()
-        devices = s.nf.devices
-        out: list[Output] = []
-        for slot in range(s.nslots):
-            for mask, frame, _t, _indev in _core.drain_tx(slot):
-                out += [(d, frame) for i, d in enumerate(devices) if mask >> i & 1]
-        return out
+        s.drain()
+        return s.sink.take() if s.sink is not None else []

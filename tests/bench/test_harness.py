@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from nfos import bench
+from bench import harness as bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEADER = {"kind", "machine", "date", "command", "packets", "repeat", "workers", "oversubscription"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import tokenize
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Finding", "check_file", "check_source"]
@@ -425,9 +425,9 @@ class _Checker(ast.NodeVisitor):
             if node.returns:
                 self.visit(node.returns)
         args = node.args
-        for d in (*args.defaults, *args.kw_defaults):
-            if d is not None:
-                self.visit(d)
+        for default in (*args.defaults, *args.kw_defaults):
+            if default is not None:
+                self.visit(default)
         for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
             if a is not None and a.annotation is not None:
                 self.visit(a.annotation)
@@ -497,7 +497,7 @@ class _Checker(ast.NodeVisitor):
         for name in node.names:
             self.report(node, _msg_nonlocal(name))
 
-    def _check_targets(self, targets: list[ast.AST], how: str) -> None:
+    def _check_targets(self, targets: Sequence[ast.AST], how: str) -> None:
         if not self.in_function:
             return
         for target in targets:

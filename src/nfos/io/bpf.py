@@ -143,7 +143,7 @@ def _finish(p: Program, workers: int) -> None:
     p.emit(RET | A_RET)
 
 
-_FIELD_LOADS = {  # key field -> [(load code, base slot or None for absolute, offset, bits)]
+_FIELD_LOADS: dict[int, list[tuple[int, int | None, int, int]]] = {  # key field -> [(load code, base slot or None for absolute, offset, bits)]
     _core.KF_ETH_SRC: [(LD | W | ABS, None, 6, 32), (LD | H | ABS, None, 10, 16)],
     _core.KF_ETH_DST: [(LD | W | ABS, None, 0, 32), (LD | H | ABS, None, 4, 16)],
     _core.KF_IP_SRC: [(LD | W | IND, M_L3, 12, 32)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -223,7 +224,7 @@ def _interface(path: StrPath, data: bytes, off: int, blen: int, order: str, ifid
     return index[name], mul, div, tsoffset * NS, snaplen
 
 
-def read_captures(pairs: list[tuple[str, StrPath]]) -> Trace:
+def read_captures(pairs: Sequence[tuple[str, StrPath]]) -> Trace:
     """Read one capture per device and merge them by time.
 
     Each file's frames arrive on its paired device (pairs naming the same device

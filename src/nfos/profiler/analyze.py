@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,7 +159,7 @@ def _classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -
     return (ops, f"conflict ({cause})", "-", "")
 
 
-def analyze(stats: dict[str, Any], records: list[Record], lost: int, registry: dict[int, StructInfo],
+def analyze(stats: dict[str, Any], records: list[Record], lost: int, registry: Mapping[int, StructInfo],
             nf_path: str, params: dict[str, object]) -> Profile:
     """Turn the counters and conflict records of a run into a ranked Profile."""
     try:

@@ -34,9 +34,7 @@ from typing import Any
 
 from nfos import _core
 from nfos.io.bpf import compile_steering
-from nfos.runtime.replay import summarize
-from nfos.runtime.session import Session
-from nfos.structures.base import internal_periodics
+from nfos.runtime.session import Session, WorkerDied, read_counters
 
 FRAME_SIZE = 2048          # ring frame: the largest frame a worker takes, with its ring header
 RING_HEADROOM = 96         # tpacket3 header + sockaddr_ll + alignment before the frame
@@ -166,19 +164,26 @@ def _open_worker(opens: list[tuple[int, str, bytes, int]], slot: int) -> None:
 
 
 # ----------------------------------------------------------------- counters
+def live_counters(slot: int) -> dict[str, int]:
+    """A slot's socket counters, under their --stats-json names: the one reader of
+    ``_core.live_stats()`` keys (the engine's read_counters() reads the rest)."""
+    r = _core.live_stats(slot)
+    return {"ring_drops": r["kernel_drops"], "oversize": r["oversize"], "checksums_completed": r["csum_fixed"],
+            "tx_sent": r["tx_sent"], "tx_errors": r["tx_errors"], "link_errors": r["link_errors"]}
+
+
 def _snapshot(session: Session) -> dict[str, Any]:
     rows = []
-    for w in range(session.workers):
-        r = _core.slot_stats(w)
-        live = _core.live_stats(w)
-        rows.append({"rx": r["packets"], "tx": r["packets_out"], "dropped": r["dropped"],
-                     "aborts": r["aborts"], "commits": r["commits"], "sets_live": r["sets_live"],
-                     "ring_drops": live["kernel_drops"], "oversize": live["oversize"],
+    for w, r in enumerate(session.slot_counters()):
+        live = live_counters(w)
+        rows.append({"rx": r.packets, "tx": r.packets_out, "dropped": r.dropped,
+                     "aborts": r.aborts, "commits": r.commits, "sets_live": r.sets_live,
+                     "ring_drops": live["ring_drops"], "oversize": live["oversize"],
                      "tx_errors": live["tx_errors"], "link_errors": live["link_errors"]})
-    ctl = _core.slot_stats(session.control_slot)
-    clive = _core.live_stats(session.control_slot)
+    ctl = read_counters(session.control_slot)
+    clive = live_counters(session.control_slot)
     return {"t": time.monotonic(), "workers": rows,
-            "control": {"tx": ctl["packets_out"], "aborts": ctl["aborts"], "tx_errors": clive["tx_errors"]}}
+            "control": {"tx": ctl.packets_out, "aborts": ctl.aborts, "tx_errors": clive["tx_errors"]}}
 
 
 _TOTALS = ("rx", "tx", "dropped", "aborts", "ring_drops", "oversize", "tx_errors")
@@ -305,7 +310,7 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
             say(f"nfos: warning: {w}")
         now = time.monotonic_ns()
         session.init(start_time_ns=now, periodic_base_ns=now)
-        _core.rings_setup([1] * session.nslots, 64)   # start / stop flags only: no replay rings
+        session.open_rings(1, 64)   # start / stop flags only: no replay rings
         _core.live_setup(workers, frame_size=frame_size)
         for d, dev in enumerate(devices):
             try:
@@ -313,35 +318,34 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
             except OSError as e:
                 raise LiveError(f"cannot send on {e}") from None
         progs = [compile_steering(defn, nf.proto_mask(), workers) for defn in nf.key_definitions()]
-        session.worker_setup = partial(_open_worker, [(d, infos[dev].name, progs[d], infos[dev].max_frame)
-                                                      for d, dev in enumerate(devices)])
+        opens = [(d, infos[dev].name, progs[d], infos[dev].max_frame) for d, dev in enumerate(devices)]
         if metrics_port is not None:
             metrics = _Metrics(metrics_port, devices)
-        session.start()
+        session.start(worker_setup=partial(_open_worker, opens))
         _wait_running(session, stop_requested)
         where = ", ".join(f"{d}={infos[d].name}" for d in devices)
         say(f"nfos: ready: {nf.name} on {where}, {workers} worker{'s' if workers > 1 else ''} (Ctrl-C stops)")
         t0 = time.monotonic()
         wall = _serve(session, t0, stop_requested, stats_interval, duration,
                       on_stats or (lambda s: say(format_line(s))), metrics, say)
-        _core.stop_workers()
-        _join_workers(session)
+        session.stop_workers()
+        session.join_workers(timeout=3.0)
         session.run_exit_handler()
-        live_rows = [_core.live_stats(w) for w in range(workers)]
-        ctl_live = _core.live_stats(session.control_slot)
-        total = sum(r["packets"] for r in session.slot_stats())
-        stats = summarize(session, wall, total, {
+        live_rows = [live_counters(w) for w in range(workers)]
+        ctl_live = live_counters(session.control_slot)
+        total = sum(r.packets for r in session.slot_counters())
+        stats = session.summarize(wall, total, {
             "mode": "live", "interfaces": {d: infos[d].name for d in devices},
-            "ring_drops": sum(r["kernel_drops"] for r in live_rows),
+            "ring_drops": sum(r["ring_drops"] for r in live_rows),
             "oversize": sum(r["oversize"] for r in live_rows),
-            "checksums_completed": sum(r["csum_fixed"] for r in live_rows),
+            "checksums_completed": sum(r["checksums_completed"] for r in live_rows),
             "tx_sent": sum(r["tx_sent"] for r in live_rows) + ctl_live["tx_sent"],
             "tx_errors": sum(r["tx_errors"] for r in live_rows) + ctl_live["tx_errors"],
             "link_errors": sum(r["link_errors"] for r in live_rows),
             "stopped_by": ("duration" if not stop_requested else signal.Signals(stop_requested[0]).name),
         })
         for row, lr in zip(stats["per_worker"], live_rows, strict=True):
-            row.update(ring_drops=lr["kernel_drops"], oversize=lr["oversize"], tx_sent=lr["tx_sent"],
+            row.update(ring_drops=lr["ring_drops"], oversize=lr["oversize"], tx_sent=lr["tx_sent"],
                        tx_errors=lr["tx_errors"])
         return stats
     finally:
@@ -349,7 +353,7 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
             metrics.close()
         if session is not None:
             try:
-                _core.stop_workers()
+                session.stop_workers()
             except Exception:
                 pass
             _core.live_close()
@@ -387,7 +391,7 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
            duration: float | None, on_stats: Callable[[dict[str, Any]], None], metrics: _Metrics | None,
            say: Callable[[str], None]) -> float:
     """The control loop: periodic handlers, counters, stop conditions.  Returns the run's seconds."""
-    intervals = [iv for _, iv in session.nf.handlers.periodic + internal_periodics()]
+    intervals = [iv for _, iv in session.periodics()]
     tick = 0.01 if not intervals else min(0.01, max(0.001, min(intervals) / 4e9))
     prev = _snapshot(session)
     warned_link = False
@@ -395,14 +399,12 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
     next_metrics = t0
     end = t0 + duration if duration else None
     while not stop_requested:
-        _core.run_periodics(time.monotonic_ns())
+        session.run_periodics(time.monotonic_ns())
         now = time.monotonic()
-        dead = session.dead_workers()
-        if dead:
-            for w in dead:
-                _core.recover_slot(w)
-            raise LiveError(f"worker {dead[0]} died (exit code {session.procs[dead[0]].exitcode}); "
-                            "its shared-state commit was completed or discarded")
+        try:
+            session.check_workers()
+        except WorkerDied as e:
+            raise LiveError(str(e)) from None
         if now >= next_metrics:
             snap = _snapshot(session)
             if metrics is not None:
@@ -412,7 +414,7 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
                 say("nfos: warning: an interface reported an error (did it go down?); "
                     "frames are lost while it is down")
             next_metrics = now + 0.5
-        if next_stats is not None and now >= next_stats:
+        if next_stats is not None and stats_interval and now >= next_stats:
             cur = _snapshot(session)
             on_stats(interval_stats(prev, cur, now - t0))
             prev = cur
@@ -423,9 +425,3 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
             break
         time.sleep(tick)
     return time.monotonic() - t0
-
-
-def _join_workers(session: Session, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    for p in session.procs:
-        p.join(timeout=max(0.0, deadline - time.monotonic()))

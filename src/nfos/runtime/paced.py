@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from nfos import _core
 from nfos.io.capture import Trace
 from nfos.runtime.session import Session
 
@@ -58,19 +57,17 @@ def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: f
     s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True)
     try:
         s.init(start_time_ns=time.monotonic_ns())
-        _core.rings_setup([RING] * s.nslots, 64)
-        _core.load_pool(trace.frames, list(trace.devs))
+        s.open_rings(RING, 64)
+        s.load_pool(trace.frames, list(trace.devs))
         s.start()
         t0 = time.monotonic()
-        queued, lost = _core.feed_paced(rate, duration)
+        queued, lost = s.feed_paced(rate, duration)
         fed_s = time.monotonic() - t0
-        _core.close_rx()
+        s.close_rx()
         deadline = time.monotonic() + 10
-        while not all(_core.rx_finished(w) for w in range(s.workers)) and time.monotonic() < deadline:
+        while not s.workers_finished() and time.monotonic() < deadline:
             time.sleep(0.001)
-        hist = [0] * 640
-        for w in range(s.workers):
-            hist = [a + b for a, b in zip(hist, _core.latency_hist(w), strict=True)]
+        hist = s.latency_histogram()
         offered = queued + lost
         return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
                 "loss": lost / offered if offered else 0.0, "timed": sum(hist),
@@ -98,7 +95,7 @@ def max_rate(nf_path: str, trace: Trace, workers: int, params: Sequence[str] = (
         else:
             generator_bound |= r["loss"] < LOSS_TARGET and not reached
             hi = mid
-    out = {"workers": workers, "max_rate_pps": best, "tries": tries}
+    out: dict[str, Any] = {"workers": workers, "max_rate_pps": best, "tries": tries}
     if generator_bound:
         out["note"] = "the generator could not reach some rates: the maximum may be generator-bound"
     return out

@@ -8,16 +8,13 @@ timestamps; clock ticks in every ring let idle workers expire their sets.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nfos import _core
-from nfos.io.capture import PcapWriter, Trace
-from nfos.runtime.session import TX_RING_BYTES, Session
-from nfos.structures.base import internal_periodics
+from nfos.io.capture import Trace
+from nfos.runtime.session import OutputSink, Session
 
 
 @dataclass
@@ -25,72 +22,6 @@ class RunResult:
     stats: dict[str, Any]
     outputs: dict[str, list[bytes]] = field(default_factory=dict)   # when keep_output
     profile: Any = None   # nfos.profiler.Profile when profiling
-
-
-class ConflictLog:
-    """Drains the workers' conflict records while a profiled run goes on."""
-
-    def __init__(self, nslots: int) -> None:
-        self.cursors = [0] * nslots
-        self.records: list[tuple] = []
-        self.lost = 0
-
-    def drain(self) -> None:
-        for s, since in enumerate(self.cursors):
-            recs, self.cursors[s], lost = _core.conflicts(s, since)
-            self.records += recs
-            self.lost += lost
-
-
-def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The stats JSON: totals over workers plus the per-worker rows."""
-    rows = session.slot_stats()
-    ctl = session.control_stats()
-    devs = session.nf.devices
-    every = rows + ([ctl] if ctl else [])
-
-    def total(key: str) -> int:
-        return sum(r[key] for r in every)
-
-    causes: dict[str, int] = {}
-    for r in every:
-        for k, v in r["aborts_by_cause"].items():
-            causes[k] = causes.get(k, 0) + v
-    out = {
-        "nf": session.nf.name,
-        "workers": session.workers,
-        "packets_in": total("packets"),
-        "packets_out": {d: sum(r["out_per_dev"][i] for r in every) for i, d in enumerate(devs)},
-        "dropped": total("dropped"),
-        "malformed": total("malformed"),
-        "handler_errors": total("handler_errors"),
-        "table_full": total("table_full"),
-        "transactions": total("transactions"),
-        "commits": total("commits"),
-        "aborts": total("aborts"),
-        "abort_rate": total("aborts") / total("transactions") if total("transactions") else 0.0,
-        "aborts_by_cause": causes,
-        "irrevocable": total("irrevocable"),
-        "batch_splits": total("splits"),
-        "packet_sets_created": total("sets_created"),
-        "packet_sets_expired": total("sets_expired"),
-        "wall_s": wall_s,
-        "throughput_pps": packets / wall_s if wall_s > 0 else 0.0,
-        "per_worker": [
-            {"worker": i, "packets": r["packets"], "transactions": r["transactions"],
-             "commits": r["commits"], "aborts": r["aborts"], "busy_s": r["busy_ns"] / 1e9,
-             "packet_sets_live": r["sets_live"], "peak_rss_kb": r["peak_rss_kb"], "pss_kb": r["pss_kb"]}
-            for i, r in enumerate(rows)
-        ],
-    }
-    tx_ns = sum(r["tx_sampled_ns"] for r in every)
-    out["stm_share_of_transaction_time"] = sum(r["stm_sampled_ns"] for r in every) / tx_ns if tx_ns else None
-    out["stm_sampled_transactions"] = sum(r["tx_sampled"] for r in every)
-    counts = [r["packets"] for r in rows]
-    mean = sum(counts) / len(counts) if counts else 0
-    out["imbalance"] = max(counts) / mean if mean else 1.0
-    out.update(extra or {})
-    return out
 
 
 def check_memory(trace: Trace, nslots: int) -> None:
@@ -106,43 +37,6 @@ def check_memory(trace: Trace, nslots: int) -> None:
                           f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
 
 
-class OutputSink:
-    """Writes what leaves each device to DIR/<device>.pcap, and/or keeps it in memory."""
-
-    def __init__(self, devices: Sequence[str], out_dir: str | None, keep: bool) -> None:
-        self.devices = list(devices)
-        self.keep = keep
-        self.frames: dict[str, list[bytes]] = {d: [] for d in devices}
-        self.writers: list[PcapWriter] = []
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-            self.writers = [PcapWriter(os.path.join(out_dir, f"{d}.pcap")) for d in devices]
-
-    def drain(self, slots: range) -> int:
-        n = 0
-        if not self.keep:   # fast path: pcap records built in C, one write per device
-            for s in slots:
-                for w, blob in zip(self.writers, _core.drain_tx_pcap(s, len(self.devices)), strict=True):
-                    if blob:
-                        w.write_records(blob)
-                        n += 1
-            return n
-        for s in slots:
-            for mask, frame, t, _indev in _core.drain_tx(s):
-                for i, d in enumerate(self.devices):
-                    if mask >> i & 1:
-                        if self.writers:
-                            self.writers[i].write(frame, t)
-                        if self.keep:
-                            self.frames[d].append(frame)
-                        n += 1
-        return n
-
-    def close(self) -> None:
-        for w in self.writers:
-            w.close()
-
-
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
@@ -154,8 +48,6 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
     """
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
-    sink = None
-    log = ConflictLog(session.nslots) if profile else None
     try:
         nf = session.nf
         if callable(trace):
@@ -168,74 +60,56 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             remap = [nf.devices.index(d) for d in trace.dev_names]
             devs = [remap[d] for d in trace.devs]
         else:
-            devs = trace.devs
+            devs = list(trace.devs)
         check_memory(trace, session.nslots)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        per_worker = _core.load_trace(trace.frames, trace.times_ns, list(devs), session.tick_ns,
-                                      TX_RING_BYTES if collect else 64)
-        sink = OutputSink(nf.devices, out_dir, keep_output) if collect else None
+        per_worker = session.load_trace(trace.frames, trace.times_ns, devs)
+        if collect:
+            session.sink = OutputSink(nf.devices, out_dir, keep_output)
         total = len(trace)
-        slots = range(session.nslots)
         t0 = time.perf_counter()
         session.start()
         if session.local:
             while True:
-                n = _core.worker_run(65536, 0)
-                if sink:
-                    sink.drain(slots)
+                n = session.run_local()
+                session.drain()
                 if progress:
-                    progress(_core.rx_done(0), total)
+                    progress(session.packets_done(), total)
                 if n < 0:
                     break
         else:
-            _wait_parallel(session, sink, progress, total, log)
+            _wait_parallel(session, progress, total)
             session.join_workers()   # they report their memory use as they leave
         wall = session.processing_seconds() or (time.perf_counter() - t0)
-        if sink:
-            sink.drain(slots)
+        session.drain()
         session.run_exit_handler()
-        if sink:
-            sink.drain(slots)
-        stats = summarize(session, wall, total, {"packets_per_worker_steered": per_worker,
-                                                 "warnings": list(trace.warnings)})
-        report = None
-        if log is not None:
-            from nfos.profiler import analyze
-            from nfos.structures.base import registry
-
-            log.drain()
-            report = analyze(stats, log.records, log.lost, registry, session.path, dict(nf.params))
-        return RunResult(stats, sink.frames if (sink and keep_output) else {}, report)
+        session.drain()
+        stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
+                                                "warnings": list(trace.warnings)})
+        report = session.profile_report(stats) if profile else None
+        outputs = session.sink.by_device() if (session.sink and keep_output) else {}
+        return RunResult(stats, outputs, report)
     finally:
-        if sink:
-            sink.close()
         session.close()
 
 
-def _wait_parallel(session: Session, sink: OutputSink | None, progress, total: int,
-                   log: ConflictLog | None = None) -> None:
-    slots = range(session.nslots)
-    workers = range(session.workers)
-    periodic = bool(session.nf.handlers.periodic or internal_periodics())
+def _wait_parallel(session: Session, progress: Callable[[int, int], None] | None, total: int) -> None:
+    """Until every worker has processed its ring: drain output, run the periodic handlers at the
+    slowest worker's virtual clock, report progress, collect conflict records, watch the workers."""
+    periodic = bool(session.periodics())
+    pause = 0.002 if session.sink or periodic or session.profile else 0.005
     while True:
-        done = all(_core.rx_finished(w) for w in workers)
-        if sink:
-            sink.drain(slots)
+        done = session.workers_finished()
+        session.drain()
         if periodic:   # periodic handlers follow the slowest worker's virtual clock
-            clocks = [_core.slot_stats(w)["clock_ns"] for w in workers if not _core.rx_finished(w)]
-            if clocks:
-                _core.run_periodics(min(clocks))
+            clock = session.slowest_clock()
+            if clock is not None:
+                session.run_periodics(clock)
         if progress:
-            progress(sum(_core.rx_done(w) for w in workers), total)
-        if log is not None:
-            log.drain()
+            progress(session.packets_done(), total)
+        session.drain_conflicts()
         if done:
             return
-        dead = session.dead_workers()
-        if dead:
-            for w in dead:
-                _core.recover_slot(w)
-            raise RuntimeError(f"worker {dead[0]} died (exit code {session.procs[dead[0]].exitcode}); "
-                               "its shared-state commit was completed or discarded")
-        time.sleep(0.002 if sink or periodic or log else 0.005)
+        session.check_workers()
+        time.sleep(pause)

@@ -1,14 +1,34 @@
-"""A loaded NF and its processes: the control-plane side of a run.
+"""The runtime engine: one loaded NF, its arena and its processes.
 
     control process ── loads the NF, runs @nf.init, owns the arena, forks the
-    │                  workers, runs periodic and exit handlers, drains output
+    │                  workers, runs periodic and exit handlers, drains output,
+    │                  checks the workers, collects the counters
     ├── worker 0       each: its own interpreter, RX ring, packet-set table
     └── worker N-1
+
+A :class:`Session` makes every ``_core`` call of a run's lifecycle.  The
+drivers only choose the time source and the I/O:
+
+    replay   (runtime/replay.py)   capture timestamps; the whole trace steered into the RX rings
+    paced    (runtime/paced.py)    monotonic clock; a pool of frames queued at a rate
+    live     (runtime/live.py)     monotonic clock; AF_PACKET sockets opened in each worker
+    Harness  (nfos/testing.py)     virtual seconds; frames injected one at a time
+
+Lifecycle: ``Session(...)`` loads the NF into a fresh arena → :meth:`~Session.init`
+runs ``@nf.init`` → feed (:meth:`~Session.load_trace`, or :meth:`~Session.open_rings`
+then :meth:`~Session.inject` / :meth:`~Session.load_pool`) → :meth:`~Session.start`
+forks the workers → the driver's loop (:meth:`~Session.drain`,
+:meth:`~Session.run_periodics`, :meth:`~Session.check_workers`, ...) →
+:meth:`~Session.run_exit_handler` → :meth:`~Session.summarize` → :meth:`~Session.close`.
 
 ``workers=0`` is the sequential reference mode: one process, no STM, the
 same C loop with direct writes (and an undo log so a raising handler still
 loses only its packet).  Slots: workers are 0..N-1 and the control process
 is N; in sequential mode everything is slot 0.
+
+Process-wide state is the session's: the NF's structure registry (with their
+housekeeping and the worker count they are built for) is ``Session.registry``,
+and the structures being created find it through ``nfos.structures.base.current()``.
 """
 
 from __future__ import annotations
@@ -16,31 +36,40 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType, TracebackType
 from typing import Any
 
 from nfos import _core
 from nfos.check import check_file
+from nfos.io.capture import PcapWriter
 from nfos.nf import NF, NFError
 from nfos.params import ParamError
-from nfos.structures import allocator
-from nfos.structures.base import housekeeping, internal_periodics, registry
+from nfos.structures.base import Registry, release, set_current
 
 DEFAULT_ARENA = 64 << 30   # virtual; pages are backed only when touched
 TX_RING_BYTES = 8 << 20
-_loaded_count = 0
+RUN_BUDGET = 1 << 16       # RX descriptors per call of the loop in the sequential mode
+
+Output = tuple[str, bytes]   # (device, frame)
 
 
 class LoadError(Exception):
     """The NF file cannot be loaded; the message is one line naming the file (and line)."""
 
 
-def _nf_frame(tb: Any, nf_file: str) -> tuple[str, int]:
+class WorkerDied(RuntimeError):
+    """A worker process died during the run; its shared-state commit was completed or discarded."""
+
+
+def _nf_frame(tb: TracebackType | None, nf_file: str) -> tuple[str, int]:
     """The innermost traceback frame in the NF file (else the innermost frame)."""
     best = None
     for frame, lineno in traceback.walk_tb(tb):
@@ -49,9 +78,8 @@ def _nf_frame(tb: Any, nf_file: str) -> tuple[str, int]:
     return best or ("?", 0)
 
 
-def load_module(path: str, check: bool = True, shown_as: str | None = None):
-    """Import the NF file as a fresh module and return (module, NF); errors name `shown_as`."""
-    global _loaded_count
+def load_module(path: str, name: str, check: bool = True, shown_as: str | None = None) -> tuple[ModuleType, NF]:
+    """Import the NF file as a fresh module ``name``; returns (module, NF); errors name `shown_as`."""
     shown = shown_as or path
     if not os.path.isfile(path):
         raise LoadError(f"{shown}: no such NF file")
@@ -60,9 +88,9 @@ def load_module(path: str, check: bool = True, shown_as: str | None = None):
         if findings:
             more = f" (and {len(findings) - 1} more; run 'nfos check {shown}')" if len(findings) > 1 else ""
             raise LoadError(f"{findings[0]}{more}")
-    _loaded_count += 1
-    name = f"nfos_nf_{_loaded_count}_{os.path.splitext(os.path.basename(path))[0]}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"{shown}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -81,13 +109,120 @@ def load_module(path: str, check: bool = True, shown_as: str | None = None):
     return module, nfs[0]
 
 
-class Session:
-    """Load an NF into a fresh arena, run its init, and (with workers) fork them.
+# ----------------------------------------------------------------- counters
+@dataclass(frozen=True, slots=True)
+class SlotCounters:
+    """One slot's counters (a worker's, or the control process's), as kept in the arena."""
 
-    ``start_time_ns`` is the virtual clock when init runs (the first packet's
-    time in a replay).  The caller feeds RX rings (``_core.load_trace`` or
-    ``_core.inject``) and calls :meth:`start`.
-    """
+    packets: int
+    packets_out: int
+    out_per_dev: list[int]
+    dropped: int
+    malformed: int
+    handler_errors: int
+    table_full: int
+    transactions: int
+    commits: int
+    aborts: int
+    aborts_by_cause: dict[str, int]
+    irrevocable: int
+    splits: int
+    sets_created: int
+    sets_expired: int
+    sets_live: int
+    busy_ns: int
+    clock_ns: int
+    begin_ns: int
+    finish_ns: int
+    peak_rss_kb: int
+    pss_kb: int
+    tx_sampled: int
+    tx_sampled_ns: int
+    stm_sampled_ns: int
+
+
+def read_counters(slot: int) -> SlotCounters:
+    """The counters of ``slot``: the one place that knows the keys of ``_core.slot_stats()``."""
+    r = _core.slot_stats(slot)
+    return SlotCounters(
+        packets=r["packets"], packets_out=r["packets_out"], out_per_dev=r["out_per_dev"], dropped=r["dropped"],
+        malformed=r["malformed"], handler_errors=r["handler_errors"], table_full=r["table_full"],
+        transactions=r["transactions"], commits=r["commits"], aborts=r["aborts"],
+        aborts_by_cause=r["aborts_by_cause"], irrevocable=r["irrevocable"], splits=r["splits"],
+        sets_created=r["sets_created"], sets_expired=r["sets_expired"], sets_live=r["sets_live"],
+        busy_ns=r["busy_ns"], clock_ns=r["clock_ns"], begin_ns=r["begin_ns"], finish_ns=r["finish_ns"],
+        peak_rss_kb=r["peak_rss_kb"], pss_kb=r["pss_kb"], tx_sampled=r["tx_sampled"],
+        tx_sampled_ns=r["tx_sampled_ns"], stm_sampled_ns=r["stm_sampled_ns"])
+
+
+# ------------------------------------------------------------------- output
+class OutputSink:
+    """Where the frames a run sends go: ``out_dir/<device>.pcap`` and/or kept in memory (``keep``).
+
+    Without either, output is not collected at all (the session is made with
+    ``collect_output=False`` and has no sink)."""
+
+    def __init__(self, devices: Sequence[str], out_dir: str | None = None, keep: bool = False) -> None:
+        self.devices = list(devices)
+        self.keep = keep
+        self.kept: list[Output] = []   # (device, frame) in the order drained
+        self.writers: list[PcapWriter] = []
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            self.writers = [PcapWriter(os.path.join(out_dir, f"{d}.pcap")) for d in devices]
+
+    @property
+    def pcap_only(self) -> bool:
+        """Only files to write: the fast path, pcap records built in C, one write per device."""
+        return bool(self.writers) and not self.keep
+
+    def frame(self, mask: int, frame: bytes, time_ns: int) -> None:
+        """One frame sent on every device whose bit is set in ``mask``."""
+        for i, d in enumerate(self.devices):
+            if mask >> i & 1:
+                if self.writers:
+                    self.writers[i].write(frame, time_ns)
+                if self.keep:
+                    self.kept.append((d, frame))
+
+    def take(self) -> list[Output]:
+        """The frames kept since the last call, in order."""
+        out, self.kept = self.kept, []
+        return out
+
+    def by_device(self) -> dict[str, list[bytes]]:
+        """The frames kept, per device."""
+        out: dict[str, list[bytes]] = {d: [] for d in self.devices}
+        for d, frame in self.kept:
+            out[d].append(frame)
+        return out
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+ConflictRecord = tuple[Any, ...]
+
+
+class ConflictLog:
+    """Drains the slots' conflict records while a profiled run goes on."""
+
+    def __init__(self, nslots: int) -> None:
+        self.cursors = [0] * nslots
+        self.records: list[ConflictRecord] = []
+        self.lost = 0
+
+    def drain(self) -> None:
+        for s, since in enumerate(self.cursors):
+            recs, self.cursors[s], lost = _core.conflicts(s, since)
+            self.records += recs
+            self.lost += lost
+
+
+# ------------------------------------------------------------------ session
+class Session:
+    """Load an NF into a fresh arena, run its init, fork its workers and run them (see the module doc)."""
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
@@ -105,25 +240,26 @@ class Session:
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
-        self.procs: list[multiprocessing.Process] = []
-        # Called as worker_setup(slot) in each forked worker before it starts
-        # (live mode opens the worker's sockets there); None: nothing.
-        self.worker_setup: Callable[[int], None] | None = None
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.registry = Registry(workers)   # the NF's structures, filled as they are created
+        self.sink: OutputSink | None = None   # set by the driver when output is collected
+        self.conflicts = ConflictLog(self.nslots) if profile else None
+        self.tick_ns = 0
         self.started = False
         self.closed = False
-        registry.clear()
-        housekeeping.clear()
         _core.arena_create(arena_size, self.nslots)
-        allocator.workers_hint = workers
+        set_current(self)
         try:
             _core.set_slot(self.control_slot)
-            self.module, self.nf = load_module(self.path, check, shown_as=nf_path)
+            name = f"nfos_nf_{id(self):x}_{os.path.splitext(os.path.basename(self.path))[0]}"
+            self.module, self.nf = load_module(self.path, name, check, shown_as=nf_path)
             try:
                 self.nf.resolve(params or {})
             except (ParamError, NFError) as e:
                 raise LoadError(f"{nf_path}: {e}") from None
             _core.set_devices(self.nf.devices)
         except BaseException:
+            release(self)
             _core.arena_destroy()
             raise
 
@@ -154,7 +290,7 @@ class Session:
             "expired": nf.handlers.expired,
             "orphan": nf.handlers.orphan,
             "error": self.report_error,
-            "periodic": [(fn, iv, base + iv) for fn, iv in nf.handlers.periodic + internal_periodics()],
+            "periodic": [(fn, iv, base + iv) for fn, iv in self.periodics()],
         }
         state_type = sets.state if sets else None
         _core.configure(
@@ -173,28 +309,103 @@ class Session:
             candidates.append(max(sets.expiry_ns // 8, 1000))
         return min(candidates)
 
+    def periodics(self) -> list[tuple[Callable[[], object], int]]:
+        """The NF's periodic handlers and its structures' housekeeping: (function, interval ns)."""
+        return self.nf.handlers.periodic + self.registry.periodics()
+
+    # ------------------------------------------------------------ feeding
+    def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int]) -> list[int]:
+        """Replay: steer a whole trace into per-worker RX rings (clock ticks every ``tick_ns``
+        of trace time); returns the packets each worker got."""
+        return _core.load_trace(frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64)
+
+    def open_rings(self, rx_slots: int, tx_bytes: int) -> None:
+        """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
+        _core.rings_setup([rx_slots] * self.nslots, tx_bytes)
+
+    def inject(self, frame: bytes, dev: int, time_ns: int) -> tuple[int, int]:
+        """Queue one frame (steered as in a replay); returns (worker slot, its RX sequence number)."""
+        return _core.inject(frame, dev, time_ns)
+
+    def tick(self, slot: int, time_ns: int) -> int:
+        """Queue a clock tick (expiry sweep) to ``slot``; returns its RX sequence number."""
+        return _core.tick(slot, time_ns)
+
+    def load_pool(self, frames: list[bytes], devs: list[int]) -> None:
+        """Paced: the frames the generator cycles through."""
+        _core.load_pool(frames, devs)
+
+    def feed_paced(self, rate_pps: float, duration_s: float) -> tuple[int, int]:
+        """Paced: queue the pool at ``rate_pps`` for ``duration_s`` (a full ring loses the
+        frame); returns (queued, lost)."""
+        return _core.feed_paced(rate_pps, duration_s)
+
+    def close_rx(self) -> None:
+        """No more input: the workers leave once their rings are empty."""
+        _core.close_rx()
+
     # ------------------------------------------------------------ workers
-    def start(self) -> None:
-        """Fork the workers (parallel mode) and let them run."""
+    def start(self, worker_setup: Callable[[int], None] | None = None) -> None:
+        """Fork the workers (parallel mode) and let them run.  ``worker_setup(slot)`` runs first
+        in each forked worker (live mode opens the worker's sockets there)."""
         if not self.local:
             ctx = multiprocessing.get_context("fork")   # the arena is inherited, not pickled
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, self.worker_setup),
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup),
                                 name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
         _core.signal_start(len(self.procs))
         self.started = True
 
-    def processing_seconds(self) -> float | None:
-        """From the first worker's first packet to the last worker's end of trace (the
-        workers' own clocks), so fork, page-table set-up and polling are not counted."""
-        rows = self.slot_stats()
-        if self.local or not all(r["finish_ns"] and r["begin_ns"] for r in rows):
-            return None
-        return (max(r["finish_ns"] for r in rows) - min(r["begin_ns"] for r in rows)) / 1e9
+    def run_local(self, budget: int = RUN_BUDGET) -> int:
+        """Sequential mode: run the loop in this process on up to ``budget`` RX descriptors;
+        returns how many it took, or -1 once the rings are closed and empty."""
+        return _core.worker_run(budget, 0)
+
+    def wait_rx(self, slot: int, seq: int) -> None:
+        """Until ``slot`` has processed its RX ring up to ``seq`` (sequential mode: process it)."""
+        if self.local:
+            while _core.rx_done(0) < seq:
+                _core.worker_run(RUN_BUDGET, 0)
+            return
+        spins = 0
+        while _core.rx_done(slot) < seq:
+            spins += 1
+            if spins % 1000 == 0:
+                self.check_workers()
+            time.sleep(0.00005 if spins < 2000 else 0.001)
+
+    def packets_done(self) -> int:
+        """RX descriptors the workers (sequential mode: this process) have processed."""
+        return sum(_core.rx_done(w) for w in range(max(1, self.workers)))
+
+    def workers_finished(self) -> bool:
+        """Every worker has processed its closed RX ring to the end."""
+        return all(_core.rx_finished(w) for w in range(self.workers))
+
+    def slowest_clock(self) -> int | None:
+        """The virtual clock of the slowest worker still running (None: all finished)."""
+        clocks = [read_counters(w).clock_ns for w in range(self.workers) if not _core.rx_finished(w)]
+        return min(clocks) if clocks else None
+
+    def dead_workers(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
+
+    def check_workers(self) -> None:
+        """Raise WorkerDied if a worker died; its half-done commit is completed or discarded first."""
+        dead = self.dead_workers()
+        if dead:
+            for w in dead:
+                _core.recover_slot(w)
+            raise WorkerDied(f"worker {dead[0]} died (exit code {self.procs[dead[0]].exitcode}); "
+                             "its shared-state commit was completed or discarded")
+
+    def stop_workers(self) -> None:
+        """Ask every worker to leave after its current batch, even mid-trace."""
+        _core.stop_workers()
 
     def join_workers(self, timeout: float = 5.0) -> None:
         """Wait for workers that finished their rings to exit (they record their memory first)."""
@@ -202,15 +413,65 @@ class Session:
         for p in self.procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def dead_workers(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
+    def latency_histogram(self) -> list[int]:
+        """Paced: the workers' queue-to-commit latency histograms, summed (see paced.bucket_low)."""
+        hist = [0] * 640
+        for w in range(self.workers):
+            hist = [a + b for a, b in zip(hist, _core.latency_hist(w), strict=True)]
+        return hist
+
+    # --------------------------------------------------- the control process
+    def set_clock(self, now_ns: int) -> None:
+        """Advance the control process's clock (what ``nfos.now()`` says in its handlers)."""
+        _core.set_clock(now_ns)
+
+    def run_periodics(self, now_ns: int) -> None:
+        """Run the periodic handlers and housekeeping due by ``now_ns``, each in a transaction."""
+        _core.run_periodics(now_ns)
+
+    def run_in_tx(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in one transaction in the control process."""
+        return _core.run_in_tx(fn, *args)
+
+    def drain(self) -> None:
+        """Move what every slot sent into the sink (nothing without one)."""
+        sink = self.sink
+        if sink is None:
+            return
+        if sink.pcap_only:
+            ndevs = len(sink.devices)
+            for s in range(self.nslots):
+                for w, blob in zip(sink.writers, _core.drain_tx_pcap(s, ndevs), strict=True):
+                    if blob:
+                        w.write_records(blob)
+            return
+        for s in range(self.nslots):
+            for mask, frame, t, _indev in _core.drain_tx(s):
+                sink.frame(mask, frame, t)
+
+    def drain_conflicts(self) -> None:
+        """Profiling: collect the conflict records so far (the rings in the arena are bounded)."""
+        if self.conflicts is not None:
+            self.conflicts.drain()
+
+    def run_exit_handler(self) -> None:
+        if self.nf.handlers.exit is None:
+            return
+        if not self.local:   # the exit handler sees the time the workers reached
+            _core.set_clock(max(c.clock_ns for c in self.slot_counters()))
+        try:
+            _core.run_in_tx(self.nf.handlers.exit)
+        except Exception as e:
+            self._log_error(e, "@nf.exit")
 
     def close(self) -> None:
-        """Stop the workers, run @nf.exit, release the arena.  Safe to call twice."""
+        """Stop the workers, release the arena and the output files.  Safe to call twice."""
         if self.closed:
             return
         self.closed = True
         try:
+            if self.sink is not None:
+                self.sink.close()
             if self.started:
                 _core.close_rx()
                 _core.stop_workers()   # leave after the current batch, even mid-trace
@@ -223,23 +484,7 @@ class Session:
         finally:
             _core.arena_destroy()
             sys.modules.pop(self.module.__name__, None)
-
-    def run_exit_handler(self) -> None:
-        if self.nf.handlers.exit is None:
-            return
-        if not self.local:   # the exit handler sees the time the workers reached
-            _core.set_clock(max(r["clock_ns"] for r in self.slot_stats()))
-        try:
-            _core.run_in_tx(self.nf.handlers.exit)
-        except Exception as e:
-            self._log_error(e, "@nf.exit")
-
-    def kill_workers(self) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.kill()
-        for p in self.procs:
-            p.join()
+            release(self)
 
     # ------------------------------------------------------------ errors
     def report_error(self, exc: BaseException) -> None:
@@ -258,12 +503,82 @@ class Session:
         sys.stderr.flush()
 
     # ------------------------------------------------------------ stats
-    def slot_stats(self) -> list[dict[str, Any]]:
-        n = 1 if self.local else self.workers
-        return [_core.slot_stats(s) for s in range(n)]
+    def slot_counters(self) -> list[SlotCounters]:
+        """The workers' counters (sequential mode: the one slot's)."""
+        return [read_counters(s) for s in range(1 if self.local else self.workers)]
 
-    def control_stats(self) -> dict[str, Any] | None:
-        return None if self.local else _core.slot_stats(self.control_slot)
+    def control_counters(self) -> SlotCounters | None:
+        """The control process's counters (its periodic and exit handlers); None in sequential mode."""
+        return None if self.local else read_counters(self.control_slot)
+
+    def processing_seconds(self) -> float | None:
+        """From the first worker's first packet to the last worker's end of trace (the
+        workers' own clocks), so fork, page-table set-up and polling are not counted."""
+        rows = self.slot_counters()
+        if self.local or not all(r.finish_ns and r.begin_ns for r in rows):
+            return None
+        return (max(r.finish_ns for r in rows) - min(r.begin_ns for r in rows)) / 1e9
+
+    def summarize(self, wall_s: float, packets: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The stats JSON (``nfos run --stats-json``): totals over all slots plus per-worker rows."""
+        rows = self.slot_counters()
+        ctl = self.control_counters()
+        devs = self.nf.devices
+        every = rows + ([ctl] if ctl else [])
+
+        def total(key: str) -> int:
+            return sum(getattr(r, key) for r in every)
+
+        causes: dict[str, int] = {}
+        for r in every:
+            for k, v in r.aborts_by_cause.items():
+                causes[k] = causes.get(k, 0) + v
+        transactions = total("transactions")
+        out: dict[str, Any] = {
+            "nf": self.nf.name,
+            "workers": self.workers,
+            "packets_in": total("packets"),
+            "packets_out": {d: sum(r.out_per_dev[i] for r in every) for i, d in enumerate(devs)},
+            "dropped": total("dropped"),
+            "malformed": total("malformed"),
+            "handler_errors": total("handler_errors"),
+            "table_full": total("table_full"),
+            "transactions": transactions,
+            "commits": total("commits"),
+            "aborts": total("aborts"),
+            "abort_rate": total("aborts") / transactions if transactions else 0.0,
+            "aborts_by_cause": causes,
+            "irrevocable": total("irrevocable"),
+            "batch_splits": total("splits"),
+            "packet_sets_created": total("sets_created"),
+            "packet_sets_expired": total("sets_expired"),
+            "wall_s": wall_s,
+            "throughput_pps": packets / wall_s if wall_s > 0 else 0.0,
+            "per_worker": [
+                {"worker": i, "packets": r.packets, "transactions": r.transactions,
+                 "commits": r.commits, "aborts": r.aborts, "busy_s": r.busy_ns / 1e9,
+                 "packet_sets_live": r.sets_live, "peak_rss_kb": r.peak_rss_kb, "pss_kb": r.pss_kb}
+                for i, r in enumerate(rows)
+            ],
+        }
+        tx_ns = total("tx_sampled_ns")
+        out["stm_share_of_transaction_time"] = total("stm_sampled_ns") / tx_ns if tx_ns else None
+        out["stm_sampled_transactions"] = total("tx_sampled")
+        counts = [r.packets for r in rows]
+        mean = sum(counts) / len(counts) if counts else 0
+        out["imbalance"] = max(counts) / mean if mean else 1.0
+        out.update(extra or {})
+        return out
+
+    def profile_report(self, stats: dict[str, Any]) -> Any:
+        """Profiling: the nfos.profiler.Profile of the run, from its stats and conflict records."""
+        from nfos.profiler import analyze
+
+        if self.conflicts is None:
+            raise RuntimeError("profile_report() needs a session made with profile=True")
+        self.conflicts.drain()
+        log = self.conflicts
+        return analyze(stats, log.records, log.lost, self.registry, self.path, dict(self.nf.params))
 
 
 def memory_kb() -> tuple[int, int]:

@@ -20,11 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nfos import _core
-from nfos.structures.base import check_count, housekeeping, record
+from nfos.structures.base import check_count, current, record
 from nfos.structures.distributed import staleness_ns as duration_ns
-
-#: the workers count of the NF being loaded (set by the runtime before init)
-workers_hint = 0
 
 
 class Allocator(_core.AllocatorBase):
@@ -37,11 +34,12 @@ class Allocator(_core.AllocatorBase):
         refresh_ns = duration_ns(refresh_interval)
         if on_expire is not None and not callable(on_expire):
             raise TypeError("on_expire must be a function of the expired index")
-        super().__init__(capacity, lease_ns, refresh_ns, on_expire, workers_hint)
+        loading = current()   # the NF's registry: its worker count sizes the pools
+        super().__init__(capacity, lease_ns, refresh_ns, on_expire, loading.workers)
         self.lease, self.refresh_interval = lease_ns, refresh_ns
         self.info = record(self, "Allocator", capacity=capacity, lease=lease_ns, refresh_interval=refresh_ns)
         if lease_ns:   # the control process reclaims expired leases this often
-            housekeeping[self.info.struct_id] = (self.expire, min(max(lease_ns // 16, 1_000_000), 1_000_000_000))
+            loading.housekeeping[self.info.struct_id] = (self.expire, min(max(lease_ns // 16, 1_000_000), 1_000_000_000))
 
     def __repr__(self) -> str:
         return f"<Allocator {self.info.name or ''} capacity={self.capacity} ({self.info.created_at})>"

@@ -1,10 +1,18 @@
-"""What every structure records about itself, for error messages and the profiler."""
+"""What every structure records about itself, and the registry of one loaded NF's structures.
+
+The registry belongs to the runtime session that loads the NF (``Session.registry``);
+a structure being created finds it through :func:`current`, the one accessor of
+"the NF being loaded in this process".
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
 
 
 @dataclass
@@ -13,7 +21,7 @@ class StructInfo:
     kind: str  # "Vector", "DistributedObj", ...
     created_at: str  # file:line of the constructor call in the NF
     name: str = ""  # attribute name under nf.state, when known
-    params: dict[str, object] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)   # the constructor's, for recipes
 
     @property
     def label(self) -> str:
@@ -34,22 +42,80 @@ def check_count(value: object, what: str, limit: int = MAX_COUNT) -> int:
     return value
 
 
-#: struct_id -> StructInfo of the NF loaded in this process
-registry: dict[int, StructInfo] = {}
-#: struct_id -> (fn, interval_ns): housekeeping the control process runs periodically
-housekeeping: dict[int, tuple[object, int]] = {}
+#: housekeeping work: (function called in a transaction, interval in ns)
+Housekeeping = tuple[Callable[[], object], int]
 
 
-def internal_periodics() -> list[tuple[object, int]]:
-    """Housekeeping of the loaded NF's structures (e.g. reclaiming expired leases)."""
-    return list(housekeeping.values())
+class Registry(dict[int, StructInfo]):
+    """struct_id -> StructInfo of one loaded NF's structures, with what the runtime needs
+    from them: the worker count they are built for (an Allocator has a pool per slot) and
+    the housekeeping the control process runs (e.g. reclaiming expired leases)."""
+
+    def __init__(self, workers: int = 0) -> None:
+        super().__init__()
+        self.workers = workers
+        self.housekeeping: dict[int, Housekeeping] = {}
+
+    def periodics(self) -> list[Housekeeping]:
+        """The housekeeping as (function, interval ns) pairs, in creation order."""
+        return list(self.housekeeping.values())
+
+
+class _Session(Protocol):
+    registry: Registry
+
+
+_current: _Session | None = None   # the session that loaded the NF of this process
+
+
+def current() -> Registry:
+    """The registry of the NF being loaded (or run) in this process; RuntimeError if none."""
+    if _current is None:
+        raise RuntimeError("nfos structures must be created while an NF is loaded")
+    return _current.registry
+
+
+def set_current(session: _Session) -> None:
+    """The runtime marks the session whose NF this process loads (and then runs)."""
+    global _current
+    _current = session
+
+
+def release(session: _Session) -> None:
+    """The session is closed: no NF is loaded any more (unless another session is current)."""
+    global _current
+    if _current is session:
+        _current = None
+
+
+class _CurrentRegistry(Mapping[int, StructInfo]):
+    """``registry``: a live view of the current session's registry (empty when none)."""
+
+    def _reg(self) -> Mapping[int, StructInfo]:
+        return {} if _current is None else _current.registry
+
+    def __getitem__(self, struct_id: int) -> StructInfo:
+        return self._reg()[struct_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._reg())
+
+    def __len__(self) -> int:
+        return len(self._reg())
+
+    def __repr__(self) -> str:
+        return f"<registry of the current NF: {dict(self._reg())!r}>"
+
+
+#: struct_id -> StructInfo of the NF loaded in this process (a view: see Session.registry)
+registry: Mapping[int, StructInfo] = _CurrentRegistry()
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def creation_site() -> str:
     """file:line of the first caller outside the nfos package (the NF line)."""
-    f = sys._getframe(1)
+    f: FrameType | None = sys._getframe(1)
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_PACKAGE_DIR):
         f = f.f_back
     if f is None:
@@ -57,9 +123,13 @@ def creation_site() -> str:
     return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
 
 
-def record(obj, kind: str, **params: object) -> StructInfo:
+class _Structure(Protocol):
+    @property
+    def _struct_id(self) -> int: ...
+
+
+def record(obj: _Structure, kind: str, **params: object) -> StructInfo:
+    """Register a structure just created (in the C core) with the NF being loaded."""
     info = StructInfo(obj._struct_id, kind, creation_site(), params=params)
-    if not registry:
-        housekeeping.clear()   # a new NF is being loaded
-    registry[info.struct_id] = info
+    current()[info.struct_id] = info
     return info

@@ -15,13 +15,16 @@ A full bucket raises ``nfos.MapFull`` (a ``nfos.TableFull``).
 from __future__ import annotations
 
 from nfos import _core
-from nfos.records import is_record_type, scalar_type
+from nfos.records import Record, is_record_type, scalar_type
 from nfos.structures.base import MAX_COUNT, check_count, record
 
 HASHES = {"crc32c": 0, "mult": 1}
 
 
-def layout(t: object, what: str) -> tuple:
+Layout = tuple[type[Record] | None, int, list[tuple[str, int, int, int]]]
+
+
+def layout(t: object, what: str) -> Layout:
     """(record type or None, size, [(name, offset, size, kind)]) for the C core."""
     if is_record_type(t):
         fields = [(f.name, f.offset, f.type.size, f.type.kind) for f in t.__nfos_fields__]

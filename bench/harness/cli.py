@@ -1,0 +1,54 @@
+"""What `nfos bench` does with its options (they are declared in nfos/cli.py, which finds this
+checkout and calls :func:`main`).  Bad options raise click's usage errors: `nfos: error:`, exit 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .configs import MEASURES, QUICK_PACKETS, parse_names, parse_workers
+from .measure import suite
+from .memory import NEEDS_PSUTIL, have_psutil
+from .plots import PLOTTERS, PlotUnavailable, plot_dir
+from .results import write_results
+
+
+def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
+         quick: bool, plot: str | None) -> None:
+    """Measure (or with ``plot``, only draw the figures of a results directory)."""
+    if plot:
+        try:
+            for png in plot_dir(plot):
+                click.echo(f"wrote {png}")
+        except PlotUnavailable as e:
+            raise click.ClickException(str(e)) from None
+        return
+    try:
+        names = parse_names(nf)
+        ws = parse_workers(workers)
+        measures = list(MEASURES) if measure.strip() == "all" else [m.strip() for m in measure.split(",")]
+        unknown = [m for m in measures if m not in MEASURES]
+        if unknown:
+            raise ValueError(f"unknown measurement {', '.join(unknown)} (known: {', '.join(MEASURES)}, or all)")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    packets = packets or (QUICK_PACKETS if quick else 300_000)
+    repeat = repeat or (1 if quick else 3)
+    if packets < 100 or repeat < 1:
+        raise click.BadParameter("need --packets >= 100 and --repeat >= 1")
+    if "memory" in measures and not have_psutil():
+        raise click.ClickException(NEEDS_PSUTIL)
+    command = "nfos bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "nfos bench"
+    docs = suite(names, ws, packets, repeat, measures, command, quick=quick)
+    if not out_dir:
+        return
+    for path in write_results(docs, out_dir):
+        click.echo(f"wrote {path}")
+    try:
+        for kind, doc in docs.items():
+            png = PLOTTERS[doc["kind"]](doc, os.path.join(out_dir, f"{kind}.png"))
+            click.echo(f"wrote {png}")
+    except PlotUnavailable as e:
+        click.echo(f"figures skipped: {e}; then: nfos bench --plot {out_dir}")
