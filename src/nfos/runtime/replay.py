@@ -42,53 +42,46 @@ class ConflictLog:
             self.lost += lost
 
 
-def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The stats JSON: totals over workers plus the per-worker rows."""
+def summarize(session: Session, wall_s: float, packets: int, extra: dict[str, Any] | None = None,
+              live: bool = False) -> dict[str, Any]:
+    """The stats JSON: the counters of ``_core.COUNTERS`` (counters.def) summed over the processes,
+    derived figures, and the per-worker rows; ``live`` adds the live-interface counters."""
     rows = session.slot_stats()
     ctl = session.control_stats()
     devs = session.nf.devices
     every = rows + ([ctl] if ctl else [])
+    shown = {"sum", "live"} if live else {"sum"}
+    row_key = _core.COUNTER_ALIASES["per_worker"]
 
-    def total(key: str) -> int:
-        return sum(r[key] for r in every)
+    def public(value: Any) -> Any:   # a per-device list as {device: n}
+        return {d: value[i] for i, d in enumerate(devs)} if isinstance(value, list) else value
 
-    causes: dict[str, int] = {}
-    for r in every:
-        for k, v in r["aborts_by_cause"].items():
-            causes[k] = causes.get(k, 0) + v
-    out = {
-        "nf": session.nf.name,
-        "workers": session.workers,
-        "packets_in": total("packets"),
-        "packets_out": {d: sum(r["out_per_dev"][i] for r in every) for i, d in enumerate(devs)},
-        "dropped": total("dropped"),
-        "malformed": total("malformed"),
-        "handler_errors": total("handler_errors"),
-        "table_full": total("table_full"),
-        "transactions": total("transactions"),
-        "commits": total("commits"),
-        "aborts": total("aborts"),
-        "abort_rate": total("aborts") / total("transactions") if total("transactions") else 0.0,
-        "aborts_by_cause": causes,
-        "irrevocable": total("irrevocable"),
-        "batch_splits": total("splits"),
-        "packet_sets_created": total("sets_created"),
-        "packet_sets_expired": total("sets_expired"),
+    def total(name: str) -> Any:
+        first = every[0][name]
+        if isinstance(first, dict):
+            return {k: sum(r[name][k] for r in every) for k in first}
+        if isinstance(first, list):
+            return public([sum(r[name][i] for r in every) for i in range(len(first))])
+        return sum(r[name] for r in every)
+
+    out: dict[str, Any] = {"nf": session.nf.name, "workers": session.workers}
+    out.update({name: total(name) for name, _n, agg, _doc in _core.COUNTERS if agg in shown})
+    tx_ns = sum(r["stm_sampled_tx_ns"] for r in every)
+    counts = [r["packets_in"] for r in rows]
+    mean = sum(counts) / len(counts) if counts else 0
+    out.update({
+        "abort_rate": out["aborts"] / out["transactions"] if out["transactions"] else 0.0,
         "wall_s": wall_s,
         "throughput_pps": packets / wall_s if wall_s > 0 else 0.0,
+        "stm_share_of_transaction_time": sum(r["stm_sampled_stm_ns"] for r in every) / tx_ns if tx_ns else None,
+        "imbalance": max(counts) / mean if mean else 1.0,
         "per_worker": [
-            {"worker": i, "packets": r["packets"], "transactions": r["transactions"],
-             "commits": r["commits"], "aborts": r["aborts"], "busy_s": r["busy_ns"] / 1e9,
-             "packet_sets_live": r["sets_live"], "peak_rss_kb": r["peak_rss_kb"], "pss_kb": r["pss_kb"]}
+            {"worker": i, **{row_key.get(name, name): public(r[name]) for name, _n, agg, _doc in _core.COUNTERS
+                             if agg in shown or agg == "gauge"},
+             "busy_s": r["busy_ns"] / 1e9}
             for i, r in enumerate(rows)
         ],
-    }
-    tx_ns = sum(r["tx_sampled_ns"] for r in every)
-    out["stm_share_of_transaction_time"] = sum(r["stm_sampled_ns"] for r in every) / tx_ns if tx_ns else None
-    out["stm_sampled_transactions"] = sum(r["tx_sampled"] for r in every)
-    counts = [r["packets"] for r in rows]
-    mean = sum(counts) / len(counts) if counts else 0
-    out["imbalance"] = max(counts) / mean if mean else 1.0
+    })
     out.update(extra or {})
     return out
 
