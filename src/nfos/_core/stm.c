@@ -11,8 +11,9 @@
  * handler never sees a torn or inconsistent state (opacity).  Meeting a
  * version newer than the snapshot does not abort at once: the transaction
  * re-validates everything it has read and, if nothing changed, moves its
- * snapshot forward (LSA, as TinySTM does), so read-mostly transactions
- * rarely abort.
+ * snapshot forward (LSA, as TinySTM does) and copies the object again (a
+ * commit numbered below the new snapshot may have locked it since the first
+ * copy), so read-mostly transactions rarely abort.
  *
  * Commit of a transaction that wrote something:
  *   1. lock every written object with a CAS from exactly the version it
@@ -101,6 +102,15 @@ int stm_tx_init(StmTx *tx) {
     tx->serial = 1;
     if (!tx->entries || !tx->htab || !tx->hgen || !tx->copybuf || !tx->undo) return -1;
     return 0;
+}
+
+void stm_tx_free(StmTx *tx) {
+    free(tx->entries);
+    free(tx->htab);
+    free(tx->hgen);
+    free(tx->copybuf);
+    free(tx->undo);
+    memset(tx, 0, sizeof *tx);
 }
 
 void stm_tx_bind(StmTx *tx, StmShared *shared, uint32_t slot, SlotCounters *counters) {
@@ -424,8 +434,13 @@ static char *open_impl(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id
         atomic_thread_fence(memory_order_acquire);
         uint64_t w2 = atomic_load_explicit(&obj->lock, memory_order_relaxed);
         if (w1 != w2) continue;
-        if (LOCK_VERSION(w1) > tx->rv && extend_snapshot(tx) < 0)
-            return aborted_open(tx, ABORT_SNAPSHOT, obj, struct_id, index);
+        if (LOCK_VERSION(w1) > tx->rv) {
+            /* Newer than the snapshot: extend it, then copy again.  The copy
+             * was taken before the new snapshot time was read, and a commit
+             * numbered up to it may have locked the object since. */
+            if (extend_snapshot(tx) < 0) return aborted_open(tx, ABORT_SNAPSHOT, obj, struct_id, index);
+            continue;
+        }
         e->version = LOCK_VERSION(w1);
         break;
     }
