@@ -183,8 +183,9 @@ struct StmTx {
     uint64_t t_begin, t_commit, stm_ns;
 };
 
-/* Allocate the descriptor's buffers: 0, or -1 (out of memory). */
+/* Allocate the descriptor's buffers: 0, or -1 (out of memory); free them. */
 int stm_tx_init(StmTx *tx);
+void stm_tx_free(StmTx *tx);
 /* Run as `slot` of `shared`, counting into `counters` (NULL, NULL: no arena). */
 void stm_tx_bind(StmTx *tx, StmShared *shared, uint32_t slot, SlotCounters *counters);
 
