@@ -6,11 +6,12 @@
  * by the new-packet-set handler.  Raises TableFull when the worker's table
  * is full. */
 static PyObject *py_register(PyObject *self, PyObject *pkt) {
-    if (!PyObject_TypeCheck(pkt, Packet_Type) || !((Packet *)pkt)->slot) {
+    PktSlot *s = packet_slot(pkt);
+    if (!s) {
         PyErr_SetString(PyExc_TypeError, "register() takes the packet being handled");
         return NULL;
     }
-    return loop_register(((Packet *)pkt)->slot);
+    return loop_register(s);
 }
 
 /* emit(frame, dev): send a new frame at commit; dev is a name, an index or

@@ -10,7 +10,7 @@
  */
 #include "packet.h"
 
-PyTypeObject *Packet_Type;
+static PyTypeObject *Packet_Type;
 static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
 
 /* ----------------------------------------------------------------- parse */
@@ -135,6 +135,8 @@ PyObject *packet_new(PktSlot *s) {
 }
 
 void packet_invalidate(PyObject *o) { ((Packet *)o)->slot = NULL; }
+
+PktSlot *packet_slot(PyObject *o) { return PyObject_TypeCheck(o, Packet_Type) ? ((Packet *)o)->slot : NULL; }
 
 static void packet_dealloc(PyObject *o) {
     Packet *p = (Packet *)o;

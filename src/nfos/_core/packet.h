@@ -31,8 +31,9 @@ typedef struct Packet {
     PyObject *views[4];       /* eth, ip, l4, icmp: created on first use */
 } Packet;
 
-extern PyTypeObject *Packet_Type;
 int packet_types_init(PyObject *m);
+/* The slot of `o` if it is a packet whose handler is running, else NULL. */
+PktSlot *packet_slot(PyObject *o);
 /* Find the layer offsets and flags of s->data[0..len). */
 void pkt_parse(PktSlot *s);
 PyObject *packet_new(PktSlot *s);

@@ -9,8 +9,8 @@
  */
 #include "record.h"
 
-PyTypeObject *RecordView_Type;
-PyTypeObject *Field_Type;
+static PyTypeObject *RecordView_Type;
+static PyTypeObject *Field_Type;
 
 typedef struct {
     PyObject_HEAD

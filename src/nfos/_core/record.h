@@ -30,8 +30,6 @@ typedef struct {
 #define RV_PRIVATE 4    /* not a shared object: undo only */
 #define RV_FREE 8       /* not inside a transaction at all (scratch record) */
 
-extern PyTypeObject *RecordView_Type;
-extern PyTypeObject *Field_Type;
 PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t size,
                           uint16_t struct_id, uint32_t index, uint8_t flags);
 int record_types_init(PyObject *m);
