@@ -108,3 +108,20 @@ def test_prometheus_names_come_from_the_list():
     assert out[3] == ["worker", "device"] and (["1", "wan"], 8) in out[4]
     causes = next(f for f in fams if f[0] == "nfos_aborts_by_cause")
     assert causes[3] == ["worker", "cause"] and len(causes[4]) == 2 * len(_core.ABORT_CAUSES)
+
+
+def test_every_structure_kind_is_a_plugin_the_profiler_asks():
+    import importlib
+
+    from nfos.structures.base import STRUCTURES
+
+    analyze = importlib.import_module("nfos.profiler.analyze")
+
+    kinds = {kind for kind, _name, _rw in _core.OPERATIONS if kind}
+    assert kinds == set(STRUCTURES), "operations.def kinds and the structure classes differ"
+    for kind, cls in STRUCTURES.items():
+        assert cls.operations == tuple(n for k, n, _rw in _core.OPERATIONS if k == kind)
+        assert "classify" in vars(cls), f"{cls.__name__} does not classify its conflicts"
+    with open(analyze.__file__) as f:
+        source = f.read()
+    assert not [k for k in kinds if f'"{k}"' in source or f"'{k}'" in source], "analyze.py branches on a structure"
