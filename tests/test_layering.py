@@ -18,13 +18,20 @@ CORE = os.path.join(ROOT, "src", "nfos", "_core")
 INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"]+)[>"]', re.M)
 
 
+def plugins() -> list[str]:
+    """NAME.c of every STRUCTURE(NAME) line of structures.def."""
+    with open(os.path.join(CORE, "structures.def")) as f:
+        return [f"{name}.c" for name in re.findall(r"^STRUCTURE\((\w+)\)", f.read(), re.M)]
+
+
 def layer_table() -> list[tuple[int, str, list[str]]]:
     rows = []
     with open(os.path.join(CORE, "layers.txt")) as f:
         for line in f:
             line = line.split("#", 1)[0].split()
             if line:
-                rows.append((int(line[0]), line[1], line[2:]))
+                files = [g for f_ in line[2:] for g in (plugins() if f_ == "@structures.def" else [f_])]
+                rows.append((int(line[0]), line[1], files))
     return rows
 
 
