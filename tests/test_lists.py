@@ -62,11 +62,10 @@ def test_stats_json_has_exactly_the_documented_keys(tmp_path):
     base = names(derived.split(";", 1)[0])
     trace = gen_caida(600, 60, reverse=0.5, seed=3)
     stats = replay(FIREWALL, trace, workers=2).stats
-    assert list(stats) == ["nf", "workers", *by_agg("sum"), *[k for k in base if k not in ("nf", "workers")],
-                           "per_worker", *replay_extra]
+    assert set(stats) == {*by_agg("sum"), *base, "per_worker", *replay_extra}
     row_key = _core.COUNTER_ALIASES["per_worker"]
     for row in stats["per_worker"]:
-        assert list(row) == ["worker", *[row_key.get(n, n) for n in by_agg("sum", "gauge")], "busy_s"]
+        assert set(row) == {"worker", *[row_key.get(n, n) for n in by_agg("sum", "gauge")], "busy_s"}
     assert set(stats["packets_out"]) == {"lan", "wan"}
     assert set(stats["aborts_by_cause"]) == {c for c, _ in _core.ABORT_CAUSES}
     assert stats["packets_in"] == len(trace) == sum(w["packets"] for w in stats["per_worker"])
