@@ -19,13 +19,14 @@ from nfos.params import (
     seconds,
 )
 from nfos.records import Bytes, Record, boolean, f64, i8, i16, i32, i64, ip4, mac, u8, u16, u32, u64
-from nfos.structures import Allocator, DistributedObj, Map, Vector
+from nfos.structures import Allocator, Counter, DistributedObj, Map, Vector
 
 __version__ = "0.1.0"
 
 
 __all__ = [
-    "NF", "NFError", "on", "Record", "Packet", "Vector", "DistributedObj", "Map", "Allocator", "TableFull",
+    "NF", "NFError", "on", "Record", "Packet", "Vector", "DistributedObj", "Map", "Allocator", "Counter",
+    "TableFull",
     "MapFull",
     "TransactionAborted", "now", "seconds", "millis", "micros", "Duration", "IPv4", "ip", "ip_str",
     "mac_str", "Param", "ParamError", "param", "Bytes", "boolean", "f64", "i8", "i16",

@@ -7,7 +7,7 @@ sees ``Packet``, ``now`` and the structures through ``nfos``.
 """
 
 from collections.abc import Callable
-from typing import Any, Final, Self, SupportsIndex, TypedDict, TypeVar, final
+from typing import Any, Final, Literal, Self, SupportsIndex, TypeVar, final
 
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
@@ -43,7 +43,11 @@ KF_PROTO: Final[int]
 KF_SPORT: Final[int]
 KF_DPORT: Final[int]
 
-ABORT_CAUSES: Final[tuple[str, ...]]   # abort cause names, in enum order
+# The name lists (abort_causes.def, operations.def, counters.def), in enum / struct order.
+ABORT_CAUSES: Final[tuple[tuple[str, str], ...]]   # (name, doc)
+OPERATIONS: Final[tuple[tuple[str, str, Literal["read", "write"]], ...]]   # (structure kind, name, read/write) per op code
+COUNTERS: Final[tuple[tuple[str, int, Literal["sum", "live", "gauge", "internal"], str], ...]]   # (name, length, aggregation, doc)
+COUNTER_ALIASES: Final[dict[str, dict[str, str]]]   # {"per_worker"|"prometheus": {name: pinned public name}}
 
 # ----------------------------------------------------------------- exceptions
 class TransactionAborted(BaseException):
@@ -215,6 +219,15 @@ class DistributedObjBase:
     def read(self) -> Any: ...
 
 @disjoint_base
+class CounterBase:
+    def __init__(self, staleness_ns: int, /) -> None: ...
+    @property
+    def _struct_id(self) -> int: ...
+    def add(self, n: int = 1, /) -> None: ...
+    def value(self) -> int: ...
+    def read(self) -> int: ...
+
+@disjoint_base
 class AllocatorBase:
     def __init__(self, capacity: int, lease_ns: int, refresh_ns: int, on_expire: Callable[[int], object] | None,
                  workers: int, /) -> None: ...
@@ -252,35 +265,8 @@ def recover_slot(slot: int, /) -> int: ...
 def set_site(site: int, /) -> None: ...
 def record_memory(peak_rss_kb: int, pss_kb: int, /) -> None: ...
 
-class _SlotStats(TypedDict):
-    """``slot_stats(slot)``: one slot's counters (read through nfos.runtime.session.read_counters)."""
-
-    packets: int
-    packets_out: int
-    dropped: int
-    malformed: int
-    handler_errors: int
-    table_full: int
-    out_per_dev: list[int]
-    transactions: int
-    commits: int
-    aborts: int
-    irrevocable: int
-    splits: int
-    aborts_by_cause: dict[str, int]
-    sets_created: int
-    sets_expired: int
-    sets_live: int
-    busy_ns: int
-    clock_ns: int
-    rx_done: int
-    peak_rss_kb: int
-    pss_kb: int
-    begin_ns: int
-    finish_ns: int
-    tx_sampled: int
-    tx_sampled_ns: int
-    stm_sampled_ns: int
+#: one slot's counters, keyed by the names of COUNTERS: an int, a per-device list, or {abort cause: n}
+_SlotStats = dict[str, Any]
 
 def slot_stats(slot: int, /) -> _SlotStats: ...
 
@@ -329,18 +315,8 @@ def live_fail(message: str, /) -> None: ...
 def live_error() -> str | None: ...
 def live_running() -> int: ...
 
-class _LiveStats(TypedDict):
-    """``live_stats(slot)``: a slot's socket counters (read through runtime.live.live_counters)."""
-
-    kernel_packets: int
-    kernel_drops: int
-    freeze_q: int
-    oversize: int
-    csum_fixed: int
-    tx_sent: int
-    tx_errors: int
-    tx_calls: int
-    link_errors: int
+#: a slot's live-interface counters (the COUNTERS whose aggregation is "live")
+_LiveStats = dict[str, int]
 
 def live_stats(slot: int, /) -> _LiveStats: ...
 def live_close() -> None: ...

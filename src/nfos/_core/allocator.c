@@ -16,7 +16,7 @@
  * lazily by an empty pool, and the NF's on_expire(index) runs in the same
  * transaction.
  */
-#include "nfos_core.h"
+#include "structures.h"
 
 #include <structmember.h>
 
@@ -57,11 +57,11 @@ static inline ObjHdr *cell_obj(Alloc *a, uint32_t i) { return (ObjHdr *)(a->cell
 
 /* Struct ids: the pool heads and the cells are told apart by the index:
  * heads are reported as index capacity + slot. */
-static PoolHead *open_head(Alloc *a, uint32_t s, int write) {
-    return (PoolHead *)tx_open(head_obj(a, s), sizeof(PoolHead), a->sid, a->capacity + s, write);
+static PoolHead *open_head(Alloc *a, uint32_t s, int write, int op) {
+    return (PoolHead *)tx_open(head_obj(a, s), sizeof(PoolHead), a->sid, a->capacity + s, write, OP_TAG(op, 0));
 }
-static Cell *open_cell(Alloc *a, uint32_t i, int write) {
-    return (Cell *)tx_open(cell_obj(a, i), sizeof(Cell), a->sid, i, write);
+static Cell *open_cell(Alloc *a, uint32_t i, int write, int op) {
+    return (Cell *)tx_open(cell_obj(a, i), sizeof(Cell), a->sid, i, write, OP_TAG(op, 0));
 }
 
 static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
@@ -70,7 +70,7 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     unsigned long long lease, refresh;
     PyObject *on_expire;
     if (!PyArg_ParseTuple(args, "IKKOI", &capacity, &lease, &refresh, &on_expire, &workers)) return -1;
-    if (!g_arena) {
+    if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "nfos structures must be created while an NF is loaded");
         return -1;
     }
@@ -79,13 +79,13 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     a->capacity = capacity;
-    a->nslots = g_arena->nslots;
+    a->nslots = proc.nslots;
     a->lease = lease;
     a->refresh_interval = refresh;
     a->head_stride = (uint32_t)obj_stride(sizeof(PoolHead));
     a->cell_stride = (uint32_t)(sizeof(ObjHdr) + sizeof(Cell));   /* packed: memory over line alignment */
-    a->heads = arena_alloc((size_t)a->head_stride * a->nslots, NFOS_CACHELINE);
-    a->cells = arena_alloc((size_t)a->cell_stride * capacity, NFOS_CACHELINE);
+    a->heads = proc_alloc((size_t)a->head_stride * a->nslots, NFOS_CACHELINE);
+    a->cells = proc_alloc((size_t)a->cell_stride * capacity, NFOS_CACHELINE);
     if (!a->heads || !a->cells) return -1;
     /* the index space is split in contiguous chunks among the worker pools */
     uint32_t pools = workers ? workers : 1, at = 0;
@@ -102,15 +102,11 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     /* cells start as zero pages: free, unlocked, version 0 (never touched here) */
     Py_XSETREF(a->on_expire, on_expire == Py_None ? NULL : Py_NewRef(on_expire));
     a->sid = struct_register();
-    a->gen = g_arena_gen;
+    a->gen = proc.arena_gen;
     return 0;
 }
 
-static int alloc_live(Alloc *a) {
-    if (a->heads && a->gen == g_arena_gen) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "this Allocator belongs to an NF that is no longer loaded");
-    return -1;
-}
+static int alloc_live(Alloc *a) { return struct_live(a->heads, a->gen, "Allocator"); }
 
 static int check_index(Alloc *a, PyObject *arg, uint32_t *out) {
     long i = PyLong_AsLong(arg);
@@ -128,8 +124,7 @@ static inline uint32_t avail(const PoolHead *p) { return p->free_count + (p->fre
 /* The cell of index `arg`, opened for reading by operation `op` (NULL: error set). */
 static Cell *open_indexed(Alloc *a, PyObject *arg, int op, uint32_t *i) {
     if (alloc_live(a) < 0 || check_index(a, arg, i) < 0) return NULL;
-    g_tx.op = (uint8_t)op;
-    return open_cell(a, *i, OP_READ);
+    return open_cell(a, *i, OP_READ, op);
 }
 
 /* Put the (unlinked) index `i` on pool `h`'s free list. */
@@ -141,17 +136,17 @@ static void push_free(PoolHead *h, uint32_t i, Cell *c) {
     h->free_count++;
 }
 
-/* unlink cell i from pool s's allocated list */
-static int list_unlink(Alloc *a, uint32_t i, Cell *c, PoolHead *h) {
+/* unlink cell i from pool s's allocated list (as operation `op`) */
+static int list_unlink(Alloc *a, uint32_t i, Cell *c, PoolHead *h, int op) {
     if (c->prev != NONE_IDX) {
-        Cell *p = open_cell(a, (uint32_t)c->prev, OP_WRITE);
+        Cell *p = open_cell(a, (uint32_t)c->prev, OP_WRITE, op);
         if (!p) return -1;
         p->next = c->next;
     } else {
         h->alloc_head = c->next;
     }
     if (c->next != NONE_IDX) {
-        Cell *n = open_cell(a, (uint32_t)c->next, OP_WRITE);
+        Cell *n = open_cell(a, (uint32_t)c->next, OP_WRITE, op);
         if (!n) return -1;
         n->prev = c->prev;
     } else {
@@ -162,11 +157,11 @@ static int list_unlink(Alloc *a, uint32_t i, Cell *c, PoolHead *h) {
     return 0;
 }
 
-static int list_append(Alloc *a, uint32_t i, Cell *c, PoolHead *h) {
+static int list_append(Alloc *a, uint32_t i, Cell *c, PoolHead *h, int op) {
     c->prev = h->alloc_tail;
     c->next = NONE_IDX;
     if (h->alloc_tail != NONE_IDX) {
-        Cell *t = open_cell(a, (uint32_t)h->alloc_tail, OP_WRITE);
+        Cell *t = open_cell(a, (uint32_t)h->alloc_tail, OP_WRITE, op);
         if (!t) return -1;
         t->next = (int32_t)i;
     } else {
@@ -183,17 +178,16 @@ static int expire_pool(Alloc *a, uint32_t s, uint64_t now, int limit) {
     int n = 0;
     if (!a->lease) return 0;
     for (; n < limit; n++) {
-        g_tx.op = OPC_ALLOC_EXPIRE;
-        PoolHead *h = open_head(a, s, OP_READ);
+        PoolHead *h = open_head(a, s, OP_READ, OPC_ALLOC_EXPIRE);
         if (!h) return -1;
         if (h->alloc_head == NONE_IDX) break;
         uint32_t i = (uint32_t)h->alloc_head;
-        Cell *c = open_cell(a, i, OP_READ);
+        Cell *c = open_cell(a, i, OP_READ, OPC_ALLOC_EXPIRE);
         if (!c) return -1;
         if (c->expiry > now) break;
-        h = open_head(a, s, OP_WRITE);
-        c = open_cell(a, i, OP_WRITE);
-        if (!h || !c || list_unlink(a, i, c, h) < 0) return -1;
+        h = open_head(a, s, OP_WRITE, OPC_ALLOC_EXPIRE);
+        c = open_cell(a, i, OP_WRITE, OPC_ALLOC_EXPIRE);
+        if (!h || !c || list_unlink(a, i, c, h, OPC_ALLOC_EXPIRE) < 0) return -1;
         push_free(h, i, c);
         if (a->on_expire) {
             PyObject *idx = PyLong_FromUnsignedLong(i);
@@ -211,7 +205,7 @@ static int steal(Alloc *a, uint32_t me, PoolHead *mine) {
     uint32_t best = UINT32_MAX, best_avail = 0;
     for (uint32_t s = 0; s < a->nslots; s++) {
         if (s == me) continue;
-        PoolHead *h = open_head(a, s, OP_READ);
+        PoolHead *h = open_head(a, s, OP_READ, OPC_ALLOC_ALLOCATE);
         if (!h) return -1;
         if (avail(h) > best_avail) {
             best_avail = avail(h);
@@ -219,7 +213,7 @@ static int steal(Alloc *a, uint32_t me, PoolHead *mine) {
         }
     }
     if (best == UINT32_MAX) return 0;
-    PoolHead *v = open_head(a, best, OP_WRITE);
+    PoolHead *v = open_head(a, best, OP_WRITE, OPC_ALLOC_ALLOCATE);
     if (!v) return -1;
     uint32_t want = (avail(v) + 1) / 2;
     if (want > STEAL_MAX) want = STEAL_MAX;
@@ -236,7 +230,7 @@ static int steal(Alloc *a, uint32_t me, PoolHead *mine) {
     uint32_t moved = 0;
     while (moved < want && v->free_head != NONE_IDX) {
         uint32_t i = (uint32_t)v->free_head;
-        Cell *c = open_cell(a, i, OP_WRITE);
+        Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_ALLOCATE);
         if (!c) return -1;
         v->free_head = c->next;
         v->free_count--;
@@ -252,14 +246,12 @@ static int steal(Alloc *a, uint32_t me, PoolHead *mine) {
 static PyObject *alloc_allocate(PyObject *self, PyObject *noargs) {
     Alloc *a = (Alloc *)self;
     if (alloc_live(a) < 0) return NULL;
-    uint32_t me = (uint32_t)g_slot;
-    g_tx.op = OPC_ALLOC_ALLOCATE;
-    PoolHead *h = open_head(a, me, OP_WRITE);
+    uint32_t me = (uint32_t)proc.slot;
+    PoolHead *h = open_head(a, me, OP_WRITE, OPC_ALLOC_ALLOCATE);
     if (!h) return NULL;
     if (avail(h) == 0) {
-        if (expire_pool(a, me, g_clock, STEAL_MAX) < 0) return NULL;
-        g_tx.op = OPC_ALLOC_ALLOCATE;
-        h = open_head(a, me, OP_WRITE);
+        if (expire_pool(a, me, proc.clock, STEAL_MAX) < 0) return NULL;
+        h = open_head(a, me, OP_WRITE, OPC_ALLOC_ALLOCATE);
         if (!h) return NULL;
         if (avail(h) == 0) {
             int k = steal(a, me, h);
@@ -268,12 +260,11 @@ static PyObject *alloc_allocate(PyObject *self, PyObject *noargs) {
                 int reclaimed = 0;
                 for (uint32_t s = 0; s < a->nslots; s++) {
                     if (s == me) continue;
-                    int n = expire_pool(a, s, g_clock, STEAL_MAX);
+                    int n = expire_pool(a, s, proc.clock, STEAL_MAX);
                     if (n < 0) return NULL;
                     reclaimed += n;
                 }
-                g_tx.op = OPC_ALLOC_ALLOCATE;
-                h = open_head(a, me, OP_WRITE);
+                h = open_head(a, me, OP_WRITE, OPC_ALLOC_ALLOCATE);
                 if (!h) return NULL;
                 if (reclaimed) k = steal(a, me, h);
                 if (k < 0) return NULL;
@@ -284,25 +275,25 @@ static PyObject *alloc_allocate(PyObject *self, PyObject *noargs) {
     uint32_t i;
     if (h->free_head != NONE_IDX) {
         i = (uint32_t)h->free_head;
-        Cell *c = open_cell(a, i, OP_WRITE);
+        Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_ALLOCATE);
         if (!c) return NULL;
         h->free_head = c->next;
         h->free_count--;
     } else {
         i = h->fresh_next++;
     }
-    Cell *c = open_cell(a, i, OP_WRITE);
+    Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_ALLOCATE);
     if (!c) return NULL;
     c->allocated = 1;
     c->owner = me;
-    c->expiry = a->lease ? g_clock + a->lease : NO_EXPIRY;
-    c->last_refresh = g_clock;
-    if (list_append(a, i, c, h) < 0) return NULL;
+    c->expiry = a->lease ? proc.clock + a->lease : NO_EXPIRY;
+    c->last_refresh = proc.clock;
+    if (list_append(a, i, c, h, OPC_ALLOC_ALLOCATE) < 0) return NULL;
     return PyLong_FromUnsignedLong(i);
 }
 
 static inline int live_lease(Alloc *a, const Cell *c) {
-    return c->allocated && (!a->lease || c->expiry > g_clock);
+    return c->allocated && (!a->lease || c->expiry > proc.clock);
 }
 
 /* free(i) -> True, or False if it was not allocated (a no-op). */
@@ -312,10 +303,10 @@ static PyObject *alloc_free(PyObject *self, PyObject *arg) {
     Cell *c = open_indexed(a, arg, OPC_ALLOC_FREE, &i);
     if (!c) return NULL;
     if (!c->allocated) Py_RETURN_FALSE;
-    c = open_cell(a, i, OP_WRITE);
-    PoolHead *owner = c ? open_head(a, c->owner, OP_WRITE) : NULL;
-    if (!owner || list_unlink(a, i, c, owner) < 0) return NULL;
-    PoolHead *mine = open_head(a, (uint32_t)g_slot, OP_WRITE);
+    c = open_cell(a, i, OP_WRITE, OPC_ALLOC_FREE);
+    PoolHead *owner = c ? open_head(a, c->owner, OP_WRITE, OPC_ALLOC_FREE) : NULL;
+    if (!owner || list_unlink(a, i, c, owner, OPC_ALLOC_FREE) < 0) return NULL;
+    PoolHead *mine = open_head(a, (uint32_t)proc.slot, OP_WRITE, OPC_ALLOC_FREE);
     if (!mine) return NULL;
     push_free(mine, i, c);
     Py_RETURN_TRUE;
@@ -329,13 +320,15 @@ static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
     Cell *c = open_indexed(a, arg, OPC_ALLOC_REFRESH, &i);
     if (!c) return NULL;
     if (!live_lease(a, c)) Py_RETURN_FALSE;
-    if (g_clock >= c->last_refresh && g_clock - c->last_refresh < a->refresh_interval) Py_RETURN_TRUE;
-    c = open_cell(a, i, OP_WRITE);
-    PoolHead *h = c ? open_head(a, c->owner, OP_WRITE) : NULL;
+    if (proc.clock >= c->last_refresh && proc.clock - c->last_refresh < a->refresh_interval) Py_RETURN_TRUE;
+    c = open_cell(a, i, OP_WRITE, OPC_ALLOC_REFRESH);
+    PoolHead *h = c ? open_head(a, c->owner, OP_WRITE, OPC_ALLOC_REFRESH) : NULL;
     if (!h) return NULL;
-    if (h->alloc_tail != (int32_t)i && (list_unlink(a, i, c, h) < 0 || list_append(a, i, c, h) < 0)) return NULL;
-    c->last_refresh = g_clock;
-    if (a->lease) c->expiry = g_clock + a->lease;
+    if (h->alloc_tail != (int32_t)i &&
+        (list_unlink(a, i, c, h, OPC_ALLOC_REFRESH) < 0 || list_append(a, i, c, h, OPC_ALLOC_REFRESH) < 0))
+        return NULL;
+    c->last_refresh = proc.clock;
+    if (a->lease) c->expiry = proc.clock + a->lease;
     Py_RETURN_TRUE;
 }
 
@@ -354,7 +347,7 @@ static PyObject *alloc_lease_remaining(PyObject *self, PyObject *arg) {
     Cell *c = open_indexed(a, arg, OPC_ALLOC_QUERY, &i);
     if (!c) return NULL;
     if (!live_lease(a, c) || !a->lease) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(c->expiry - g_clock);
+    return PyLong_FromUnsignedLongLong(c->expiry - proc.clock);
 }
 
 /* expire(limit=...) -> indexes reclaimed, over every pool (control process). */
@@ -365,7 +358,7 @@ static PyObject *alloc_expire(PyObject *self, PyObject *args) {
     if (alloc_live(a) < 0) return NULL;
     int total = 0;
     for (uint32_t s = 0; s < a->nslots && total < limit; s++) {
-        int n = expire_pool(a, s, g_clock, limit - total);
+        int n = expire_pool(a, s, proc.clock, limit - total);
         if (n < 0) return NULL;
         total += n;
     }
@@ -377,9 +370,8 @@ static PyObject *alloc_counts(PyObject *self, PyObject *noargs) {
     Alloc *a = (Alloc *)self;
     if (alloc_live(a) < 0) return NULL;
     uint64_t used = 0, free_ = 0;
-    g_tx.op = OPC_ALLOC_QUERY;
     for (uint32_t s = 0; s < a->nslots; s++) {
-        PoolHead *h = open_head(a, s, OP_READ);
+        PoolHead *h = open_head(a, s, OP_READ, OPC_ALLOC_QUERY);
         if (!h) return NULL;
         used += h->alloc_count;
         free_ += avail(h);
@@ -437,7 +429,7 @@ static PyType_Slot alloc_slots[] = {
 static PyType_Spec alloc_spec = {"nfos._core.AllocatorBase", sizeof(Alloc), 0,
                                  Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, alloc_slots};
 
-int allocator_init_module(PyObject *m) {
+int allocator_module_init(PyObject *m) {
     PyObject *t = PyType_FromModuleAndSpec(m, &alloc_spec, NULL);
     if (!t) return -1;
     return PyModule_AddObject(m, "AllocatorBase", t);

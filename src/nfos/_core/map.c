@@ -11,11 +11,11 @@
  * can be told apart as "same key" (use a DistributedObj) or "collision"
  * (more buckets / other hash).
  */
-#include "nfos_core.h"
+#include "structures.h"
 
 #include <structmember.h>
 
-PyObject *MapFull;
+static PyObject *MapFull;
 
 typedef struct {
     uint32_t offset;
@@ -168,27 +168,21 @@ static int map_init(PyObject *self, PyObject *args, PyObject *kw) {
     m->slots = slots;
     m->hash_kind = hash_kind;
     m->seed = seed;
-    m->base = arena_alloc((size_t)m->stride * nbuckets, NFOS_CACHELINE);
+    m->base = proc_alloc((size_t)m->stride * nbuckets, NFOS_CACHELINE);
     if (!m->base) return -1;
     m->sid = struct_register();
-    m->gen = g_arena_gen;
+    m->gen = proc.arena_gen;
     return 0;
 }
 
-static int map_live(Map *m) {
-    if (m->base && m->gen == g_arena_gen) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "this Map belongs to an NF that is no longer loaded");
-    return -1;
-}
+static int map_live(Map *m) { return struct_live(m->base, m->gen, "Map"); }
 
 /* Open the key's bucket; returns its payload (NULL on abort). */
 static char *open_bucket(Map *m, const uint8_t *k, uint32_t *hash, uint32_t *bi, ObjHdr **obj, int op, int write) {
     *hash = key_hash(m, k);
     *bi = *hash & (m->nbuckets - 1);
     *obj = (ObjHdr *)(m->base + (size_t)*bi * m->stride);
-    g_tx.op = (uint8_t)op;
-    g_tx.detail = *hash;
-    return tx_open(*obj, m->payload, m->sid, *bi, write);
+    return tx_open(*obj, m->payload, m->sid, *bi, write, OP_TAG(op, *hash));
 }
 
 static inline SlotHdr *slot_at(Map *m, char *b, uint32_t i) {
@@ -209,7 +203,7 @@ static PyObject *value_of(Map *m, char *b, int i, ObjHdr *obj, uint32_t bi) {
     PyObject *r = record_view_new(m->val.rtype, v, obj, m->val.size, m->sid, bi, 0);
     if (r) {
         ((RecordView *)r)->objsize = m->payload;
-        ((RecordView *)r)->wop = OPC_MAP_SET;
+        ((RecordView *)r)->wtag = OP_TAG(OPC_MAP_SET, slot_at(m, b, (uint32_t)i)->hash);
     }
     return r;
 }
@@ -299,9 +293,10 @@ static PyObject *map_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return r;
 }
 
+static PyObject *map_delete_impl(Map *m, PyObject *key, int raise);
+
 static int map_ass_subscript(PyObject *self, PyObject *key, PyObject *value) {
     if (value == NULL) {
-        extern PyObject *map_delete_impl(Map *, PyObject *, int);
         PyObject *r = map_delete_impl((Map *)self, key, 1);
         if (!r) return -1;
         Py_DECREF(r);
@@ -314,7 +309,7 @@ static int map_ass_subscript(PyObject *self, PyObject *key, PyObject *value) {
     return 0;
 }
 
-PyObject *map_delete_impl(Map *m, PyObject *key, int raise) {
+static PyObject *map_delete_impl(Map *m, PyObject *key, int raise) {
     if (map_live(m) < 0) return NULL;
     uint8_t k[256];
     uint32_t h, bi;
@@ -343,10 +338,9 @@ static PyObject *map_items(PyObject *self, PyObject *noargs) {
     Map *m = (Map *)self;
     if (map_live(m) < 0) return NULL;
     PyObject *out = PyList_New(0);
-    g_tx.op = OPC_MAP_GET;
     for (uint32_t bi = 0; bi < m->nbuckets; bi++) {
         ObjHdr *obj = (ObjHdr *)(m->base + (size_t)bi * m->stride);
-        char *b = tx_open(obj, m->payload, m->sid, bi, OP_READ);
+        char *b = tx_open(obj, m->payload, m->sid, bi, OP_READ, OP_TAG(OPC_MAP_GET, 0));
         if (!b) {
             Py_DECREF(out);
             return NULL;
@@ -429,10 +423,10 @@ static PyType_Slot map_slots[] = {
 static PyType_Spec map_spec = {"nfos._core.MapBase", sizeof(Map), 0,
                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, map_slots};
 
-int map_init_module(PyObject *m) {
+int map_module_init(PyObject *m) {
     crc32c_init();
     MapFull = PyErr_NewExceptionWithDoc("nfos.MapFull", "The key's Map bucket is full (raise buckets=).",
-                                        TableFull, NULL);
+                                        proc.TableFull, NULL);
     if (!MapFull) return -1;
     PyModule_AddObjectRef(m, "MapFull", MapFull);
     PyObject *t = PyType_FromModuleAndSpec(m, &map_spec, NULL);

@@ -1,64 +1,103 @@
-/* nfos._core: CPython glue only.  The hot path is in worker_loop.c,
- * packet.c and stm.c. */
-#include "nfos_core.h"
-
-#include <signal.h>
-#include <sys/prctl.h>
-
-extern PyMethodDef stm_methods[];
-extern PyMethodDef packet_methods[];
-extern PyMethodDef loop_methods[];
-
-/* A forked worker dies with its control process (no orphans left behind). */
-static PyObject *py_die_with_parent(PyObject *self, PyObject *noargs) {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef misc_methods[] = {
-    {"die_with_parent", py_die_with_parent, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL}};
-
-static int add_methods(PyObject *m, PyMethodDef *defs) {
-    return PyModule_AddFunctions(m, defs);
-}
+/* nfos._core: PyInit only.  The layers and what lives where: layers.txt and
+ * docs/architecture.md.  Every constant below comes from a list. */
+#include "bind.h"
 
 static struct PyModuleDef core_module = {PyModuleDef_HEAD_INIT, "nfos._core",
                                          "nfos C core: STM, packets, structures, worker loop.", -1, NULL};
 
+static PyObject *abort_causes(void) {
+    PyObject *t = PyTuple_New(ABORT_NCAUSES);
+    for (int i = 0; t && i < ABORT_NCAUSES; i++) {
+        PyObject *e = Py_BuildValue("(ss)", abort_cause_names[i], abort_cause_docs[i]);
+        if (!e) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, e);
+    }
+    return t;
+}
+
+static PyObject *operations(void) {
+    PyObject *t = PyTuple_New(OPC_NCODES);
+    for (int i = 0; t && i < OPC_NCODES; i++) {
+        PyObject *e = Py_BuildValue("(sss)", op_code_kinds[i], op_code_names[i],
+                                    op_code_writes[i] == OP_WRITE ? "write" : "read");
+        if (!e) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, e);
+    }
+    return t;
+}
+
+static PyObject *counters(void) {
+    PyObject *t = PyTuple_New(NCOUNTERS);
+    for (int i = 0; t && i < NCOUNTERS; i++) {
+        const CounterInfo *c = &counter_table[i];
+        PyObject *e = Py_BuildValue("(sIss)", c->name, c->length, counter_aggregation_names[c->aggregation], c->doc);
+        if (!e) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, e);
+    }
+    return t;
+}
+
+/* {"per_worker": {name: alias}, "prometheus": {name: alias}}: the names a test pins. */
+static PyObject *counter_aliases(void) {
+    PyObject *row = PyDict_New(), *prom = PyDict_New();
+    for (int i = 0; row && prom && i < NCOUNTERS; i++) {
+        const CounterInfo *c = &counter_table[i];
+        PyObject *a;
+        if (c->row[0]) {
+            a = PyUnicode_FromString(c->row);
+            if (!a || PyDict_SetItemString(row, c->name, a) < 0) Py_CLEAR(row);
+            Py_XDECREF(a);
+        }
+        if (c->prometheus[0] && prom) {
+            a = PyUnicode_FromString(c->prometheus);
+            if (!a || PyDict_SetItemString(prom, c->name, a) < 0) Py_CLEAR(prom);
+            Py_XDECREF(a);
+        }
+    }
+    if (!row || !prom) {
+        Py_XDECREF(row);
+        Py_XDECREF(prom);
+        return NULL;
+    }
+    return Py_BuildValue("{sNsN}", "per_worker", row, "prometheus", prom);
+}
+
+static int add_tuple(PyObject *m, const char *name, PyObject *v) {
+    if (!v) return -1;
+    int r = PyModule_AddObjectRef(m, name, v);
+    Py_DECREF(v);
+    return r;
+}
+
 PyMODINIT_FUNC PyInit__core(void) {
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
-    if (add_methods(m, stm_methods) < 0 || add_methods(m, packet_methods) < 0 ||
-        add_methods(m, loop_methods) < 0 || add_methods(m, misc_methods) < 0 || add_methods(m, live_methods) < 0)
+    PyMethodDef *tables[] = {bind_control_methods, bind_feed_methods, bind_output_methods,
+                             bind_nf_methods,      bind_stats_methods, bind_live_methods};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        if (PyModule_AddFunctions(m, tables[i]) < 0) goto fail;
+    if (proc_init(m) < 0 || record_types_init(m) < 0 || packet_types_init(m) < 0 || loop_init() < 0) goto fail;
+#define STRUCTURE(name) \
+    if (name##_module_init(m) < 0) goto fail;
+#include "structures.def"
+#undef STRUCTURE
+    profile_init();
+    if (PyModule_AddIntConstant(m, "TX_DIRECT", TX_DIRECT) < 0 || PyModule_AddIntConstant(m, "TX_STM", TX_STM) < 0 ||
+        PyModule_AddIntConstant(m, "TX_UNLOGGED", TX_UNLOGGED) < 0 ||
+        PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY) < 0)
         goto fail;
-    TransactionAborted = PyErr_NewExceptionWithDoc(
-        "nfos.TransactionAborted",
-        "Raised inside a handler when its transaction conflicts; the runtime retries it.  "
-        "It derives from BaseException so that `except Exception` in NF code does not catch it.",
-        PyExc_BaseException, NULL);
-    TableFull = PyErr_NewExceptionWithDoc("nfos.TableFull", "A fixed-capacity table is full.", PyExc_Exception,
-                                          NULL);
-    if (!TransactionAborted || !TableFull) goto fail;
-    PyModule_AddObjectRef(m, "TransactionAborted", TransactionAborted);
-    PyModule_AddObjectRef(m, "TableFull", TableFull);
-    if (record_types_init(m) < 0 || packet_types_init(m) < 0 || structures_init(m) < 0 ||
-        map_init_module(m) < 0 || allocator_init_module(m) < 0)
+#define ADD_KIND(k) \
+    if (PyModule_AddIntConstant(m, "K_" #k, K_##k) < 0) goto fail;
+    NFOS_FIELD_KINDS(ADD_KIND)
+#undef ADD_KIND
+#define ADD_KEY_FIELD(f) \
+    if (PyModule_AddIntConstant(m, "KF_" #f, KF_##f) < 0) goto fail;
+    NFOS_KEY_FIELDS(ADD_KEY_FIELD)
+#undef ADD_KEY_FIELD
+    if (add_tuple(m, "ABORT_CAUSES", abort_causes()) < 0 || add_tuple(m, "OPERATIONS", operations()) < 0 ||
+        add_tuple(m, "COUNTERS", counters()) < 0 || add_tuple(m, "COUNTER_ALIASES", counter_aliases()) < 0)
         goto fail;
-    if (tx_init() < 0) goto fail;
-    PyModule_AddIntConstant(m, "TX_DIRECT", TX_DIRECT);
-    PyModule_AddIntConstant(m, "TX_STM", TX_STM);
-    PyModule_AddIntConstant(m, "TX_UNLOGGED", TX_UNLOGGED);
-    PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX);
-    PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY);
-    static const char *kinds[] = {"K_U8", "K_U16", "K_U32", "K_U64", "K_I8", "K_I16",
-                                  "K_I32", "K_I64", "K_F64", "K_BOOL", "K_BYTES"};
-    for (int i = 0; i <= K_BYTES; i++) PyModule_AddIntConstant(m, kinds[i], i);
-    static const char *kf[] = {"KF_ETH_SRC", "KF_ETH_DST", "KF_IP_SRC", "KF_IP_DST", "KF_PROTO", "KF_SPORT", "KF_DPORT"};
-    for (int i = 0; i < KF_NFIELDS; i++) PyModule_AddIntConstant(m, kf[i], i);
-    PyObject *causes = PyTuple_New(ABORT_NCAUSES);
-    for (int i = 0; i < ABORT_NCAUSES; i++) PyTuple_SET_ITEM(causes, i, PyUnicode_FromString(abort_cause_names[i]));
-    PyModule_AddObject(m, "ABORT_CAUSES", causes);
     return m;
 fail:
     Py_DECREF(m);

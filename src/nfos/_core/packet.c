@@ -8,18 +8,10 @@
  * (RFC 1624, eqn. 3); the header bytes are saved in the undo log first, so
  * an aborted attempt leaves the frame as it arrived.
  */
-#include "nfos_core.h"
+#include "packet.h"
 
-PyTypeObject *Packet_Type;
+static PyTypeObject *Packet_Type;
 static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
-static inline void wr32(uint8_t *p, uint32_t v) { wr16(p, v >> 16); wr16(p + 2, v & 0xffff); }
-static inline uint64_t rd48(const uint8_t *p) { return (uint64_t)rd16(p) << 32 | rd32(p + 2); }
 
 /* ----------------------------------------------------------------- parse */
 
@@ -120,11 +112,11 @@ static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_) {
 }
 
 static int prepare_write(PktSlot *s) {
-    if (s->undo_serial == g_tx.serial) return 0;
+    if (s->undo_serial == proc.tx.serial) return 0;
     uint32_t n = s->payload + 4u > 160u ? s->payload + 4u : 160u;
     if (n > s->len) n = s->len;
     if (tx_save_private(s->data, n) < 0) return -1;
-    s->undo_serial = g_tx.serial;
+    s->undo_serial = proc.tx.serial;
     return 0;
 }
 
@@ -143,6 +135,8 @@ PyObject *packet_new(PktSlot *s) {
 }
 
 void packet_invalidate(PyObject *o) { ((Packet *)o)->slot = NULL; }
+
+PktSlot *packet_slot(PyObject *o) { return PyObject_TypeCheck(o, Packet_Type) ? ((Packet *)o)->slot : NULL; }
 
 static void packet_dealloc(PyObject *o) {
     Packet *p = (Packet *)o;
@@ -209,7 +203,7 @@ static PyObject *pkt_get_icmp(PyObject *o, void *c) {
 }
 static PyObject *pkt_get_dev(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    PyObject *n = PyTuple_GET_ITEM(g_cfg.dev_names, s->dev);
+    PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->dev);
     Py_INCREF(n);
     return n;
 }
@@ -238,25 +232,9 @@ static PyObject *pkt_get_out(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (s->out == -1) Py_RETURN_NONE;
     if (s->out == -2) return PyUnicode_FromString("*flood*");
-    PyObject *n = PyTuple_GET_ITEM(g_cfg.dev_names, s->out);
+    PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->out);
     Py_INCREF(n);
     return n;
-}
-
-/* Device name or index -> index; one dict lookup for names. */
-static PyObject *g_dev_index;   /* dict name -> int */
-
-int dev_lookup(PyObject *dev) {
-    if (PyLong_Check(dev)) {
-        long i = PyLong_AsLong(dev);
-        if (i >= 0 && i < g_cfg.ndevs) return (int)i;
-    } else if (g_dev_index) {
-        PyObject *i = PyDict_GetItemWithError(g_dev_index, dev);
-        if (i) return (int)PyLong_AsLong(i);
-        if (PyErr_Occurred()) return -1;
-    }
-    PyErr_Format(PyExc_ValueError, "unknown device %R (the NF's devices are %R)", dev, g_cfg.dev_names);
-    return -1;
 }
 
 static PyObject *pkt_send(PyObject *o, PyObject *dev) {
@@ -281,7 +259,7 @@ static PyObject *pkt_repr(PyObject *o) {
     Packet *p = (Packet *)o;
     if (!p->slot) return PyUnicode_FromString("<Packet (handler returned)>");
     PktSlot *s = p->slot;
-    return PyUnicode_FromFormat("<Packet dev=%R len=%u time=%llu>", PyTuple_GET_ITEM(g_cfg.dev_names, s->dev),
+    return PyUnicode_FromFormat("<Packet dev=%R len=%u time=%llu>", PyTuple_GET_ITEM(proc.dev_names, s->dev),
                                 s->len, (unsigned long long)s->time);
 }
 
@@ -543,29 +521,6 @@ VIEW_SPEC(EthHeader, eth_getset, "Ethernet header of a packet")
 VIEW_SPEC(IPv4Header, ip_getset, "IPv4 header of a packet")
 VIEW_SPEC(L4Header, l4_getset, "TCP or UDP header of a packet")
 VIEW_SPEC(ICMPHeader, icmp_getset, "ICMP header of a packet")
-
-static PyObject *py_set_devices(PyObject *self, PyObject *names) {
-    if (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) < 1 || PyTuple_GET_SIZE(names) > NFOS_MAX_DEVS) {
-        PyErr_Format(PyExc_ValueError, "devices: a tuple of 1..%d names", NFOS_MAX_DEVS);
-        return NULL;
-    }
-    PyObject *index = PyDict_New();
-    if (!index) return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
-        PyObject *v = PyLong_FromSsize_t(i);
-        PyDict_SetItem(index, PyTuple_GET_ITEM(names, i), v);
-        Py_DECREF(v);
-    }
-    Py_INCREF(names);
-    Py_XSETREF(g_cfg.dev_names, names);
-    Py_XSETREF(g_dev_index, index);
-    g_cfg.ndevs = (int)PyTuple_GET_SIZE(names);
-    Py_RETURN_NONE;
-}
-
-PyMethodDef packet_methods[] = {
-    {"set_devices", py_set_devices, METH_O, "set the NF's device names (tuple)"},
-    {NULL, NULL, 0, NULL}};
 
 int packet_types_init(PyObject *m) {
     Packet_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pkt_spec, NULL);

@@ -3,10 +3,10 @@
  * group per device whose classic-BPF program is compiled from the packet-set
  * definition (nfos/io/bpf.py), so the kernel steers like software RSS.
  *
- * Set-up (driven by nfos/runtime/live.py):
+ * Set-up (driven by nfos/runtime/live.py through bind_live.c):
  *
- *   control, before the fork   live_setup(): shared counters and the join
- *                              turn in the arena; g_live = 1.
+ *   control, before the fork   live_setup(): the join turn in the arena; the
+ *                              worker loop's packet I/O is this file's.
  *                              live_open_tx(dev, ifname): a send-only socket
  *                              per device (periodic / exit handlers emit).
  *   each worker, after it      live_open(dev, ifname, prog, max_frame): its
@@ -20,8 +20,8 @@
  *                              picks a free id) and sets the program.
  *   each worker, first run     once all have joined: drop the filter, go.
  *
- * Hot path (live_run): walk the ready blocks of every device's ring in C —
- * no system call per packet; PktSlots point into the ring (zero copy); a
+ * Hot path (the Pktio below, driven by worker_loop.c): walk the ready
+ * blocks of every device's ring in C — no system call per packet; PktSlots point into the ring (zero copy); a
  * batch never spans a block, and a block goes back to the kernel after its
  * last batch committed (its TX flushed, so queued frames still point into
  * it while they are sent).  poll() only when no block is ready, with a short
@@ -46,7 +46,7 @@
  * sender offered (~370-500 kpps).  So sendmmsg it is: cheaper here, and no
  * second socket or full TX ring to wait on.
  */
-#include "nfos_core.h"
+#include "pktio_afpacket.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -72,19 +72,9 @@
 #define STATS_EVERY_NS 100000000ull  /* read PACKET_STATISTICS this often */
 #define IDLE_RETURN_NS 200000000ull  /* give Python control back after this long idle */
 
-/* ------------------------------------------------------ shared (arena) */
-
-typedef struct {
-    uint64_t kernel_packets;   /* PACKET_STATISTICS tp_packets, summed */
-    uint64_t kernel_drops;     /* tp_drops: the ring was full */
-    uint64_t freeze_q;         /* tp_freeze_q_cnt */
-    uint64_t oversize;         /* frames longer than the device's MTU (GRO/GSO): not processed */
-    uint64_t csum_fixed;       /* TCP/UDP checksums completed (left to offload by the sender) */
-    uint64_t tx_sent;          /* frames handed to the kernel */
-    uint64_t tx_errors;        /* frames the kernel refused (e.g. too large, link down) */
-    uint64_t tx_calls;         /* sendmmsg() calls */
-    uint64_t link_errors;      /* socket errors (ENETDOWN: the interface went down) */
-} LiveSlot;
+/* ------------------------------------------------------ shared (arena)
+ * The counters (ring_packets, ring_drops, ... link_errors) are the slot's
+ * SlotCounters (counters.def). */
 
 typedef struct {
     _Atomic uint32_t turn;     /* the worker whose turn it is to join the fanout groups */
@@ -93,15 +83,15 @@ typedef struct {
     uint32_t nworkers;
     _Atomic uint32_t fanout_id[NFOS_MAX_DEVS];   /* set by worker 0, read by the others */
     char error[256];
-    LiveSlot slot[];           /* per slot (workers, control) */
 } LiveShared;
 
 static LiveShared *LS;
-static uint32_t LS_gen;        /* g_arena_gen when LS was allocated */
+static uint32_t LS_gen;        /* proc.arena_gen when LS was allocated */
 static uint32_t ring_block_size, ring_block_nr, ring_frame_size;
 
-static int shared_ok(void) { return LS && g_arena && LS_gen == g_arena_gen; }
-static LiveSlot *my_live(void) { return &LS->slot[g_slot]; }
+static int shared_ok(void) { return LS && proc.shared && LS_gen == proc.arena_gen; }
+static SlotCounters *my_live(void) { return &proc.me->counters; }
+int afp_active(void) { return shared_ok(); }
 
 /* --------------------------------------------------- per process: devices */
 
@@ -162,7 +152,7 @@ static PyObject *os_error(const char *what, const char *ifname) {
 }
 
 static int check_dev(int dev) {
-    if (dev < 0 || dev >= NFOS_MAX_DEVS || dev >= g_cfg.ndevs) {
+    if (dev < 0 || dev >= NFOS_MAX_DEVS || dev >= proc.ndevs) {
         PyErr_SetString(PyExc_ValueError, "bad device index");
         return -1;
     }
@@ -171,22 +161,22 @@ static int check_dev(int dev) {
 
 /* ------------------------------------------------------------- set-up */
 
-/* live_setup(nworkers, frame_size=2048, block_size=256 KiB, block_nr=16):
- * in the control process, before the fork. */
-static PyObject *py_live_setup(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"nworkers", "frame_size", "block_size", "block_nr", NULL};
-    unsigned int nworkers, frame_size = 2048, block_size = 1u << 18, block_nr = 16;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|III", kwlist, &nworkers, &frame_size, &block_size, &block_nr))
-        return NULL;
-    if (!g_arena) return PyErr_Format(PyExc_RuntimeError, "create the arena first");
+/* In the control process, before the fork. */
+int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr) {
+    if (!proc.shared) {
+        PyErr_SetString(PyExc_RuntimeError, "create the arena first");
+        return -1;
+    }
     long page = sysconf(_SC_PAGESIZE);
     if (frame_size < 256 || frame_size % TPACKET_ALIGNMENT || block_size % page || block_size < frame_size ||
-        block_size % frame_size || block_nr < 2)
-        return PyErr_Format(PyExc_ValueError, "bad ring geometry (frame %u, block %u x %u)", frame_size,
-                            block_size, block_nr);
-    LS = arena_alloc(sizeof(LiveShared) + sizeof(LiveSlot) * g_arena->nslots, NFOS_CACHELINE);
-    if (!LS) return NULL;
-    LS_gen = g_arena_gen;
+        block_size % frame_size || block_nr < 2) {
+        PyErr_Format(PyExc_ValueError, "bad ring geometry (frame %u, block %u x %u)", frame_size, block_size,
+                     block_nr);
+        return -1;
+    }
+    LS = proc_alloc(sizeof(LiveShared), NFOS_CACHELINE);
+    if (!LS) return -1;
+    LS_gen = proc.arena_gen;
     LS->nworkers = nworkers;
     ring_frame_size = frame_size;
     ring_block_size = block_size;
@@ -194,8 +184,7 @@ static PyObject *py_live_setup(PyObject *self, PyObject *args, PyObject *kw) {
     devs_init();
     for (int i = 0; i < NFOS_MAX_DEVS; i++) dev_close(&D[i]);
     started = 0;
-    g_live = 1;
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static int bind_to(int fd, int ifindex, int proto) {
@@ -215,48 +204,50 @@ static void init_msgs(LiveDev *d) {
     }
 }
 
-/* live_open_tx(dev, ifname): a send-only socket (no RX: protocol 0). */
-static PyObject *py_live_open_tx(PyObject *self, PyObject *args) {
-    int dev;
-    const char *ifname;
-    if (!PyArg_ParseTuple(args, "is", &dev, &ifname)) return NULL;
-    if (check_dev(dev) < 0) return NULL;
-    if (!shared_ok()) return PyErr_Format(PyExc_RuntimeError, "live_setup() first");
+/* A send-only socket (no RX: protocol 0). */
+int afp_open_tx(int dev, const char *ifname) {
+    if (check_dev(dev) < 0) return -1;
+    if (!shared_ok()) {
+        PyErr_SetString(PyExc_RuntimeError, "live_setup() first");
+        return -1;
+    }
     LiveDev *d = &D[dev];
     dev_close(d);
     int ifindex = (int)if_nametoindex(ifname);
-    if (!ifindex) return os_error("no such interface", ifname);
+    if (!ifindex) {
+        os_error("no such interface", ifname);
+        return -1;
+    }
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-    if (fd < 0) return os_error("cannot open an AF_PACKET socket", ifname);
+    if (fd < 0) {
+        os_error("cannot open an AF_PACKET socket", ifname);
+        return -1;
+    }
     if (bind_to(fd, ifindex, 0) < 0) {
         close(fd);
-        return os_error("cannot bind to the interface", ifname);
+        os_error("cannot bind to the interface", ifname);
+        return -1;
     }
     d->fd = fd;
     d->ifindex = ifindex;
     d->max_frame = UINT32_MAX;
     init_msgs(d);
-    Py_RETURN_NONE;
+    return 0;
 }
 
-/* live_open(dev, ifname, program, max_frame): this worker's RX/TX socket on
- * the device: TPACKET_V3 ring, promiscuous, ignoring outgoing frames, bound,
- * dropping everything until live_run starts (so no frame is processed
- * before every worker has joined the fanout group). */
-static PyObject *py_live_open(PyObject *self, PyObject *args) {
-    int dev;
-    const char *ifname;
-    Py_buffer prog;
-    unsigned int max_frame;
-    if (!PyArg_ParseTuple(args, "isy*I", &dev, &ifname, &prog, &max_frame)) return NULL;
-    PyObject *ret = NULL;
+/* This worker's RX/TX socket on the device: TPACKET_V3 ring, promiscuous,
+ * ignoring outgoing frames, bound, dropping everything until the worker
+ * starts (so no frame is processed before every worker has joined the
+ * fanout group). */
+int afp_open(int dev, const char *ifname, const void *prog_buf, size_t prog_len, unsigned max_frame) {
+    int ret = -1;
     int fd = -1;
     if (check_dev(dev) < 0) goto out;
     if (!shared_ok()) {
         PyErr_SetString(PyExc_RuntimeError, "live_setup() first");
         goto out;
     }
-    if (prog.len == 0 || prog.len % sizeof(struct sock_filter) || prog.len / sizeof(struct sock_filter) > 4096) {
+    if (prog_len == 0 || prog_len % sizeof(struct sock_filter) || prog_len / sizeof(struct sock_filter) > 4096) {
         PyErr_SetString(PyExc_ValueError, "the steering program is not a classic-BPF program");
         goto out;
     }
@@ -316,14 +307,14 @@ static PyObject *py_live_open(PyObject *self, PyObject *args) {
         os_error("cannot set promiscuous mode", ifname);
         goto out;
     }
-    d->prog = malloc(prog.len);
+    d->prog = malloc(prog_len);
     if (!d->prog) {
         munmap(map, maplen);
         PyErr_NoMemory();
         goto out;
     }
-    memcpy(d->prog, prog.buf, prog.len);
-    d->prog_len = (uint16_t)(prog.len / sizeof(struct sock_filter));
+    memcpy(d->prog, prog_buf, prog_len);
+    d->prog_len = (uint16_t)(prog_len / sizeof(struct sock_filter));
     d->fd = fd;
     fd = -1;
     d->rx = 1;
@@ -332,10 +323,9 @@ static PyObject *py_live_open(PyObject *self, PyObject *args) {
     d->map = map;
     d->maplen = maplen;
     init_msgs(d);
-    ret = Py_NewRef(Py_None);
+    ret = 0;
 out:
     if (fd >= 0) close(fd);
-    PyBuffer_Release(&prog);
     return ret;
 }
 
@@ -343,12 +333,12 @@ static int join_group(LiveDev *d, int dev) {
     int flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
     for (int attempt = 0; attempt < 2; attempt++, flags = 0) {   /* kernels < 6.2 lack the flag */
         int val;
-        if (g_slot == 0) val = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | flags) << 16;
+        if (proc.slot == 0) val = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | flags) << 16;
         else val = (int)atomic_load(&LS->fanout_id[dev]) | ((PACKET_FANOUT_CBPF | flags) << 16);
         if (setsockopt(d->fd, SOL_PACKET, PACKET_FANOUT, &val, sizeof val) == 0) break;
         if (errno != EINVAL || attempt == 1) return -1;
     }
-    if (g_slot == 0) {
+    if (proc.slot == 0) {
         int val = 0;
         socklen_t len = sizeof val;
         if (getsockopt(d->fd, SOL_PACKET, PACKET_FANOUT, &val, &len) < 0) return -1;
@@ -360,104 +350,86 @@ static int join_group(LiveDev *d, int dev) {
     return 0;
 }
 
-/* live_join(timeout_s=20): wait for this worker's turn, join every opened
- * device's fanout group (in device order), pass the turn on. */
-static PyObject *py_live_join(PyObject *self, PyObject *args) {
-    double timeout = 20.0;
-    if (!PyArg_ParseTuple(args, "|d", &timeout)) return NULL;
-    if (!shared_ok()) return PyErr_Format(PyExc_RuntimeError, "live_setup() first");
+/* Wait for this worker's turn, join every opened device's fanout group (in
+ * device order), pass the turn on. */
+int afp_join(double timeout) {
+    if (!shared_ok()) {
+        PyErr_SetString(PyExc_RuntimeError, "live_setup() first");
+        return -1;
+    }
     uint64_t deadline = mono_ns() + (uint64_t)(timeout * 1e9);
-    while (atomic_load(&LS->turn) != (uint32_t)g_slot) {
-        if (atomic_load(&LS->failed) || live_stopping())
-            return PyErr_Format(PyExc_RuntimeError, "another worker failed to start");
-        if (mono_ns() > deadline) return PyErr_Format(PyExc_TimeoutError, "timed out waiting to join");
+    while (atomic_load(&LS->turn) != (uint32_t)proc.slot) {
+        if (atomic_load(&LS->failed) || proc_stopping()) {
+            PyErr_SetString(PyExc_RuntimeError, "another worker failed to start");
+            return -1;
+        }
+        if (mono_ns() > deadline) {
+            PyErr_SetString(PyExc_TimeoutError, "timed out waiting to join");
+            return -1;
+        }
         usleep(200);
     }
-    for (int i = 0; i < g_cfg.ndevs; i++) {
+    for (int i = 0; i < proc.ndevs; i++) {
         LiveDev *d = &D[i];
         if (!d->rx || d->joined) continue;
         if (join_group(d, i) < 0) {
             char name[IF_NAMESIZE] = "?";
             if_indextoname((unsigned)d->ifindex, name);
-            return os_error("cannot join the fanout group", name);
+            os_error("cannot join the fanout group", name);
+            return -1;
         }
     }
     atomic_fetch_add(&LS->turn, 1);
-    Py_RETURN_NONE;
+    return 0;
 }
 
-/* live_fail(message): a worker could not start; the control process reports it. */
-static PyObject *py_live_fail(PyObject *self, PyObject *arg) {
-    const char *msg = PyUnicode_AsUTF8(arg);
-    if (!msg) return NULL;
-    if (shared_ok()) {
-        uint32_t zero = 0;
-        if (atomic_compare_exchange_strong(&LS->failed, &zero, (uint32_t)g_slot + 1)) {
-            snprintf(LS->error, sizeof LS->error, "%s", msg);
-        }
-    }
-    Py_RETURN_NONE;
+/* A worker could not start; the control process reports it. */
+void afp_fail(const char *msg) {
+    if (!shared_ok()) return;
+    uint32_t zero = 0;
+    if (atomic_compare_exchange_strong(&LS->failed, &zero, (uint32_t)proc.slot + 1))
+        snprintf(LS->error, sizeof LS->error, "%s", msg);
 }
 
-static PyObject *py_live_error(PyObject *self, PyObject *noargs) {
-    if (!shared_ok() || !atomic_load(&LS->failed)) Py_RETURN_NONE;
-    return PyUnicode_FromString(LS->error);
-}
+const char *afp_error(void) { return shared_ok() && atomic_load(&LS->failed) ? LS->error : NULL; }
 
-static PyObject *py_live_running(PyObject *self, PyObject *noargs) {
-    return PyLong_FromUnsignedLong(shared_ok() ? atomic_load(&LS->running) : 0);
-}
+unsigned afp_running(void) { return shared_ok() ? atomic_load(&LS->running) : 0; }
 
-static PyObject *py_live_stats(PyObject *self, PyObject *arg) {
-    long s = PyLong_AsLong(arg);
-    if (PyErr_Occurred()) return NULL;
-    if (!shared_ok() || s < 0 || (uint32_t)s >= g_arena->nslots)
-        return PyErr_Format(PyExc_ValueError, "bad slot (or no live run)");
-    LiveSlot *l = &LS->slot[s];
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "kernel_packets", l->kernel_packets, "kernel_drops",
-                         l->kernel_drops, "freeze_q", l->freeze_q, "oversize", l->oversize, "csum_fixed",
-                         l->csum_fixed, "tx_sent", l->tx_sent, "tx_errors", l->tx_errors, "tx_calls",
-                         l->tx_calls, "link_errors", l->link_errors);
-}
-
-/* live_close(): close this process's sockets; live mode off. */
-static PyObject *py_live_close(PyObject *self, PyObject *noargs) {
+/* Close this process's sockets; live mode off. */
+void afp_close(void) {
     devs_init();
     for (int i = 0; i < NFOS_MAX_DEVS; i++) dev_close(&D[i]);
-    g_live = 0;
     LS = NULL;
     started = 0;
-    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ TX */
 
 static void flush_dev(LiveDev *d) {
-    LiveSlot *st = shared_ok() ? my_live() : NULL;
+    SlotCounters *st = shared_ok() ? my_live() : NULL;
     uint32_t at = 0;
     while (at < d->ntx) {
         int r = sendmmsg(d->fd, d->msg + at, d->ntx - at, 0);
-        if (st) st->tx_calls++;
+        if (st) st->tx_calls[0]++;
         if (r > 0) {
             at += (uint32_t)r;
-            if (st) st->tx_sent += (uint64_t)r;
+            if (st) st->tx_sent[0] += (uint64_t)r;
         } else if (r < 0 && errno == EINTR) {
             continue;
         } else {   /* this frame is refused (too large, link down, no buffer): skip it */
             at++;
-            if (st) st->tx_errors++;
+            if (st) st->tx_errors[0]++;
         }
     }
     d->ntx = 0;
 }
 
-void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t indev) {
-    (void)indev;
+static void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask) {
     for (int i = 0; devmask && i < NFOS_MAX_DEVS; i++, devmask >>= 1) {
         if (!(devmask & 1)) continue;
         LiveDev *d = &D[i];
         if (d->fd < 0) {
-            if (shared_ok()) my_live()->tx_errors++;
+            if (shared_ok()) my_live()->tx_errors[0]++;
             continue;
         }
         if (d->ntx == TXQ) flush_dev(d);
@@ -467,15 +439,17 @@ void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t inde
     }
 }
 
-void live_tx_flush(void) {
+static void afp_send(const PktOut *out, int n) {
+    for (int i = 0; i < n; i++) live_tx(out[i].data, out[i].len, out[i].devmask);
+}
+
+static void afp_flush(void) {
     if (!D_init) return;
-    for (int i = 0; i < g_cfg.ndevs && i < NFOS_MAX_DEVS; i++)
+    for (int i = 0; i < proc.ndevs && i < NFOS_MAX_DEVS; i++)
         if (D[i].ntx) flush_dev(&D[i]);
 }
 
 /* ------------------------------------------------------------------ RX */
-
-static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
 /* A local sender (veth peer) left the TCP/UDP checksum to offload: complete it. */
 static void finish_l4_checksum(PktSlot *s) {
@@ -501,15 +475,15 @@ static void finish_l4_checksum(PktSlot *s) {
 
 static void read_kernel_stats(void) {
     if (!shared_ok()) return;
-    LiveSlot *st = my_live();
-    for (int i = 0; i < g_cfg.ndevs; i++) {
+    SlotCounters *st = my_live();
+    for (int i = 0; i < proc.ndevs; i++) {
         if (!D[i].rx) continue;
         struct tpacket_stats_v3 ks;
         socklen_t len = sizeof ks;
         if (getsockopt(D[i].fd, SOL_PACKET, PACKET_STATISTICS, &ks, &len) == 0) {   /* read resets */
-            st->kernel_packets += ks.tp_packets;
-            st->kernel_drops += ks.tp_drops;
-            st->freeze_q += ks.tp_freeze_q_cnt;
+            st->ring_packets[0] += ks.tp_packets;
+            st->ring_drops[0] += ks.tp_drops;
+            st->ring_freezes[0] += ks.tp_freeze_q_cnt;
         }
     }
 }
@@ -533,7 +507,7 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         d->left = b->hdr.bh1.num_pkts;
         d->next = (uint8_t *)b + b->hdr.bh1.offset_to_first_pkt;
     }
-    LiveSlot *st = my_live();
+    SlotCounters *st = my_live();
     int n = 0;
     while (d->left && n < max) {
         struct tpacket3_hdr *h = (struct tpacket3_hdr *)d->next;
@@ -558,7 +532,7 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
             len += 4;
         }
         if (len < h->tp_len || len > d->max_frame) {   /* truncated, or a merged (GRO/GSO) frame */
-            st->oversize++;
+            st->oversize[0]++;
             continue;
         }
         PktSlot *s = &slots[n];
@@ -571,7 +545,7 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         pkt_parse(s);
         if (h->tp_status & TP_STATUS_CSUMNOTREADY) {
             finish_l4_checksum(s);
-            st->csum_fixed++;
+            st->checksums_completed[0]++;
         }
         set_key_extract(s);
         items[n].pkt = s;
@@ -585,115 +559,135 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
  * frames in (drop the filter installed by live_open). */
 static int live_begin(void) {
     while (atomic_load(&LS->turn) < LS->nworkers) {
-        if (atomic_load(&LS->failed) || live_stopping()) return -1;
+        if (atomic_load(&LS->failed) || proc_stopping()) return -1;
         usleep(200);
     }
-    for (int i = 0; i < g_cfg.ndevs; i++) {
+    for (int i = 0; i < proc.ndevs; i++) {
         if (!D[i].rx) continue;
         int dummy = 0;
         (void)setsockopt(D[i].fd, SOL_SOCKET, SO_DETACH_FILTER, &dummy, sizeof dummy);
     }
     read_kernel_stats();   /* start from zero */
-    if (shared_ok()) memset(my_live(), 0, sizeof(LiveSlot));
-    my_shared()->stats.begin_ns = mono_ns();
+    SlotCounters *c = my_live();
+    c->ring_packets[0] = c->ring_drops[0] = c->ring_freezes[0] = c->oversize[0] = 0;
+    c->checksums_completed[0] = c->tx_sent[0] = c->tx_errors[0] = c->tx_calls[0] = c->link_errors[0] = 0;
+    c->begin_ns[0] = mono_ns();
     last_stats_ns = mono_ns();
     atomic_fetch_add(&LS->running, 1);
     started = 1;
     return 0;
 }
 
-static PktSlot lslots[NFOS_BATCH_MAX];
+/* ------------------------------------------------------- the worker's Pktio
+ * A round visits every device once: each gives at most one batch (of its
+ * current block).  A round that gave nothing is idle: the loop expires sets
+ * on the monotonic clock, then afp_wait() polls. */
 
-PyObject *live_run(long long budget) {
+static PktSlot lslots[NFOS_BATCH_MAX];
+static struct pollfd pfd[NFOS_MAX_DEVS];
+static int npfd;
+static int cursor;             /* the next device of the round */
+static int round_got;          /* packets taken in this round */
+static uint64_t round_now;     /* when the last round ended */
+static uint64_t idle_since;
+
+static int afp_enter(int spin) {
+    (void)spin;
     if (!shared_ok()) {
         PyErr_SetString(PyExc_RuntimeError, "live mode is not set up (live_setup / live_open)");
-        return NULL;
+        return -2;
     }
-    if (!started && live_begin() < 0) return PyLong_FromLong(-1);
-    SlotShared *sh = my_shared();
-    Item items[NFOS_BATCH_MAX];
-    struct pollfd pfd[NFOS_MAX_DEVS];
-    int npfd = 0;
-    for (int i = 0; i < g_cfg.ndevs; i++)
+    if (!started) {
+        if (live_begin() < 0) return -1;
+        cursor = round_got = 0;
+    }
+    npfd = 0;
+    for (int i = 0; i < proc.ndevs; i++)
         if (D[i].rx) {
             pfd[npfd].fd = D[i].fd;
             pfd[npfd].events = POLLIN | POLLERR;
             npfd++;
         }
-    long long done = 0;
-    uint64_t idle_since = 0;
-    int batch = g_cfg.batch > 0 ? g_cfg.batch : NFOS_BATCH_MAX;
-    while (done < budget) {
-        if (live_stopping()) {
+    idle_since = 0;
+    return 0;
+}
+
+static int afp_rx(PktioRx *b, int max, uint64_t due) {
+    (void)due;
+    for (;;) {
+        if (cursor == 0 && proc_stopping()) {
             read_kernel_stats();
-            sh->stats.finish_ns = mono_ns();
-            return PyLong_FromLong(-1);
+            my_live()->finish_ns[0] = mono_ns();
+            return PKTIO_STOP;
         }
-        int got = 0;
-        for (int i = 0; i < g_cfg.ndevs; i++) {
+        while (cursor < proc.ndevs) {
+            int i = cursor++;
             LiveDev *d = &D[i];
             if (!d->rx) continue;
             uint64_t t0 = mono_ns();
-            int n = take_batch(d, i, lslots, items, batch, t0);
+            int n = take_batch(d, i, lslots, b->items, max, t0);
             if (n) {
-                if (t0 > g_clock) {
-                    g_clock = t0;
-                    loop_sweep_expired();
-                    if (PyErr_Occurred()) return NULL;
-                }
-                loop_run_batch(items, n);   /* commits, publishes, flushes TX */
-                if (PyErr_Occurred()) return NULL;
-                got += n;
-                done += n;
-                sh->stats.rx_done += (uint64_t)n;
+                round_got += n;
+                b->n = n;
+                b->time = t0;
+                b->t0 = t0;
+                b->count = (uint64_t)n;
+                b->dev = i;
+                return PKTIO_BATCH;
             }
             if (d->blk && !d->left) release_block(d);
-            if (n) {
-                sh->stats.clock_ns = g_clock;
-                sh->stats.busy_ns += mono_ns() - t0;
-            }
         }
+        cursor = 0;
         uint64_t now = mono_ns();
         if (now - last_stats_ns >= STATS_EVERY_NS) {
             read_kernel_stats();
             last_stats_ns = now;
         }
-        if (got) {
+        round_now = now;
+        if (round_got) {
+            round_got = 0;
             idle_since = 0;
             continue;
         }
-        /* idle: expire sets on the monotonic clock, then wait for a block */
-        if (now > g_clock) {
-            g_clock = now;
-            loop_sweep_expired();
-            if (PyErr_Occurred()) return NULL;
-            sh->stats.clock_ns = g_clock;
-        }
-        if (!idle_since) idle_since = now;
-        else if (now - idle_since > IDLE_RETURN_NS) break;
-        int r = poll(pfd, (nfds_t)npfd, IDLE_POLL_MS);
-        if (r < 0 && errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
-        for (int k = 0; r > 0 && k < npfd; k++)
-            if (pfd[k].revents & POLLERR) {   /* read (and so clear) it, or poll() returns at once forever */
-                int err = 0;
-                socklen_t len = sizeof err;
-                getsockopt(pfd[k].fd, SOL_SOCKET, SO_ERROR, &err, &len);
-                my_live()->link_errors++;
-            }
+        b->time = now;
+        return PKTIO_IDLE;
     }
-    return PyLong_FromLongLong(done);
 }
 
-PyMethodDef live_methods[] = {
-    {"live_setup", (PyCFunction)(void (*)(void))py_live_setup, METH_VARARGS | METH_KEYWORDS,
-     "live_setup(nworkers, frame_size=2048, block_size=262144, block_nr=16): before the fork"},
-    {"live_open_tx", py_live_open_tx, METH_VARARGS, "live_open_tx(dev, ifname): a send-only socket"},
-    {"live_open", py_live_open, METH_VARARGS,
-     "live_open(dev, ifname, program, max_frame): a worker's ring socket on the device"},
-    {"live_join", py_live_join, METH_VARARGS, "live_join(timeout_s=20): join the fanout groups in slot order"},
-    {"live_fail", py_live_fail, METH_O, "live_fail(message): this worker could not start"},
-    {"live_error", py_live_error, METH_NOARGS, "the first worker's start-up error, or None"},
-    {"live_running", py_live_running, METH_NOARGS, "workers that are receiving"},
-    {"live_stats", py_live_stats, METH_O, "live_stats(slot) -> ring and TX counters"},
-    {"live_close", py_live_close, METH_NOARGS, "close this process's sockets; live mode off"},
-    {NULL, NULL, 0, NULL}};
+/* The batch committed and its TX is flushed: its block may go back. */
+static void afp_done(PktioRx *b) {
+    SlotCounters *c = my_live();
+    LiveDev *d = &D[b->dev];
+    c->rx_done[0] += b->count;
+    if (d->blk && !d->left) release_block(d);
+    c->busy_ns[0] += mono_ns() - b->t0;
+}
+
+static int afp_wait(void) {
+    if (!idle_since) idle_since = round_now;
+    else if (round_now - idle_since > IDLE_RETURN_NS) return 1;
+    int r = poll(pfd, (nfds_t)npfd, IDLE_POLL_MS);
+    if (r < 0 && errno != EINTR) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -2;
+    }
+    for (int k = 0; r > 0 && k < npfd; k++)
+        if (pfd[k].revents & POLLERR) {   /* read (and so clear) it, or poll() returns at once forever */
+            int err = 0;
+            socklen_t len = sizeof err;
+            getsockopt(pfd[k].fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            my_live()->link_errors[0]++;
+        }
+    return 0;
+}
+
+const Pktio pktio_afpacket = {
+    .name = "afpacket",
+    .enter = afp_enter,
+    .rx = afp_rx,
+    .done = afp_done,
+    .wait = afp_wait,
+    .leave = NULL,
+    .send = afp_send,
+    .flush = afp_flush,
+};

@@ -7,7 +7,7 @@
  * and expiries.  Buckets hold entry index + 1 (0 = empty), so freshly
  * mapped zero pages are an empty table.
  */
-#include "nfos_core.h"
+#include "pktset.h"
 
 typedef struct {
     uint64_t khash;
@@ -35,9 +35,10 @@ char *pst_state(int32_t id) { return T->states + (size_t)id * T->state_size; }
 uint64_t pst_last_seen(int32_t id) { return E(id)->last_seen; }
 uint32_t pst_count(void) { return T ? T->count : 0; }
 int32_t pst_oldest(void) { return T && T->lru_head ? (int32_t)T->lru_head - 1 : -1; }
+uint32_t pst_capacity(void) { return T ? T->capacity : 0; }
 
 int pst_alloc_all(uint32_t nslots, uint32_t capacity, uint32_t state_size) {
-    tables = arena_alloc(sizeof(PSTable) * nslots, NFOS_CACHELINE);
+    tables = proc_alloc(sizeof(PSTable) * nslots, NFOS_CACHELINE);
     if (!tables) return -1;
     uint32_t nb = 1;
     while (nb < capacity) nb <<= 1;
@@ -48,10 +49,10 @@ int pst_alloc_all(uint32_t nslots, uint32_t capacity, uint32_t state_size) {
         t->capacity = capacity;
         t->state_size = state_size;
         t->bmask = nb - 1;
-        t->buckets = arena_alloc(sizeof(uint32_t) * nb, NFOS_CACHELINE);
-        t->free_stack = arena_alloc(sizeof(uint32_t) * capacity, NFOS_CACHELINE);
-        t->entries = arena_alloc(sizeof(PstEntry) * capacity, NFOS_CACHELINE);
-        t->states = arena_alloc((size_t)state_size * capacity, NFOS_CACHELINE);
+        t->buckets = proc_alloc(sizeof(uint32_t) * nb, NFOS_CACHELINE);
+        t->free_stack = proc_alloc(sizeof(uint32_t) * capacity, NFOS_CACHELINE);
+        t->entries = proc_alloc(sizeof(PstEntry) * capacity, NFOS_CACHELINE);
+        t->states = proc_alloc((size_t)state_size * capacity, NFOS_CACHELINE);
         if (!t->buckets || !t->free_stack || !t->entries || !t->states) return -1;
     }
     return 0;
@@ -162,7 +163,7 @@ int32_t pst_insert(const PktSlot *s) {
     e->khash = s->khash;
     e->keylen = s->keylen;
     memcpy(e->key, s->key, s->keylen);
-    e->last_seen = g_clock;
+    e->last_seen = proc.clock;
     memset(pst_state((int32_t)id), 0, T->state_size);
     link_entry(id);
     if (tx_push_undo(undo_insert, &id, 4) < 0) {

@@ -7,10 +7,10 @@
  * a view records the write with the transaction (write set or undo log);
  * a view used after its transaction ended is refused.
  */
-#include "nfos_core.h"
+#include "record.h"
 
-PyTypeObject *RecordView_Type;
-PyTypeObject *Field_Type;
+static PyTypeObject *RecordView_Type;
+static PyTypeObject *Field_Type;
 
 typedef struct {
     PyObject_HEAD
@@ -31,8 +31,8 @@ PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t 
     v->index = index;
     v->flags = flags;
     v->objsize = 0;
-    v->wop = OPC_NONE;
-    v->serial = (flags & RV_FREE) ? 0 : g_tx.serial;
+    v->wtag = 0;
+    v->serial = (flags & RV_FREE) ? 0 : proc.tx.serial;
     return (PyObject *)v;
 }
 
@@ -41,7 +41,7 @@ static int view_check(RecordView *v) {
         PyErr_SetString(PyExc_TypeError, "records are created by nfos structures, not directly");
         return -1;
     }
-    if (!(v->flags & RV_FREE) && (v->serial != g_tx.serial || !g_tx.active)) {
+    if (!(v->flags & RV_FREE) && (v->serial != proc.tx.serial || !proc.tx.active)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this record belongs to a finished transaction; keep state in nfos "
                         "structures, not in Python variables");
@@ -61,8 +61,8 @@ static int view_open_write(RecordView *v) {
     }
     if (!(v->flags & RV_FREE)) {
         if (v->obj) {   /* the copy (or the object) is already where data points */
-            g_tx.op = v->wop;
-            if (!tx_open(v->obj, v->objsize ? v->objsize : v->size, v->struct_id, v->index, OP_WRITE)) return -1;
+            if (!tx_open(v->obj, v->objsize ? v->objsize : v->size, v->struct_id, v->index, OP_WRITE, v->wtag))
+                return -1;
         } else if (tx_save_private(v->data, v->size) < 0) {
             return -1;
         }

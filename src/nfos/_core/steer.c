@@ -8,16 +8,24 @@
  * or the symmetric 0x6D5A key) indexes a 128-entry indirection table.
  * The hash is computed with one 256-entry table per key byte position.
  */
-#include "nfos_core.h"
+#include "steer.h"
 
 #include <arpa/inet.h>
+
+/* The NF's definitions and the hash tables: set by steer_configure. */
+static DevSetDef defs[NFOS_MAX_DEVS];
+static uint32_t proto_mask;
+static int has_sets;
+static int nworkers;
+static uint32_t reta[128];
+static uint32_t toeplitz[NFOS_MAX_KEY][256];
 
 static const uint8_t default_rss_key[40] = {
     0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
     0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
     0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
 
-void toeplitz_setup(const uint8_t *rss_key, int keylen) {
+static void toeplitz_setup(const uint8_t *rss_key, int keylen) {
     if (!rss_key) {
         rss_key = default_rss_key;
         keylen = 40;
@@ -34,7 +42,7 @@ void toeplitz_setup(const uint8_t *rss_key, int keylen) {
                 for (int k = 0; k < 32; k++) window = window << 1 | KEYBIT(start + k);
                 h ^= window;
             }
-            g_cfg.toeplitz[p][b] = h;
+            toeplitz[p][b] = h;
         }
     }
 #undef KEYBIT
@@ -42,7 +50,7 @@ void toeplitz_setup(const uint8_t *rss_key, int keylen) {
 
 uint32_t toeplitz_hash(const uint8_t *key, int len) {
     uint32_t h = 0;
-    for (int i = 0; i < len; i++) h ^= g_cfg.toeplitz[i][key[i]];
+    for (int i = 0; i < len; i++) h ^= toeplitz[i][key[i]];
     return h;
 }
 
@@ -77,9 +85,9 @@ void set_key_extract(PktSlot *s) {
         s->rss = 0;
         return;
     }
-    const DevSetDef *def = &g_cfg.defs[s->dev];
-    if (g_cfg.has_sets && def->defined &&
-        (!g_cfg.proto_mask || ((s->flags & PF_IP) && (proto_class(s) & g_cfg.proto_mask)))) {
+    const DevSetDef *def = &defs[s->dev];
+    if (has_sets && def->defined &&
+        (!proto_mask || ((s->flags & PF_IP) && (proto_class(s) & proto_mask)))) {
         uint8_t *k = s->key;
         int n = 0, ports = 0, proto = 0;
         for (int i = 0; i < def->nfields; i++) {
@@ -134,4 +142,23 @@ orphan:;
         n = 12;
     }
     s->rss = toeplitz_hash(tmp, n);
+}
+
+void steer_configure(const DevSetDef *d, int ndevs, uint32_t mask, const uint8_t *rss_key, int keylen, int workers) {
+    has_sets = 0;
+    for (int i = 0; i < ndevs && i < NFOS_MAX_DEVS; i++) {
+        defs[i] = d[i];
+        if (d[i].defined) has_sets = 1;
+    }
+    proto_mask = mask;
+    toeplitz_setup(rss_key, keylen);
+    nworkers = workers;
+    for (int i = 0; i < 128; i++) reta[i] = workers > 0 ? (uint32_t)(i % workers) : 0;
+}
+
+int steer_has_sets(void) { return has_sets; }
+void steer_reset(void) { has_sets = 0; }
+
+int steer_worker(const PktSlot *s) {
+    return nworkers > 0 ? (int)(reta[s->rss & 127] % (uint32_t)nworkers) : 0;
 }

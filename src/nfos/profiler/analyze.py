@@ -8,18 +8,13 @@ causes ranked by aborts, each with the recipe (a parameter to change) of the
 paper's Tables 3-5.
 
 Attribution: an abort involves the line whose access aborted and the line
-whose committed write it met; both are counted for the line table.  Causes
-are classified from the structure kind and the operation pair:
-
-- Vector, same element → keep the hot element in a DistributedObj;
-- DistributedObj, read (a merge) vs update → raise ``max_staleness``;
-- Map, same key → keep that value in a DistributedObj; keys colliding in a
-  bucket → more ``buckets`` or another ``hash``;
-- Allocator, allocate vs allocate on the pools → a pool ran dry and stole:
-  over-provision ``capacity``; refreshes on one allocated list → raise
-  ``refresh_interval``;
-- and the aborts that are no conflicts: handler errors, an oversized
-  transaction.  Irrevocable fallbacks are counted too.
+whose committed write it met; both are counted for the line table.  A
+conflict is classified by its structure: the profiler looks up the class of
+the structure's kind (``nfos.structures.base.structure_class``) and asks it
+(``classify``) for the operation pair, the cause and the recipe — the
+paper's Tables 3-5, each structure's own.  Only the aborts that are no
+conflicts are named here: handler errors and an oversized transaction.
+Irrevocable fallbacks are counted too.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nfos.structures.base import StructInfo
+from nfos.structures.base import Conflict, StructInfo, structure_class
 
 #: record layout from _core.conflicts()
 Record = tuple[str, int, int, str, str, int, int, int, int, int]
@@ -81,21 +76,6 @@ class Profile:
         return asdict(self)
 
 
-def _fmt_duration(ns: int) -> str:
-    from nfos.params import Duration
-
-    return str(Duration(ns))
-
-
-def _param_hint(setting: str, value: object, params: dict[str, object]) -> str:
-    """The NF parameter that likely sets this structure setting: same value, a shared word."""
-    words = set(setting.split("_"))
-    for name, v in params.items():
-        if type(v) is not bool and v == value and words & set(name.split("_")):
-            return f", set by --param {name}"
-    return ""
-
-
 def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -> tuple[str, str, str, str, str]:
     """(ops, cause in words, recipe, parameter, where) of one conflict record; `where` names the
     element or bucket, and is listed after the cause when records are grouped."""
@@ -104,59 +84,20 @@ def classify(rec: Record, info: StructInfo | None, params: dict[str, object]) ->
 
 
 def _classify(rec: Record, info: StructInfo | None, params: dict[str, object]) -> tuple[str, ...]:
-    cause, _sid, index, own_op, other_op, _other_slot, _own_site, _other_site, own_detail, other_detail = rec
-    if cause == "handler_error":
+    c = Conflict._make(rec)
+    if c.cause == "handler_error":
         return ("-", "a handler raised (not a conflict); the packet was dropped",
                 "fix the exception (see the logged traceback)", "")
-    if cause == "too_large":
+    if c.cause == "too_large":
         return ("-", "the transaction outgrew its descriptor (too many objects or bytes)",
                 "use a smaller --batch, or touch fewer structure elements per packet", "batch")
-    if info is None:
-        return (f"{own_op} vs {other_op}", f"conflict ({cause})", "-", "")
-    if other_op == "none":   # the other side's write record was not readable: infer it
-        other_op = {"DistributedObj": "update", "Vector": "write", "Map": "set"}.get(info.kind, other_op)
-    ops = f"{own_op} vs {other_op}"
-    name = f"'{info.name}'" if info.name else "it"
-    where = f"({info.created_at})"
-    p = info.params
-    if info.kind == "Vector":
-        return (ops, "two transactions used the same element and at least one wrote it",
-                f"keep the hot element(s) of {name} {where} in an nfos.DistributedObj "
-                "(updates never conflict)", "DistributedObj", f"[{index}]")
-    if info.kind == "DistributedObj":
-        st = p.get("max_staleness", 0)
-        if own_op == "read":
-            return (ops, "a read had to merge every replica (its cache was older than max_staleness) "
-                         "while another worker updated one",
-                    f"raise max_staleness of {name} {where}, now {_fmt_duration(st)}"
-                    f"{_param_hint('max_staleness', st, params)}",
-                    "max_staleness")
-        return (ops, f"conflict on a replica ({cause})",
-                f"raise max_staleness of {name} {where}, now {_fmt_duration(st)}", "max_staleness")
-    if info.kind == "Map":
-        if own_detail and own_detail == other_detail:
-            return (ops, "two transactions used the same key and at least one wrote it",
-                    f"keep the value of this hot key of {name} {where} in an nfos.DistributedObj", "DistributedObj")
-        b, h = p.get("buckets"), p.get("hash")
-        return (ops, "different keys collide in one bucket",
-                f"give {name} {where} more buckets (now {b}{_param_hint('buckets', b, params)}) or another "
-                f"hash (now {h}: try {'mult' if h == 'crc32c' else 'crc32c'}, or a seed)", "buckets",
-                f"bucket {index}")
-    if info.kind == "Allocator":
-        cap, ri = p.get("capacity"), p.get("refresh_interval", 0)
-        is_head = index >= (cap or 0)
-        if "refresh" in (own_op, other_op):
-            return (ops, "refreshes of indexes on the same per-worker list (its tail and head)",
-                    f"raise refresh_interval of {name} {where}, now {_fmt_duration(ri)}"
-                    f"{_param_hint('refresh_interval', ri, params)}",
-                    "refresh_interval")
-        if own_op == "allocate" and is_head:
-            return (ops, "a worker's pool ran dry and it took indexes from another pool",
-                    f"over-provision capacity of {name} {where}, now {cap}{_param_hint('capacity', cap, params)}",
-                    "capacity")
-        return (ops, f"conflict on {'a pool' if is_head else 'an index'} ({own_op} vs {other_op})",
-                f"over-provision capacity of {name} {where}, now {cap}", "capacity")
-    return (ops, f"conflict ({cause})", "-", "")
+    cls = structure_class(info.kind) if info is not None else None
+    if cls is None or info is None:
+        return (f"{c.own_op} vs {c.other_op}", f"conflict ({c.cause})", "-", "")
+    if c.other_op == "none" and cls.unknown_other_op:   # the other side's write record was not readable
+        c = c._replace(other_op=cls.unknown_other_op)
+    d = cls.classify(c, info, params)
+    return (d.ops, d.cause, d.recipe, d.parameter, d.where)
 
 
 def analyze(stats: dict[str, Any], records: list[Record], lost: int, registry: Mapping[int, StructInfo],

@@ -164,26 +164,16 @@ def _open_worker(opens: list[tuple[int, str, bytes, int]], slot: int) -> None:
 
 
 # ----------------------------------------------------------------- counters
-def live_counters(slot: int) -> dict[str, int]:
-    """A slot's socket counters, under their --stats-json names: the one reader of
-    ``_core.live_stats()`` keys (the engine's read_counters() reads the rest)."""
-    r = _core.live_stats(slot)
-    return {"ring_drops": r["kernel_drops"], "oversize": r["oversize"], "checksums_completed": r["csum_fixed"],
-            "tx_sent": r["tx_sent"], "tx_errors": r["tx_errors"], "link_errors": r["link_errors"]}
-
-
 def _snapshot(session: Session) -> dict[str, Any]:
     rows = []
-    for w, r in enumerate(session.slot_counters()):
-        live = live_counters(w)
-        rows.append({"rx": r.packets, "tx": r.packets_out, "dropped": r.dropped,
-                     "aborts": r.aborts, "commits": r.commits, "sets_live": r.sets_live,
-                     "ring_drops": live["ring_drops"], "oversize": live["oversize"],
-                     "tx_errors": live["tx_errors"], "link_errors": live["link_errors"]})
+    for r in session.slot_counters():
+        rows.append({"rx": r["packets_in"], "tx": sum(r["packets_out"]), "dropped": r["dropped"],
+                     "aborts": r["aborts"], "commits": r["commits"], "packet_sets_live": r["packet_sets_live"],
+                     "ring_drops": r["ring_drops"], "oversize": r["oversize"],
+                     "tx_errors": r["tx_errors"], "link_errors": r["link_errors"], "counters": r})
     ctl = read_counters(session.control_slot)
-    clive = live_counters(session.control_slot)
     return {"t": time.monotonic(), "workers": rows,
-            "control": {"tx": ctl.packets_out, "aborts": ctl.aborts, "tx_errors": clive["tx_errors"]}}
+            "control": {"tx": sum(ctl["packets_out"]), "aborts": ctl["aborts"], "tx_errors": ctl["tx_errors"]}}
 
 
 _TOTALS = ("rx", "tx", "dropped", "aborts", "ring_drops", "oversize", "tx_errors")
@@ -197,7 +187,7 @@ def interval_stats(prev: dict[str, Any], cur: dict[str, Any], since_start: float
         d = {k: b[k] - a[k] for k in _TOTALS}
         per.append({"rx_pps": d["rx"] / dt, "tx_pps": d["tx"] / dt, "dropped": d["dropped"],
                     "aborts": d["aborts"], "ring_drops": d["ring_drops"], "oversize": d["oversize"],
-                    "tx_errors": d["tx_errors"], "sets_live": b["sets_live"]})
+                    "tx_errors": d["tx_errors"], "packet_sets_live": b["packet_sets_live"]})
     ctl_tx = cur["control"]["tx"] - prev["control"]["tx"]
     return {"t": since_start, "interval_s": dt,
             "rx_pps": sum(p["rx_pps"] for p in per), "tx_pps": sum(p["tx_pps"] for p in per) + ctl_tx / dt,
@@ -219,6 +209,32 @@ def format_line(s: dict[str, Any]) -> str:
                                    for i, p in enumerate(s["per_worker"]))
 
 
+def prometheus_families(workers: Sequence[dict[str, Any]], devices: Sequence[str]) -> list[tuple]:
+    """(name, "counter" | "gauge", doc, label names, [(label values, value)]) per metric: every
+    summed and live counter of ``_core.COUNTERS`` (exposed as nfos_<name>_total) and every
+    per-worker gauge (nfos_<name>), per worker; per device or per abort cause where the
+    counter is an array.  ``workers``: the workers' ``_core.slot_stats()``."""
+    alias = _core.COUNTER_ALIASES["prometheus"]
+    out = []
+    for name, _length, agg, doc in _core.COUNTERS:
+        if agg == "internal":
+            continue
+        labels, samples = ["worker"], []
+        for i, r in enumerate(workers):
+            v = r[name]
+            if isinstance(v, dict):
+                samples += [([str(i), k], n) for k, n in v.items()]
+            elif isinstance(v, list):
+                samples += [([str(i), devices[d]], n) for d, n in enumerate(v)]
+            else:
+                samples.append(([str(i)], v))
+        v0 = workers[0][name] if workers else 0
+        if isinstance(v0, (dict, list)):
+            labels.append("cause" if isinstance(v0, dict) else "device")
+        out.append((f"nfos_{alias.get(name, name)}", "gauge" if agg == "gauge" else "counter", doc, labels, samples))
+    return out
+
+
 class _Metrics:
     """Prometheus exposition of the latest snapshot (read by the server's thread on a scrape)."""
 
@@ -229,6 +245,7 @@ class _Metrics:
         except ImportError:
             raise LiveError("--metrics-port needs prometheus_client: pip install 'nfos[live]'") from None
         self._counter, self._gauge = CounterMetricFamily, GaugeMetricFamily
+        self.devices = list(devices)
         self.latest: dict[str, Any] | None = None
         self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -242,22 +259,12 @@ class _Metrics:
         snap = self.latest
         if snap is None:
             return
-        spec = [("rx_packets", "rx", "packets received and processed"),
-                ("tx_packets", "tx", "packets sent (per output device)"),
-                ("dropped_packets", "dropped", "packets the NF dropped"),
-                ("ring_drops", "ring_drops", "packets the kernel dropped: the worker's ring was full"),
-                ("aborts", "aborts", "transaction aborts"),
-                ("oversize_frames", "oversize", "frames longer than the MTU (GRO/GSO), not processed"),
-                ("tx_errors", "tx_errors", "frames the kernel refused to send")]
-        for name, key, doc in spec:
-            m = self._counter(f"nfos_{name}", doc, labels=["worker"])
-            for i, r in enumerate(snap["workers"]):
-                m.add_metric([str(i)], r[key])
+        for name, kind, doc, labels, samples in prometheus_families([r["counters"] for r in snap["workers"]],
+                                                                    self.devices):
+            m = (self._counter if kind == "counter" else self._gauge)(name, doc, labels=labels)
+            for values, v in samples:
+                m.add_metric(values, v)
             yield m
-        g = self._gauge("nfos_packet_sets_live", "packet sets held", labels=["worker"])
-        for i, r in enumerate(snap["workers"]):
-            g.add_metric([str(i)], r["sets_live"])
-        yield g
 
     def close(self) -> None:
         if self.server is not None:
@@ -331,23 +338,11 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         session.stop_workers()
         session.join_workers(timeout=3.0)
         session.run_exit_handler()
-        live_rows = [live_counters(w) for w in range(workers)]
-        ctl_live = live_counters(session.control_slot)
-        total = sum(r.packets for r in session.slot_counters())
-        stats = session.summarize(wall, total, {
+        total = sum(r["packets_in"] for r in session.slot_counters())
+        return session.summarize(wall, total, {
             "mode": "live", "interfaces": {d: infos[d].name for d in devices},
-            "ring_drops": sum(r["ring_drops"] for r in live_rows),
-            "oversize": sum(r["oversize"] for r in live_rows),
-            "checksums_completed": sum(r["checksums_completed"] for r in live_rows),
-            "tx_sent": sum(r["tx_sent"] for r in live_rows) + ctl_live["tx_sent"],
-            "tx_errors": sum(r["tx_errors"] for r in live_rows) + ctl_live["tx_errors"],
-            "link_errors": sum(r["link_errors"] for r in live_rows),
             "stopped_by": ("duration" if not stop_requested else signal.Signals(stop_requested[0]).name),
-        })
-        for row, lr in zip(stats["per_worker"], live_rows, strict=True):
-            row.update(ring_drops=lr["ring_drops"], oversize=lr["oversize"], tx_sent=lr["tx_sent"],
-                       tx_errors=lr["tx_errors"])
-        return stats
+        }, live=True)
     finally:
         if metrics is not None:
             metrics.close()

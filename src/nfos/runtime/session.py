@@ -43,7 +43,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -110,49 +109,14 @@ def load_module(path: str, name: str, check: bool = True, shown_as: str | None =
 
 
 # ----------------------------------------------------------------- counters
-@dataclass(frozen=True, slots=True)
-class SlotCounters:
-    """One slot's counters (a worker's, or the control process's), as kept in the arena."""
-
-    packets: int
-    packets_out: int
-    out_per_dev: list[int]
-    dropped: int
-    malformed: int
-    handler_errors: int
-    table_full: int
-    transactions: int
-    commits: int
-    aborts: int
-    aborts_by_cause: dict[str, int]
-    irrevocable: int
-    splits: int
-    sets_created: int
-    sets_expired: int
-    sets_live: int
-    busy_ns: int
-    clock_ns: int
-    begin_ns: int
-    finish_ns: int
-    peak_rss_kb: int
-    pss_kb: int
-    tx_sampled: int
-    tx_sampled_ns: int
-    stm_sampled_ns: int
+#: one slot's counters (a worker's, or the control process's), keyed by the names of
+#: ``_core.COUNTERS`` (counters.def): an int, a per-device list, or {abort cause: n}
+SlotCounters = dict[str, Any]
 
 
 def read_counters(slot: int) -> SlotCounters:
-    """The counters of ``slot``: the one place that knows the keys of ``_core.slot_stats()``."""
-    r = _core.slot_stats(slot)
-    return SlotCounters(
-        packets=r["packets"], packets_out=r["packets_out"], out_per_dev=r["out_per_dev"], dropped=r["dropped"],
-        malformed=r["malformed"], handler_errors=r["handler_errors"], table_full=r["table_full"],
-        transactions=r["transactions"], commits=r["commits"], aborts=r["aborts"],
-        aborts_by_cause=r["aborts_by_cause"], irrevocable=r["irrevocable"], splits=r["splits"],
-        sets_created=r["sets_created"], sets_expired=r["sets_expired"], sets_live=r["sets_live"],
-        busy_ns=r["busy_ns"], clock_ns=r["clock_ns"], begin_ns=r["begin_ns"], finish_ns=r["finish_ns"],
-        peak_rss_kb=r["peak_rss_kb"], pss_kb=r["pss_kb"], tx_sampled=r["tx_sampled"],
-        tx_sampled_ns=r["tx_sampled_ns"], stm_sampled_ns=r["stm_sampled_ns"])
+    """The counters of ``slot``, as counters.def names them."""
+    return _core.slot_stats(slot)
 
 
 # ------------------------------------------------------------------- output
@@ -388,7 +352,7 @@ class Session:
 
     def slowest_clock(self) -> int | None:
         """The virtual clock of the slowest worker still running (None: all finished)."""
-        clocks = [read_counters(w).clock_ns for w in range(self.workers) if not _core.rx_finished(w)]
+        clocks = [read_counters(w)["clock_ns"] for w in range(self.workers) if not _core.rx_finished(w)]
         return min(clocks) if clocks else None
 
     def dead_workers(self) -> list[int]:
@@ -458,7 +422,7 @@ class Session:
         if self.nf.handlers.exit is None:
             return
         if not self.local:   # the exit handler sees the time the workers reached
-            _core.set_clock(max(c.clock_ns for c in self.slot_counters()))
+            _core.set_clock(max(c["clock_ns"] for c in self.slot_counters()))
         try:
             _core.run_in_tx(self.nf.handlers.exit)
         except Exception as e:
@@ -515,58 +479,51 @@ class Session:
         """From the first worker's first packet to the last worker's end of trace (the
         workers' own clocks), so fork, page-table set-up and polling are not counted."""
         rows = self.slot_counters()
-        if self.local or not all(r.finish_ns and r.begin_ns for r in rows):
+        if self.local or not all(r["finish_ns"] and r["begin_ns"] for r in rows):
             return None
-        return (max(r.finish_ns for r in rows) - min(r.begin_ns for r in rows)) / 1e9
+        return (max(r["finish_ns"] for r in rows) - min(r["begin_ns"] for r in rows)) / 1e9
 
-    def summarize(self, wall_s: float, packets: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The stats JSON (``nfos run --stats-json``): totals over all slots plus per-worker rows."""
+    def summarize(self, wall_s: float, packets: int, extra: dict[str, Any] | None = None,
+                  live: bool = False) -> dict[str, Any]:
+        """The stats JSON (``nfos run --stats-json``): the counters of ``_core.COUNTERS``
+        (counters.def) summed over every slot, derived figures, and the per-worker rows;
+        ``live`` adds the live-interface counters."""
         rows = self.slot_counters()
         ctl = self.control_counters()
         devs = self.nf.devices
         every = rows + ([ctl] if ctl else [])
+        shown = {"sum", "live"} if live else {"sum"}
+        row_key = _core.COUNTER_ALIASES["per_worker"]
 
-        def total(key: str) -> int:
-            return sum(getattr(r, key) for r in every)
+        def public(value: Any) -> Any:   # a per-device list as {device: n}
+            return {d: value[i] for i, d in enumerate(devs)} if isinstance(value, list) else value
 
-        causes: dict[str, int] = {}
-        for r in every:
-            for k, v in r.aborts_by_cause.items():
-                causes[k] = causes.get(k, 0) + v
-        transactions = total("transactions")
-        out: dict[str, Any] = {
-            "nf": self.nf.name,
-            "workers": self.workers,
-            "packets_in": total("packets"),
-            "packets_out": {d: sum(r.out_per_dev[i] for r in every) for i, d in enumerate(devs)},
-            "dropped": total("dropped"),
-            "malformed": total("malformed"),
-            "handler_errors": total("handler_errors"),
-            "table_full": total("table_full"),
-            "transactions": transactions,
-            "commits": total("commits"),
-            "aborts": total("aborts"),
-            "abort_rate": total("aborts") / transactions if transactions else 0.0,
-            "aborts_by_cause": causes,
-            "irrevocable": total("irrevocable"),
-            "batch_splits": total("splits"),
-            "packet_sets_created": total("sets_created"),
-            "packet_sets_expired": total("sets_expired"),
+        def total(name: str) -> Any:
+            first = every[0][name]
+            if isinstance(first, dict):
+                return {k: sum(r[name][k] for r in every) for k in first}
+            if isinstance(first, list):
+                return public([sum(r[name][i] for r in every) for i in range(len(first))])
+            return sum(r[name] for r in every)
+
+        out: dict[str, Any] = {"nf": self.nf.name, "workers": self.workers}
+        out.update({name: total(name) for name, _n, agg, _doc in _core.COUNTERS if agg in shown})
+        tx_ns = sum(r["stm_sampled_tx_ns"] for r in every)
+        counts = [r["packets_in"] for r in rows]
+        mean = sum(counts) / len(counts) if counts else 0
+        out.update({
+            "abort_rate": out["aborts"] / out["transactions"] if out["transactions"] else 0.0,
             "wall_s": wall_s,
             "throughput_pps": packets / wall_s if wall_s > 0 else 0.0,
+            "stm_share_of_transaction_time": sum(r["stm_sampled_stm_ns"] for r in every) / tx_ns if tx_ns else None,
+            "imbalance": max(counts) / mean if mean else 1.0,
             "per_worker": [
-                {"worker": i, "packets": r.packets, "transactions": r.transactions,
-                 "commits": r.commits, "aborts": r.aborts, "busy_s": r.busy_ns / 1e9,
-                 "packet_sets_live": r.sets_live, "peak_rss_kb": r.peak_rss_kb, "pss_kb": r.pss_kb}
+                {"worker": i, **{row_key.get(name, name): public(r[name]) for name, _n, agg, _doc in _core.COUNTERS
+                                 if agg in shown or agg == "gauge"},
+                 "busy_s": r["busy_ns"] / 1e9}
                 for i, r in enumerate(rows)
             ],
-        }
-        tx_ns = total("tx_sampled_ns")
-        out["stm_share_of_transaction_time"] = total("stm_sampled_ns") / tx_ns if tx_ns else None
-        out["stm_sampled_transactions"] = total("tx_sampled")
-        counts = [r.packets for r in rows]
-        mean = sum(counts) / len(counts) if counts else 0
-        out["imbalance"] = max(counts) / mean if mean else 1.0
+        })
         out.update(extra or {})
         return out
 

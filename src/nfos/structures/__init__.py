@@ -7,8 +7,9 @@ records where it was created so the profiler can name it.
 
 from nfos.structures.allocator import Allocator
 from nfos.structures.base import StructInfo, registry
+from nfos.structures.counter import Counter
 from nfos.structures.distributed import DistributedObj
 from nfos.structures.map import Map
 from nfos.structures.vector import Vector
 
-__all__ = ["Allocator", "DistributedObj", "Map", "StructInfo", "Vector", "registry"]
+__all__ = ["Allocator", "Counter", "DistributedObj", "Map", "StructInfo", "Vector", "registry"]

@@ -20,12 +20,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nfos import _core
-from nfos.structures.base import check_count, current, record
+from nfos.structures.base import (
+    Conflict,
+    Diagnosis,
+    StructInfo,
+    Structure,
+    check_count,
+    current,
+    fmt_duration,
+    param_hint,
+    record,
+)
 from nfos.structures.distributed import staleness_ns as duration_ns
 
 
-class Allocator(_core.AllocatorBase):
+class Allocator(_core.AllocatorBase, Structure):
     """Index allocator with per-worker pools and optional leases (see the module doc)."""
+
+    kind = "Allocator"
+    operations = ("allocate", "free", "refresh", "expire", "query")
 
     def __init__(self, capacity: int, lease: object = None, refresh_interval: object = 0,
                  on_expire: Callable[[int], object] | None = None) -> None:
@@ -44,3 +57,19 @@ class Allocator(_core.AllocatorBase):
     def __repr__(self) -> str:
         return f"<Allocator {self.info.name or ''} capacity={self.capacity} ({self.info.created_at})>"
 
+
+    @classmethod
+    def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
+        ops = f"{c.own_op} vs {c.other_op}"
+        cap, ri = info.params.get("capacity"), info.params.get("refresh_interval", 0)
+        is_head = c.element >= (cap or 0)   # pool heads are reported as index capacity + slot
+        if "refresh" in (c.own_op, c.other_op):
+            return Diagnosis(ops, "refreshes of indexes on the same per-worker list (its tail and head)",
+                             f"raise refresh_interval of {info.called}, now {fmt_duration(ri)}"
+                             f"{param_hint('refresh_interval', ri, params)}", "refresh_interval")
+        if c.own_op == "allocate" and is_head:
+            return Diagnosis(ops, "a worker's pool ran dry and it took indexes from another pool",
+                             f"over-provision capacity of {info.called}, now {cap}{param_hint('capacity', cap, params)}",
+                             "capacity")
+        return Diagnosis(ops, f"conflict on {'a pool' if is_head else 'an index'} ({c.own_op} vs {c.other_op})",
+                         f"over-provision capacity of {info.called}, now {cap}", "capacity")

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from nfos import _core
 from nfos.records import is_record_type
-from nfos.structures.base import record
+from nfos.structures.base import (
+    Conflict,
+    Diagnosis,
+    StructInfo,
+    Structure,
+    fmt_duration,
+    param_hint,
+    record,
+)
 
 _MERGE_OPS = {"sum": 0, "max": 1, "min": 2}
 
@@ -23,8 +31,12 @@ def staleness_ns(value: object) -> int:
     return int(value) if isinstance(value, int) else int(round(value * 1e9))
 
 
-class DistributedObj(_core.DistributedObjBase):
+class DistributedObj(_core.DistributedObjBase, Structure):
     """``DistributedObj(Record type, merge="sum" | {"field": "max", ...}, max_staleness=0)``."""
+
+    kind = "DistributedObj"
+    operations = ("read", "update")
+    unknown_other_op = "update"
 
     def __init__(self, record_type: type, merge: str | dict[str, str] = "sum",
                  max_staleness: object = 0) -> None:
@@ -52,3 +64,13 @@ class DistributedObj(_core.DistributedObjBase):
     def __repr__(self) -> str:
         return (f"<DistributedObj of {self.record_type.__name__} max_staleness={self.max_staleness}ns "
                 f"({self.info.created_at})>")
+
+    @classmethod
+    def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
+        ops, st = f"{c.own_op} vs {c.other_op}", info.params.get("max_staleness", 0)
+        recipe = f"raise max_staleness of {info.called}, now {fmt_duration(st)}"
+        if c.own_op == "read":
+            return Diagnosis(ops, "a read had to merge every replica (its cache was older than max_staleness) "
+                                  "while another worker updated one",
+                             recipe + param_hint("max_staleness", st, params), "max_staleness")
+        return Diagnosis(ops, f"conflict on a replica ({c.cause})", recipe, "max_staleness")

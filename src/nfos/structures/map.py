@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from nfos import _core
 from nfos.records import Record, is_record_type, scalar_type
-from nfos.structures.base import MAX_COUNT, check_count, record
+from nfos.structures.base import (
+    MAX_COUNT,
+    Conflict,
+    Diagnosis,
+    StructInfo,
+    Structure,
+    check_count,
+    param_hint,
+    record,
+)
 
 HASHES = {"crc32c": 0, "mult": 1}
 
@@ -35,8 +44,12 @@ def layout(t: object, what: str) -> Layout:
     return (None, st.size, [("value", 0, st.size, st.kind)])
 
 
-class Map(_core.MapBase):
+class Map(_core.MapBase, Structure):
     """A fixed-capacity transactional hash map (see the module doc)."""
+
+    kind = "Map"
+    operations = ("get", "set", "delete")
+    unknown_other_op = "set"
 
     def __init__(self, key: object, value: object, capacity: int, buckets: int | None = None,
                  hash: str = "crc32c", seed: int = 0, slots: int = 8) -> None:
@@ -55,3 +68,16 @@ class Map(_core.MapBase):
 
     def __repr__(self) -> str:
         return f"<Map {self.info.name or ''} buckets={self.buckets} ({self.info.created_at})>"
+
+    @classmethod
+    def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
+        ops = f"{c.own_op} vs {c.other_op}"
+        if c.own_detail and c.own_detail == c.other_detail:   # the key hashes the operations carried
+            return Diagnosis(ops, "two transactions used the same key and at least one wrote it",
+                             f"keep the value of this hot key of {info.called} in an nfos.DistributedObj",
+                             "DistributedObj")
+        b, h = info.params.get("buckets"), info.params.get("hash")
+        return Diagnosis(ops, "different keys collide in one bucket",
+                         f"give {info.called} more buckets (now {b}{param_hint('buckets', b, params)}) or another "
+                         f"hash (now {h}: try {'mult' if h == 'crc32c' else 'crc32c'}, or a seed)", "buckets",
+                         f"bucket {c.element}")

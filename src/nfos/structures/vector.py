@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from nfos import _core
 from nfos.records import is_record_type, scalar_type
-from nfos.structures.base import check_count, record
+from nfos.structures.base import Conflict, Diagnosis, StructInfo, Structure, check_count, record
 
 
-class Vector(_core.VectorBase):
+class Vector(_core.VectorBase, Structure):
     """``Vector(Record or scalar type, size)``: ``v[i]`` reads (a record view or an int),
     ``v[i].field = x`` or ``v[i] = x`` writes."""
+
+    kind = "Vector"
+    operations = ("read", "write")
+    unknown_other_op = "write"
 
     def __init__(self, element: object, size: int) -> None:
         check_count(size, "Vector size")
@@ -28,3 +32,9 @@ class Vector(_core.VectorBase):
     def __repr__(self) -> str:
         name = getattr(self.element, "__name__", repr(self.element))
         return f"<Vector of {len(self)} {name} ({self.info.created_at})>"
+
+    @classmethod
+    def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
+        return Diagnosis(f"{c.own_op} vs {c.other_op}", "two transactions used the same element and at least one wrote it",
+                         f"keep the hot element(s) of {info.called} in an nfos.DistributedObj (updates never conflict)",
+                         "DistributedObj", f"[{c.element}]")

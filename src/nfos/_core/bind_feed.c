@@ -1,0 +1,264 @@
+/* Bindings: the RX side of the replay rings — traces, injected frames,
+ * clock ticks, the paced generator — and software steering. */
+#include "bind.h"
+
+/* Fresh rings come with a fresh start/stop handshake. */
+static void handshake_reset(void) {
+    atomic_store(&proc.shared->start, 0);
+    atomic_store(&proc.shared->ready, 0);
+    atomic_store(&proc.shared->stop, 0);
+    proc.shared->start_ns = 0;
+}
+
+static int setup_rings(PyObject *caps, unsigned long long txbytes) {
+    uint32_t nslots = proc.nslots;
+    if (PyList_GET_SIZE(caps) != nslots) {
+        PyErr_SetString(PyExc_ValueError, "one RX capacity per slot");
+        return -1;
+    }
+    uint64_t c[NFOS_MAX_SLOTS];
+    for (uint32_t s = 0; s < nslots; s++) {
+        c[s] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(caps, s));
+        if (PyErr_Occurred()) return -1;
+    }
+    if (ring_setup(c, nslots, txbytes) < 0) return -1;
+    handshake_reset();
+    return 0;
+}
+
+/* rings_setup(rx_caps: list[int], tx_bytes): one RX and one TX ring per slot. */
+static PyObject *py_rings_setup(PyObject *self, PyObject *args) {
+    PyObject *caps;
+    unsigned long long txbytes;
+    if (!PyArg_ParseTuple(args, "O!K", &PyList_Type, &caps, &txbytes)) return NULL;
+    if (!proc.shared) {
+        PyErr_SetString(PyExc_RuntimeError, "create the arena first");
+        return NULL;
+    }
+    if (setup_rings(caps, txbytes) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int check_dev(long dev) {
+    if (dev < 0 || dev >= proc.ndevs) {
+        PyErr_SetString(PyExc_ValueError, "bad device index");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_ring_slot(long slot) {
+    if (!ring_ready() || slot < 0 || (uint32_t)slot >= proc.nslots) {
+        PyErr_SetString(PyExc_ValueError, "bad slot (or no rings)");
+        return -1;
+    }
+    return 0;
+}
+
+/* steer_frame(frame, dev) -> (worker, in_a_set, rss hash): the worker
+ * software RSS picks (tests, checkers). */
+static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    int dev;
+    if (!PyArg_ParseTuple(args, "y*i", &b, &dev)) return NULL;
+    if (check_dev(dev) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    PktSlot s;
+    memset(&s, 0, sizeof s);
+    s.data = b.buf;
+    s.len = (uint32_t)b.len;
+    s.dev = (uint16_t)dev;
+    pkt_parse(&s);
+    set_key_extract(&s);
+    PyObject *r = Py_BuildValue("(iiI)", steer_worker(&s), s.has_set, s.rss);
+    PyBuffer_Release(&b);
+    return r;
+}
+
+/* load_trace(frames, times, devs, tick_ns, tx_bytes) -> per-worker packet
+ * counts.  Copies the frames into the arena, steers each to its worker's RX
+ * ring (allocated here, sized to fit), inserts clock ticks every tick_ns of
+ * trace time, and closes the rings: saturation replay. */
+static PyObject *py_load_trace(PyObject *self, PyObject *args) {
+    PyObject *frames, *times, *devs;
+    unsigned long long tick_ns, txbytes;
+    if (!PyArg_ParseTuple(args, "O!O!O!KK", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
+                          &tick_ns, &txbytes))
+        return NULL;
+    if (!proc.shared) {
+        PyErr_SetString(PyExc_RuntimeError, "create the arena first");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    if (PyList_GET_SIZE(times) != n || PyList_GET_SIZE(devs) != n) {
+        PyErr_SetString(PyExc_ValueError, "frames, times and devs differ in length");
+        return NULL;
+    }
+    uint32_t nslots = proc.nslots, nw = proc.local ? 1 : (uint32_t)proc.nworkers;
+    uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * (n ? n : 1));
+    uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * (n ? n : 1));
+    uint64_t counts[NFOS_MAX_SLOTS] = {0};
+    uint64_t first = 0, last = 0;
+    PyObject *caps = NULL, *out = NULL;
+    if (!ptrs || !target) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyList_GET_ITEM(frames, i);
+        char *buf;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(f, &buf, &len) < 0) goto done;
+        long dev = PyLong_AsLong(PyList_GET_ITEM(devs, i));
+        uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
+        if (PyErr_Occurred()) goto done;
+        if (dev < 0 || dev >= proc.ndevs) {
+            PyErr_Format(PyExc_ValueError, "packet %zd arrives on device %ld, which the NF does not have", i, dev);
+            goto done;
+        }
+        ptrs[i] = ring_pool_copy(buf, (size_t)len);
+        if (!ptrs[i]) goto done;
+        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, (uint16_t)dev);
+        counts[target[i]]++;
+        if (i == 0) first = t;
+        last = t;
+    }
+    uint64_t nticks = tick_ns && n ? (last - first) / tick_ns + 2 : 0;
+    caps = PyList_New(nslots);
+    if (!caps) goto done;
+    for (uint32_t s = 0; s < nslots; s++)
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + 1 : 1));
+    if (setup_rings(caps, txbytes) < 0) goto done;
+    uint64_t next_tick = tick_ns ? first + tick_ns : UINT64_MAX;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
+        while (t >= next_tick) {
+            for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, 0, 0, DESC_TICK, next_tick, 0, 0);
+            next_tick += tick_ns;
+        }
+        PyObject *f = PyList_GET_ITEM(frames, i);
+        ring_push(target[i], ptrs[i], (uint32_t)PyBytes_GET_SIZE(f), (uint16_t)PyLong_AsLong(PyList_GET_ITEM(devs, i)),
+                  DESC_PACKET, t, 0, 0);
+    }
+    ring_close_all();
+    out = PyList_New(nw);
+    if (!out) goto done;
+    for (uint32_t s = 0; s < nw; s++) PyList_SET_ITEM(out, s, PyLong_FromUnsignedLongLong(counts[s]));
+done:
+    Py_XDECREF(caps);
+    PyMem_RawFree(ptrs);
+    PyMem_RawFree(target);
+    return out;
+}
+
+/* inject(frame, dev, time) -> (slot, seq): one frame into its worker's ring
+ * (streaming: the test harness).  seq is the ring position to wait for. */
+static PyObject *py_inject(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    int dev;
+    unsigned long long t;
+    if (!PyArg_ParseTuple(args, "y*iK", &b, &dev, &t)) return NULL;
+    if (check_dev(dev) < 0 || !ring_ready()) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "rings_setup() first");
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    uint8_t *p = ring_pool_copy(b.buf, (size_t)b.len);
+    uint32_t len = (uint32_t)b.len;
+    PyBuffer_Release(&b);
+    if (!p) return NULL;
+    int slot = ring_steer(p, len, (uint16_t)dev);
+    ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1);
+    return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
+}
+
+/* tick(slot, time) -> seq: advance a worker's clock (runs its expiries). */
+static PyObject *py_tick(PyObject *self, PyObject *args) {
+    int slot;
+    unsigned long long t;
+    if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
+    if (check_ring_slot(slot) < 0) return NULL;
+    ring_push(slot, NULL, 0, 0, DESC_TICK, t, 0, 1);
+    return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
+}
+
+static PyObject *py_rx_done(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(ring_rx_tail((int)s));
+}
+
+static PyObject *py_rx_finished(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
+    return PyBool_FromLong(ring_rx_finished((int)s));
+}
+
+static PyObject *py_close_rx(PyObject *self, PyObject *noargs) {
+    if (ring_ready()) ring_close_all();
+    Py_RETURN_NONE;
+}
+
+/* load_pool(frames, devs): the paced generator's trace, copied and steered once. */
+static PyObject *py_load_pool(PyObject *self, PyObject *args) {
+    PyObject *frames, *devs;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &frames, &PyList_Type, &devs)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    if (n == 0 || PyList_GET_SIZE(devs) != n) return PyErr_Format(PyExc_ValueError, "empty or mismatched trace");
+    uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * n);
+    uint32_t *lens = PyMem_RawMalloc(sizeof(uint32_t) * n);
+    uint16_t *ds = PyMem_RawMalloc(sizeof(uint16_t) * n);
+    if (!ptrs || !lens || !ds) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *buf;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(PyList_GET_ITEM(frames, i), &buf, &len) < 0) goto fail;
+        long dev = PyLong_AsLong(PyList_GET_ITEM(devs, i));
+        if (dev < 0 || dev >= proc.ndevs) {
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "bad device %ld", dev);
+            goto fail;
+        }
+        ptrs[i] = ring_pool_copy(buf, (size_t)len);
+        if (!ptrs[i]) goto fail;
+        lens[i] = (uint32_t)len;
+        ds[i] = (uint16_t)dev;
+    }
+    if (ring_pool_load(ptrs, lens, ds, (size_t)n) < 0) goto fail;
+    Py_RETURN_NONE;
+fail:
+    PyMem_RawFree(ptrs);
+    PyMem_RawFree(lens);
+    PyMem_RawFree(ds);
+    return NULL;
+}
+
+/* feed_paced(rate_pps, duration_s) -> (queued, lost) */
+static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
+    double rate, duration;
+    if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
+    if (!ring_pool_loaded() || !ring_ready() || rate <= 0)
+        return PyErr_Format(PyExc_ValueError, "load_pool() first, and a rate > 0");
+    uint64_t queued = 0, lost = 0;
+    Py_BEGIN_ALLOW_THREADS
+    ring_feed_paced(rate, duration, &queued, &lost);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
+}
+
+PyMethodDef bind_feed_methods[] = {
+    {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
+    {"load_trace", py_load_trace, METH_VARARGS, NULL},
+    {"inject", py_inject, METH_VARARGS, NULL},
+    {"tick", py_tick, METH_VARARGS, NULL},
+    {"rx_done", py_rx_done, METH_O, NULL},
+    {"rx_finished", py_rx_finished, METH_O, NULL},
+    {"close_rx", py_close_rx, METH_NOARGS, NULL},
+    {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
+    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},
+    {"steer_frame", py_steer_frame, METH_VARARGS, "steer_frame(frame, dev) -> (worker, in_a_set, rss hash)"},
+    {NULL, NULL, 0, NULL}};

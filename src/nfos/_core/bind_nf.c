@@ -1,0 +1,153 @@
+/* Bindings: the NF API inside handlers (register, emit, now), the runtime's
+ * transactions and handler runs, and the error-line log. */
+#include "bind.h"
+
+/* register(pkt) -> state: create the packet set of the packet being handled
+ * by the new-packet-set handler.  Raises TableFull when the worker's table
+ * is full. */
+static PyObject *py_register(PyObject *self, PyObject *pkt) {
+    PktSlot *s = packet_slot(pkt);
+    if (!s) {
+        PyErr_SetString(PyExc_TypeError, "register() takes the packet being handled");
+        return NULL;
+    }
+    return loop_register(s);
+}
+
+/* emit(frame, dev): send a new frame at commit; dev is a name, an index or
+ * None (all devices). */
+static PyObject *py_emit(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    PyObject *dev;
+    if (!PyArg_ParseTuple(args, "y*O", &b, &dev)) return NULL;
+    uint32_t mask;
+    if (dev == Py_None) mask = all_devs_mask();
+    else {
+        int d = dev_lookup(dev);
+        if (d < 0) {
+            PyBuffer_Release(&b);
+            return NULL;
+        }
+        mask = 1u << d;
+    }
+    if (!proc.tx.active) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_RuntimeError, "emit() is called from a handler");
+        return NULL;
+    }
+    int r = loop_emit(b.buf, (uint32_t)b.len, mask);
+    PyBuffer_Release(&b);
+    if (r < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* run_in_tx(fn, *args) -> fn(*args), run in one transaction (retried). */
+static PyObject *py_run_in_tx(PyObject *self, PyObject *args) {
+    if (PyTuple_GET_SIZE(args) < 1) {
+        PyErr_SetString(PyExc_TypeError, "run_in_tx(fn, *args)");
+        return NULL;
+    }
+    PyObject *fn = PyTuple_GET_ITEM(args, 0);
+    PyObject *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+    if (!rest) return NULL;
+    PyObject *r = loop_run_in_tx(fn, rest);
+    Py_DECREF(rest);
+    return r;
+}
+
+static PyObject *py_run_periodics(PyObject *self, PyObject *arg) {
+    unsigned long long upto = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    if (loop_run_periodics(upto) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_sweep(PyObject *self, PyObject *noargs) {
+    if (loop_sweep() < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_now(PyObject *self, PyObject *noargs) { return PyLong_FromUnsignedLongLong(proc.clock); }
+
+static PyObject *py_set_clock(PyObject *self, PyObject *arg) {
+    unsigned long long t = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    if (t > proc.clock) proc.clock = t;
+    if (proc.me) proc.me->counters.clock_ns[0] = proc.clock;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_tx_begin(PyObject *self, PyObject *args) {
+    int mode = TX_DIRECT, irrevocable = 0;
+    if (!PyArg_ParseTuple(args, "|ii", &mode, &irrevocable)) return NULL;
+    if (proc.tx.active) {
+        PyErr_SetString(PyExc_RuntimeError, "a transaction is already running");
+        return NULL;
+    }
+    if (mode < TX_DIRECT || mode > TX_UNLOGGED) {
+        PyErr_SetString(PyExc_ValueError, "mode is TX_DIRECT, TX_STM or TX_UNLOGGED");
+        return NULL;
+    }
+    if (mode == TX_STM && !proc.stm) {
+        PyErr_SetString(PyExc_RuntimeError, "create the arena first");
+        return NULL;
+    }
+    loop_tx_begin(mode, irrevocable);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_tx_commit(PyObject *self, PyObject *noargs) {
+    if (!proc.tx.active) Py_RETURN_FALSE;
+    return PyBool_FromLong(stm_commit(&proc.tx) == 0);
+}
+
+static PyObject *py_tx_abort(PyObject *self, PyObject *noargs) {
+    if (proc.tx.active) stm_abort(&proc.tx);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_tx_active(PyObject *self, PyObject *noargs) { return PyBool_FromLong(proc.tx.active); }
+
+static PyObject *py_tx_doomed(PyObject *self, PyObject *noargs) { return PyBool_FromLong(proc.tx.doomed); }
+
+static PyObject *py_set_site(PyObject *self, PyObject *arg) {
+    proc.tx.site = (uint32_t)PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* first_error_at(key) -> True the first time an error at this site (a hash
+ * of file:line) is seen by any process of the run. */
+static PyObject *py_first_error_at(PyObject *self, PyObject *arg) {
+    uint64_t h = PyLong_AsUnsignedLongLongMask(arg) | 1;
+    if (PyErr_Occurred()) return NULL;
+    if (!proc.shared) Py_RETURN_TRUE;
+    for (unsigned i = 0; i < ERROR_SITES; i++) {
+        _Atomic uint64_t *cell = &proc.shared->error_sites[(h + i) % ERROR_SITES];
+        uint64_t cur = atomic_load(cell);
+        if (cur == h) Py_RETURN_FALSE;
+        if (cur == 0) {
+            uint64_t zero = 0;
+            if (atomic_compare_exchange_strong(cell, &zero, h)) Py_RETURN_TRUE;
+            if (zero == h) Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+PyMethodDef bind_nf_methods[] = {
+    {"register", py_register, METH_O, NULL},
+    {"emit", py_emit, METH_VARARGS, NULL},
+    {"run_in_tx", py_run_in_tx, METH_VARARGS, NULL},
+    {"run_periodics", py_run_periodics, METH_O, NULL},
+    {"sweep", py_sweep, METH_NOARGS, NULL},
+    {"now", py_now, METH_NOARGS, "virtual or monotonic time of this process, in ns"},
+    {"set_clock", py_set_clock, METH_O, "advance this process's clock (ns)"},
+    {"tx_begin", py_tx_begin, METH_VARARGS, "tx_begin(mode=DIRECT, irrevocable=0)"},
+    {"tx_commit", py_tx_commit, METH_NOARGS, "commit; False if it aborted"},
+    {"tx_abort", py_tx_abort, METH_NOARGS, "roll back the running transaction"},
+    {"tx_active", py_tx_active, METH_NOARGS, NULL},
+    {"tx_doomed", py_tx_doomed, METH_NOARGS, NULL},
+    {"set_site", py_set_site, METH_O, NULL},
+    {"first_error_at", py_first_error_at, METH_O, NULL},
+    {NULL, NULL, 0, NULL}};

@@ -1,0 +1,377 @@
+/* Packet I/O through rings in the arena: replay, the test harness and the
+ * paced generator.
+ *
+ * One RX ring of descriptors per slot (control -> worker, single producer /
+ * single consumer) and one TX byte ring per slot (worker -> control) holding
+ * output records when output is collected.  The control process copies the
+ * frames into the arena and steers each (software RSS) to its worker's RX
+ * ring; clock ticks (DESC_TICK) let an idle worker expire its sets.  A
+ * descriptor is consumed (the tail moves) only once its batch committed, so
+ * rx_done() tells the control process what is finished.
+ *
+ * Paced mode: the control process is the traffic generator: ring_pool_load()
+ * copies and steers a trace once; ring_feed_paced() then queues it (cycling)
+ * into the workers' RX rings at a fixed rate on the monotonic clock.  A full
+ * ring is a loss, as a full NIC queue is.  Each descriptor carries its queue
+ * time; workers histogram the queue-to-commit latency (worker_loop.c).
+ */
+#include "pktio_ring.h"
+
+#include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+typedef struct {
+    uint64_t ptr;
+    uint32_t len;
+    uint16_t dev;
+    uint16_t kind;
+    uint64_t time;
+    uint64_t enq_ns;   /* paced mode: when the generator queued it; 0 otherwise */
+} RxDesc;
+
+typedef struct {
+    _Atomic uint64_t head;   /* written by the producer */
+    char pad0[56];
+    _Atomic uint64_t tail;   /* descriptors consumed and committed */
+    char pad1[56];
+    _Atomic uint32_t closed;
+    _Atomic uint32_t finished;
+    uint64_t mask;
+    RxDesc *descs;
+} RxRing;
+
+typedef struct {
+    _Atomic uint64_t head;
+    char pad0[56];
+    _Atomic uint64_t tail;
+    char pad1[56];
+    uint64_t cap;
+    char *buf;
+} TxRing;
+
+typedef struct {
+    uint32_t reclen, framelen, devmask, indev;
+    uint64_t time, seq;
+} TxRec;   /* 32 bytes; records are 32-byte aligned so a pad record always fits */
+
+typedef struct {
+    RxRing *rx;   /* per slot */
+    TxRing *tx;
+    uint32_t nslots;
+    char *pool_lo, *pool_hi; /* the replayed trace's frames */
+} Rings;
+
+static Rings *R;             /* in the arena */
+static int collect;          /* output goes to the TX rings */
+
+/* ------------------------------------------------------------ control side */
+
+static uint64_t next_pow2(uint64_t x) {
+    uint64_t p = 1;
+    while (p < x) p <<= 1;
+    return p;
+}
+
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
+    Rings *r = proc_alloc(sizeof(Rings), NFOS_CACHELINE);
+    if (!r) return -1;
+    r->nslots = nslots;
+    r->rx = proc_alloc(sizeof(RxRing) * nslots, NFOS_CACHELINE);
+    r->tx = proc_alloc(sizeof(TxRing) * nslots, NFOS_CACHELINE);
+    if (!r->rx || !r->tx) return -1;
+    txbytes = (txbytes + 31) & ~31ull;
+    for (uint32_t s = 0; s < nslots; s++) {
+        uint64_t cap = next_pow2(rx_caps[s] + 1);
+        r->rx[s].mask = cap - 1;
+        r->rx[s].descs = proc_alloc(sizeof(RxDesc) * cap, NFOS_CACHELINE);
+        r->tx[s].cap = txbytes;
+        r->tx[s].buf = proc_alloc(txbytes, NFOS_CACHELINE);
+        if (!r->rx[s].descs || !r->tx[s].buf) return -1;
+    }
+    R = r;
+    return 0;
+}
+
+int ring_ready(void) { return R != NULL; }
+void ring_reset(void) { R = NULL; }
+void ring_collect_output(int on) { collect = on; }
+
+uint8_t *ring_pool_copy(const char *frame, size_t len) {
+    uint8_t *p = proc_alloc(len ? len : 1, 8);
+    if (p) {
+        memcpy(p, frame, len);
+        if (R) {
+            if (!R->pool_lo || (char *)p < R->pool_lo) R->pool_lo = (char *)p;
+            if ((char *)p + len > R->pool_hi) R->pool_hi = (char *)p + len;
+        }
+    }
+    return p;
+}
+
+int ring_steer(uint8_t *data, uint32_t len, uint16_t dev) {
+    if (proc.local || proc.nworkers <= 1) return 0;
+    PktSlot s;
+    s.data = data;
+    s.len = len;
+    s.dev = dev;
+    pkt_parse(&s);
+    set_key_extract(&s);
+    return steer_worker(&s);
+}
+
+int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
+              uint64_t enq, int wait) {
+    RxRing *rx = &R->rx[slot];
+    for (unsigned spins = 0;; spins++) {
+        uint64_t head = atomic_load_explicit(&rx->head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&rx->tail, memory_order_acquire);
+        if (head - tail <= rx->mask) {
+            RxDesc *d = &rx->descs[head & rx->mask];
+            d->ptr = (uint64_t)(uintptr_t)frame;
+            d->len = len;
+            d->dev = dev;
+            d->kind = kind;
+            d->time = time;
+            d->enq_ns = enq;
+            atomic_store_explicit(&rx->head, head + 1, memory_order_release);
+            return 0;
+        }
+        if (!wait) return -1;
+        if (spins > 64) usleep(20);
+    }
+}
+
+void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
+void ring_close_all(void) {
+    for (uint32_t s = 0; s < R->nslots; s++) ring_close(s);
+}
+uint64_t ring_rx_head(int slot) { return atomic_load(&R->rx[slot].head); }
+uint64_t ring_rx_tail(int slot) { return atomic_load(&R->rx[slot].tail); }
+int ring_rx_finished(int slot) { return (int)atomic_load(&R->rx[slot].finished); }
+
+uint64_t ring_tx_tail(int slot) { return atomic_load_explicit(&R->tx[slot].tail, memory_order_relaxed); }
+uint64_t ring_tx_head(int slot) { return atomic_load_explicit(&R->tx[slot].head, memory_order_acquire); }
+
+int ring_tx_next(int slot, uint64_t *at, RingFrame *f) {
+    TxRing *t = &R->tx[slot];
+    TxRec *r = (TxRec *)(t->buf + *at % t->cap);
+    *at += r->reclen;
+    if (r->framelen == UINT32_MAX) return 0;
+    f->frame = (const uint8_t *)(r + 1);
+    f->len = r->framelen;
+    f->devmask = r->devmask;
+    f->indev = r->indev;
+    f->time = r->time;
+    return 1;
+}
+
+void ring_tx_release(int slot, uint64_t at) {
+    atomic_store_explicit(&R->tx[slot].tail, at, memory_order_release);
+}
+
+/* A forked process does not inherit the page tables of a shared mapping, and
+ * minor faults would otherwise be timed as processing. */
+void ring_prefault(int slot) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *spans[2][2] = {{R->pool_lo, R->pool_hi},
+                         {(char *)R->rx[slot].descs, (char *)(R->rx[slot].descs + R->rx[slot].mask + 1)}};
+    for (int i = 0; i < 2; i++) {
+        char *lo = spans[i][0], *hi = spans[i][1];
+        if (!lo || hi <= lo) continue;
+        lo = (char *)((uintptr_t)lo & ~(uintptr_t)(page - 1));
+        if (madvise(lo, (size_t)(hi - lo), MADV_POPULATE_READ) != 0) {
+            for (char *p = lo; p < hi; p += page) (void)*(volatile char *)p;   /* older kernels */
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- paced mode */
+
+static struct {
+    uint8_t **ptrs;
+    uint32_t *lens;
+    uint16_t *devs, *targets;
+    size_t n;
+} pool;
+
+int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n) {
+    uint16_t *targets = PyMem_RawMalloc(sizeof(uint16_t) * (n ? n : 1));
+    if (!targets) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) targets[i] = (uint16_t)ring_steer(frames[i], lens[i], devs[i]);
+    PyMem_RawFree(pool.ptrs);
+    PyMem_RawFree(pool.lens);
+    PyMem_RawFree(pool.devs);
+    PyMem_RawFree(pool.targets);
+    pool.ptrs = frames;
+    pool.lens = lens;
+    pool.devs = devs;
+    pool.targets = targets;
+    pool.n = n;
+    return 0;
+}
+
+int ring_pool_loaded(void) { return pool.n > 0; }
+
+void ring_feed_paced(double rate, double duration, uint64_t *queued_out, uint64_t *lost_out) {
+    uint64_t queued = 0, lost = 0;
+    uint64_t t0 = mono_ns(), end = t0 + (uint64_t)(duration * 1e9);
+    double gap = 1e9 / rate;
+    size_t i = 0;
+    for (uint64_t k = 0;; k++) {
+        uint64_t due = t0 + (uint64_t)(k * gap), now;
+        if (due >= end) break;
+        while ((now = mono_ns()) < due) {}
+        if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.devs[i], DESC_PACKET, now, now, 0) == 0)
+            queued++;
+        else
+            lost++;
+        if (++i == pool.n) i = 0;
+    }
+    *queued_out = queued;
+    *lost_out = lost;
+}
+
+/* ------------------------------------------------------------ worker side */
+
+static PktSlot slots[NFOS_BATCH_MAX];
+static int call_spin;        /* idle polls left in this worker_run call */
+static uint64_t call_t0;     /* when it began */
+
+static int ring_enter(int spin) {
+    if (!R || !proc.me) {
+        PyErr_SetString(PyExc_RuntimeError, "no RX rings: load a trace (or rings_setup) first");
+        return -2;
+    }
+    call_spin = spin;
+    call_t0 = mono_ns();
+    if (!proc.me->counters.begin_ns[0]) proc.me->counters.begin_ns[0] = call_t0;
+    return 0;
+}
+
+static int ring_rx(PktioRx *b, int max, uint64_t due) {
+    RxRing *rx = &R->rx[proc.slot];
+    if (proc_stopping()) {
+        atomic_store(&rx->finished, 1);
+        return PKTIO_STOP;
+    }
+    uint64_t tail = atomic_load_explicit(&rx->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&rx->head, memory_order_acquire);
+    if (head == tail) {
+        if (atomic_load(&rx->closed) && atomic_load(&rx->head) == tail) {
+            if (!atomic_load(&rx->finished)) proc.me->counters.finish_ns[0] = mono_ns();
+            atomic_store(&rx->finished, 1);
+            return PKTIO_END;
+        }
+        b->time = 0;
+        return PKTIO_IDLE;
+    }
+    int n = 0;
+    uint64_t avail = head - tail, take = avail < (uint64_t)max ? avail : (uint64_t)max;
+    uint64_t consumed = 0;
+    for (uint64_t k = 0; k < take; k++) {
+        RxDesc *d = &rx->descs[(tail + k) & rx->mask];
+        if (d->time >= due) {   /* sequential mode: periodic handlers come first */
+            if (n == 0) {
+                b->time = d->time;
+                return PKTIO_PERIODIC;
+            }
+            break;
+        }
+        if (d->kind == DESC_TICK) {
+            if (n == 0) {
+                b->time = d->time;
+                b->count = 1;
+                b->mark = tail;
+                return PKTIO_TICK;
+            }
+            break;
+        }
+        PktSlot *s = &slots[n];
+        s->data = (uint8_t *)(uintptr_t)d->ptr;
+        s->len = d->len;
+        s->dev = d->dev;
+        s->time = d->time;
+        s->enq_ns = d->enq_ns;
+        s->undo_serial = 0;
+        pkt_parse(s);
+        set_key_extract(s);
+        b->items[n].pkt = s;
+        b->items[n].expire_id = -1;
+        n++;
+        consumed++;
+    }
+    b->n = n;
+    b->time = slots[0].time;
+    b->count = consumed;
+    b->mark = tail;
+    return PKTIO_BATCH;
+}
+
+static void ring_done(PktioRx *b) {
+    RxRing *rx = &R->rx[proc.slot];
+    atomic_store_explicit(&rx->tail, b->mark + b->count, memory_order_release);
+    proc.me->counters.rx_done[0] = b->mark + b->count;
+}
+
+static int ring_wait(void) {
+    if (call_spin-- <= 0) return 1;
+    if (call_spin % 64 == 0) sched_yield();
+    return 0;
+}
+
+static void ring_leave(void) { proc.me->counters.busy_ns[0] += mono_ns() - call_t0; }
+
+static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t indev, uint64_t time) {
+    TxRing *t = &R->tx[proc.slot];
+    uint64_t rec = (sizeof(TxRec) + len + 31) & ~31ull;
+    for (unsigned spins = 0;; spins++) {
+        uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+        uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
+        uint64_t off = head % t->cap, room_end = t->cap - off;
+        uint64_t need = rec <= room_end ? rec : room_end + rec;
+        if (head + need - tail <= t->cap) {
+            if (rec > room_end) {   /* pad to the end, wrap */
+                TxRec *pad = (TxRec *)(t->buf + off);
+                pad->reclen = (uint32_t)room_end;
+                pad->framelen = UINT32_MAX;
+                head += room_end;
+                off = 0;
+            }
+            TxRec *r = (TxRec *)(t->buf + off);
+            r->reclen = (uint32_t)rec;
+            r->framelen = len;
+            r->devmask = devmask;
+            r->indev = indev;
+            r->time = time;
+            r->seq = 0;
+            memcpy(r + 1, frame, len);
+            atomic_store_explicit(&t->head, head + rec, memory_order_release);
+            return;
+        }
+        if (spins > 64) usleep(50);   /* the control process drains the ring */
+    }
+}
+
+static void ring_send(const PktOut *out, int n) {
+    if (!collect || !R) return;
+    for (int i = 0; i < n; i++) tx_ring_push(out[i].data, out[i].len, out[i].devmask, out[i].indev, out[i].time);
+}
+
+const Pktio pktio_ring = {
+    .name = "ring",
+    .enter = ring_enter,
+    .rx = ring_rx,
+    .done = ring_done,
+    .wait = ring_wait,
+    .leave = ring_leave,
+    .send = ring_send,
+    .flush = NULL,
+};

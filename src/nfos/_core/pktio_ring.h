@@ -1,0 +1,53 @@
+/* Layer 6: the replay rings (pktio_ring.c): the control process's side. */
+#ifndef NFOS_PKTIO_RING_H
+#define NFOS_PKTIO_RING_H
+
+#include "pktio.h"
+
+enum { DESC_PACKET = 0, DESC_TICK = 1 };
+
+/* One RX ring per slot (room for rx_caps[s] descriptors) and one TX ring of
+ * tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t tx_bytes);
+int ring_ready(void);
+void ring_reset(void);
+/* Output is collected in the TX rings (else discarded). */
+void ring_collect_output(int on);
+
+/* Copy a frame into the arena (the replayed trace); NULL: exception set. */
+uint8_t *ring_pool_copy(const char *frame, size_t len);
+/* The worker a frame goes to (0 in the sequential mode or with one worker). */
+int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
+/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room). */
+int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
+              uint64_t enq_ns, int wait);
+void ring_close(uint32_t slot);
+void ring_close_all(void);
+uint64_t ring_rx_head(int slot);
+uint64_t ring_rx_tail(int slot);    /* descriptors consumed and committed */
+int ring_rx_finished(int slot);
+
+/* The TX ring of a slot, read by the control process: records from `*at`
+ * (start at ring_tx_tail) to ring_tx_head; ring_tx_next returns 1 with a
+ * frame, 0 for padding, and moves *at on; ring_tx_release frees up to `at`. */
+typedef struct {
+    const uint8_t *frame;
+    uint32_t len, devmask, indev;
+    uint64_t time;
+} RingFrame;
+uint64_t ring_tx_tail(int slot);
+uint64_t ring_tx_head(int slot);
+int ring_tx_next(int slot, uint64_t *at, RingFrame *f);
+void ring_tx_release(int slot, uint64_t at);
+
+/* Map this slot's view of the trace and of its RX ring (page tables). */
+void ring_prefault(int slot);
+
+/* Paced mode: a trace copied and steered once, then queued at a rate. */
+int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n);   /* takes the arrays */
+int ring_pool_loaded(void);
+/* Queue the pool (cycling) at rate_pps for duration_s on the monotonic clock;
+ * a full ring is a loss.  No Python (call it with the GIL released). */
+void ring_feed_paced(double rate_pps, double duration_s, uint64_t *queued, uint64_t *lost);
+
+#endif

@@ -1,0 +1,22 @@
+/* Layer 5: a worker's packet-set table (pktset.c). */
+#ifndef NFOS_PKTSET_H
+#define NFOS_PKTSET_H
+
+#include "packet.h"
+
+/* One table per slot, in the arena (before the fork); -1: exception set. */
+int pst_alloc_all(uint32_t nslots, uint32_t capacity, uint32_t state_size);
+/* This process uses slot's table (-1: none). */
+void pst_select(int slot);
+uint32_t pst_capacity(void);
+int32_t pst_lookup(const PktSlot *s);
+int32_t pst_insert(const PktSlot *s);   /* -1: full; -2: exception set */
+void pst_remove(int32_t id);
+char *pst_state(int32_t id);
+uint64_t pst_last_seen(int32_t id);
+void pst_touch(int32_t id, uint64_t now);
+int32_t pst_oldest(void);               /* least recently seen, or -1 */
+int32_t pst_next_lru(int32_t id);       /* the next younger, or -1 */
+uint32_t pst_count(void);
+
+#endif

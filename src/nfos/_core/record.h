@@ -1,0 +1,39 @@
+/* Layer 4: record views and typed fields (record.c). */
+#ifndef NFOS_RECORD_H
+#define NFOS_RECORD_H
+
+#include "process.h"
+
+/* Field kinds, in the order of the module constants K_U8 ... K_BYTES. */
+#define NFOS_FIELD_KINDS(X) X(U8) X(U16) X(U32) X(U64) X(I8) X(I16) X(I32) X(I64) X(F64) X(BOOL) X(BYTES)
+enum field_kind {
+#define FIELD_KIND_ENUM(k) K_##k,
+    NFOS_FIELD_KINDS(FIELD_KIND_ENUM)
+#undef FIELD_KIND_ENUM
+};
+
+typedef struct {
+    PyObject_VAR_HEAD         /* var-sized: a free record keeps its bytes inline */
+    char *data;
+    ObjHdr *obj;
+    uint64_t serial;
+    uint64_t wtag;            /* tag (base.h OP_TAG) of a write through this view */
+    uint32_t size;            /* record bytes */
+    uint32_t objsize;         /* payload of `obj` to open for a write (0: size) */
+    uint32_t index;
+    uint16_t struct_id;
+    uint8_t flags;
+} RecordView;
+
+#define RV_OPENED_W 1   /* write access already recorded */
+#define RV_READONLY 2
+#define RV_PRIVATE 4    /* not a shared object: undo only */
+#define RV_FREE 8       /* not inside a transaction at all (scratch record) */
+
+PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t size,
+                          uint16_t struct_id, uint32_t index, uint8_t flags);
+int record_types_init(PyObject *m);
+PyObject *load_field(const char *p, uint8_t kind, uint16_t size);
+int store_field(char *p, uint8_t kind, uint16_t size, PyObject *value, PyObject *name);
+
+#endif
