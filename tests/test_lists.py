@@ -9,7 +9,7 @@ import re
 from nfos import _core
 from nfos.io.gen import gen_caida
 from nfos.runtime.live import prometheus_families
-from nfos.runtime.replay import replay, summarize
+from nfos.runtime.replay import replay
 from nfos.testing import Harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def test_stats_json_has_exactly_the_documented_keys(tmp_path):
 
 def test_live_summaries_add_the_live_counters():
     with Harness(FIREWALL, workers=0) as h:
-        stats = summarize(h.session, 1.0, 0, live=True)
+        stats = h.session.summarize(1.0, 0, live=True)
     assert set(by_agg("live")) <= set(stats) and set(by_agg("live")) <= set(stats["per_worker"][0])
 
 
