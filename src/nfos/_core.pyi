@@ -47,7 +47,7 @@ KF_DPORT: Final[int]
 ABORT_CAUSES: Final[tuple[tuple[str, str], ...]]   # (name, doc)
 OPERATIONS: Final[tuple[tuple[str, str, Literal["read", "write"]], ...]]   # (structure kind, name, read/write) per op code
 COUNTERS: Final[tuple[tuple[str, int, Literal["sum", "live", "gauge", "internal"], str], ...]]   # (name, length, aggregation, doc)
-COUNTER_ALIASES: Final[dict[str, dict[str, str]]]   # {"per_worker"|"prometheus": {name: pinned public name}}
+COUNTER_ALIASES: Final[dict[str, dict[str, str]]]   # {"per_worker"|"prometheus"|"line": {name: pinned public name}}
 
 # ----------------------------------------------------------------- exceptions
 class TransactionAborted(BaseException):

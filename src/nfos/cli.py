@@ -79,33 +79,32 @@ def _trace_loader(inputs: tuple[str, ...]) -> Callable[[list[str]], Trace]:
     return load
 
 
+#: counters the summary always shows; the others of counters.def only when not zero
+_ALWAYS_SHOWN = ("packets_in", "packets_out", "dropped", "transactions", "aborts")
+
+
 def _summary(stats: dict[str, Any]) -> Table:
+    """The run's counters (every summed one of counters.def, and the live ones in a live run,
+    under their names), then time, throughput and imbalance."""
+    from nfos import _core
+
     t = Table(title=f"nfos run: {stats['nf']} ({stats['workers']} workers"
                     f"{', sequential reference mode' if stats['workers'] == 0 else ''})")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_row("packets in", f"{stats['packets_in']:,}")
-    for d, n in stats["packets_out"].items():
-        t.add_row(f"packets out {d}", f"{n:,}")
-    t.add_row("dropped", f"{stats['dropped']:,}")
-    for k in ("malformed", "handler_errors", "table_full"):
-        if stats[k]:
-            t.add_row(k.replace("_", " "), f"{stats[k]:,}")
-    t.add_row("transactions", f"{stats['transactions']:,}")
-    t.add_row("aborts", f"{stats['aborts']:,} ({stats['abort_rate']:.2%})")
-    t.add_row("packet sets created / expired",
-              f"{stats['packet_sets_created']:,} / {stats['packet_sets_expired']:,}")
-    if stats.get("mode") == "live":
-        t.add_row("ring drops (kernel)", f"{stats['ring_drops']:,}")
-        for k in ("oversize", "tx_errors"):
-            if stats[k]:
-                t.add_row(k.replace("_", " "), f"{stats[k]:,}")
-        t.add_row("run time", f"{stats['wall_s']:.3f} s")
-    else:
-        t.add_row("processing time", f"{stats['wall_s']:.3f} s")
+    live = stats.get("mode") == "live"
+    for name, _n, agg, _doc in _core.COUNTERS:
+        if agg != "sum" and not (live and agg == "live"):
+            continue
+        value = stats[name]
+        for label, n in (value.items() if isinstance(value, dict) else [(None, value)]):
+            if n or (name in _ALWAYS_SHOWN and label is None) or name == "packets_out":
+                shown = f"{n:,}" + (f" ({stats['abort_rate']:.2%})" if name == "aborts" else "")
+                t.add_row(name if label is None else f"{name} {label}", shown)
+    t.add_row("run time" if live else "processing time", f"{stats['wall_s']:.3f} s")
     t.add_row("throughput", f"{stats['throughput_pps'] / 1e6:.3f} Mpps")
     if stats["workers"] > 1:
-        t.add_row("load imbalance (max/mean)", f"{stats['imbalance']:.2f}")
+        t.add_row("imbalance (max/mean packets per worker)", f"{stats['imbalance']:.2f}")
     return t
 
 

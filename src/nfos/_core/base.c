@@ -36,8 +36,8 @@ const uint8_t op_code_writes[OPC_NCODES] = {
 };
 
 const CounterInfo counter_table[NCOUNTERS] = {
-#define COUNTER(name, len, agg, row, prom, doc) \
-    {#name, (uint32_t)offsetof(SlotCounters, name), (uint32_t)(len), AGG_##agg, row, prom, doc},
+#define COUNTER(name, len, agg, row, prom, line, doc) \
+    {#name, (uint32_t)offsetof(SlotCounters, name), (uint32_t)(len), AGG_##agg, row, prom, line, doc},
 #include "counters.def"
 #undef COUNTER
 };

@@ -73,7 +73,7 @@ extern const uint8_t op_code_writes[OPC_NCODES];      /* OP_READ / OP_WRITE */
 enum counter_aggregation { AGG_SUM, AGG_LIVE, AGG_GAUGE, AGG_INTERNAL };
 
 typedef struct {
-#define COUNTER(name, len, agg, row, prom, doc) uint64_t name[len];
+#define COUNTER(name, len, agg, row, prom, line, doc) uint64_t name[len];
 #include "counters.def"
 #undef COUNTER
 } SlotCounters;
@@ -86,11 +86,12 @@ typedef struct {
     uint8_t aggregation;      /* enum counter_aggregation */
     const char *row;          /* pinned per-worker row key, or "" */
     const char *prometheus;   /* pinned Prometheus name, or "" */
+    const char *line;         /* pinned --stats-interval label, or "" */
     const char *doc;
 } CounterInfo;
 
 enum {
-#define COUNTER(name, len, agg, row, prom, doc) COUNTER_IDX_##name,
+#define COUNTER(name, len, agg, row, prom, line, doc) COUNTER_IDX_##name,
 #include "counters.def"
 #undef COUNTER
     NCOUNTERS

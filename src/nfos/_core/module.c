@@ -37,29 +37,25 @@ static PyObject *counters(void) {
     return t;
 }
 
-/* {"per_worker": {name: alias}, "prometheus": {name: alias}}: the names a test pins. */
+/* {"per_worker": {name: alias}, "prometheus": {...}, "line": {...}}: the names existing
+ * tests pin where they differ from the counter's name (counters.def's alias columns). */
 static PyObject *counter_aliases(void) {
-    PyObject *row = PyDict_New(), *prom = PyDict_New();
-    for (int i = 0; row && prom && i < NCOUNTERS; i++) {
-        const CounterInfo *c = &counter_table[i];
-        PyObject *a;
-        if (c->row[0]) {
-            a = PyUnicode_FromString(c->row);
-            if (!a || PyDict_SetItemString(row, c->name, a) < 0) Py_CLEAR(row);
+    static const char *const kinds[3] = {"per_worker", "prometheus", "line"};
+    PyObject *out = PyDict_New();
+    for (int k = 0; out && k < 3; k++) {
+        PyObject *d = PyDict_New();
+        for (int i = 0; d && i < NCOUNTERS; i++) {
+            const CounterInfo *c = &counter_table[i];
+            const char *alias = k == 0 ? c->row : k == 1 ? c->prometheus : c->line;
+            if (!alias[0]) continue;
+            PyObject *a = PyUnicode_FromString(alias);
+            if (!a || PyDict_SetItemString(d, c->name, a) < 0) Py_CLEAR(d);
             Py_XDECREF(a);
         }
-        if (c->prometheus[0] && prom) {
-            a = PyUnicode_FromString(c->prometheus);
-            if (!a || PyDict_SetItemString(prom, c->name, a) < 0) Py_CLEAR(prom);
-            Py_XDECREF(a);
-        }
+        if (!d || PyDict_SetItemString(out, kinds[k], d) < 0) Py_CLEAR(out);
+        Py_XDECREF(d);
     }
-    if (!row || !prom) {
-        Py_XDECREF(row);
-        Py_XDECREF(prom);
-        return NULL;
-    }
-    return Py_BuildValue("{sNsN}", "per_worker", row, "prometheus", prom);
+    return out;
 }
 
 static int add_tuple(PyObject *m, const char *name, PyObject *v) {

@@ -164,49 +164,54 @@ def _open_worker(opens: list[tuple[int, str, bytes, int]], slot: int) -> None:
 
 
 # ----------------------------------------------------------------- counters
+def _scalar(value: Any) -> int:
+    """A counter's total: a per-device list or a per-cause dict summed."""
+    if isinstance(value, dict):
+        return sum(value.values())
+    return sum(value) if isinstance(value, list) else int(value)
+
+
+#: the counters of the --stats-interval line: every summed and live counter of counters.def
+LINE_COUNTERS = tuple(name for name, _n, agg, _doc in _core.COUNTERS if agg in ("sum", "live"))
+RATES = ("packets_in", "packets_out")   # shown per second; the others as counts
+
+
 def _snapshot(session: Session) -> dict[str, Any]:
-    rows = []
-    for r in session.slot_counters():
-        rows.append({"rx": r["packets_in"], "tx": sum(r["packets_out"]), "dropped": r["dropped"],
-                     "aborts": r["aborts"], "commits": r["commits"], "packet_sets_live": r["packet_sets_live"],
-                     "ring_drops": r["ring_drops"], "oversize": r["oversize"],
-                     "tx_errors": r["tx_errors"], "link_errors": r["link_errors"], "counters": r})
-    ctl = read_counters(session.control_slot)
-    return {"t": time.monotonic(), "workers": rows,
-            "control": {"tx": sum(ctl["packets_out"]), "aborts": ctl["aborts"], "tx_errors": ctl["tx_errors"]}}
-
-
-_TOTALS = ("rx", "tx", "dropped", "aborts", "ring_drops", "oversize", "tx_errors")
+    """Every worker's counters (and the control process's) at one moment."""
+    return {"t": time.monotonic(), "workers": [dict(r) for r in session.slot_counters()],
+            "control": read_counters(session.control_slot)}
 
 
 def interval_stats(prev: dict[str, Any], cur: dict[str, Any], since_start: float) -> dict[str, Any]:
-    """Rates (per second) and counts between two snapshots, totals and per worker."""
+    """What happened between two snapshots: for each counter of LINE_COUNTERS its count in the
+    interval (``<name>``) over every slot, ``<name>_per_s`` for the rates, and per worker."""
     dt = max(cur["t"] - prev["t"], 1e-9)
-    per = []
-    for a, b in zip(prev["workers"], cur["workers"], strict=True):
-        d = {k: b[k] - a[k] for k in _TOTALS}
-        per.append({"rx_pps": d["rx"] / dt, "tx_pps": d["tx"] / dt, "dropped": d["dropped"],
-                    "aborts": d["aborts"], "ring_drops": d["ring_drops"], "oversize": d["oversize"],
-                    "tx_errors": d["tx_errors"], "packet_sets_live": b["packet_sets_live"]})
-    ctl_tx = cur["control"]["tx"] - prev["control"]["tx"]
-    return {"t": since_start, "interval_s": dt,
-            "rx_pps": sum(p["rx_pps"] for p in per), "tx_pps": sum(p["tx_pps"] for p in per) + ctl_tx / dt,
-            "dropped": sum(p["dropped"] for p in per), "ring_drops": sum(p["ring_drops"] for p in per),
-            "aborts": sum(p["aborts"] for p in per) + cur["control"]["aborts"] - prev["control"]["aborts"],
-            "oversize": sum(p["oversize"] for p in per),
-            "tx_errors": sum(p["tx_errors"] for p in per) + cur["control"]["tx_errors"]
-            - prev["control"]["tx_errors"],
-            "per_worker": per}
+
+    def delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        d: dict[str, Any] = {name: _scalar(b[name]) - _scalar(a[name]) for name in LINE_COUNTERS}
+        d.update({f"{name}_per_s": d[name] / dt for name in RATES})
+        d["packet_sets_live"] = b["packet_sets_live"]
+        return d
+
+    per = [delta(a, b) for a, b in zip(prev["workers"], cur["workers"], strict=True)]
+    ctl = delta(prev["control"], cur["control"])
+    out: dict[str, Any] = {"t": since_start, "interval_s": dt}
+    out.update({name: sum(p[name] for p in per) + ctl[name] for name in LINE_COUNTERS})
+    out.update({f"{name}_per_s": out[name] / dt for name in RATES})
+    out["per_worker"] = per
+    return out
 
 
 def format_line(s: dict[str, Any]) -> str:
-    """The per-interval line: totals, then each worker."""
-    line = (f"nfos: {s['t']:7.1f}s rx {s['rx_pps']:,.0f}/s tx {s['tx_pps']:,.0f}/s drop {s['dropped']:,} "
-            f"ring-drop {s['ring_drops']:,} aborts {s['aborts']:,}")
-    if s["oversize"] or s["tx_errors"]:
-        line += f" oversize {s['oversize']:,} tx-err {s['tx_errors']:,}"
-    return line + " | " + " ".join(f"w{i} rx {p['rx_pps']:,.0f}/s tx {p['tx_pps']:,.0f}/s"
-                                   for i, p in enumerate(s["per_worker"]))
+    """The per-interval line: the rates, every other counter that moved, then each worker's
+    rates; each under its counters.def name (or the line alias the list gives it)."""
+    label = _core.COUNTER_ALIASES["line"]
+    rates = " ".join(f"{label.get(name, name)} {s[f'{name}_per_s']:,.0f}/s" for name in RATES)
+    moved = " ".join(f"{label.get(name, name)} {s[name]:,}" for name in LINE_COUNTERS
+                     if name not in RATES and s[name])
+    per = " ".join(f"w{i} " + " ".join(f"{label.get(name, name)} {p[f'{name}_per_s']:,.0f}/s" for name in RATES)
+                   for i, p in enumerate(s["per_worker"]))
+    return f"nfos: {s['t']:7.1f}s {rates}" + (f" {moved}" if moved else "") + f" | {per}"
 
 
 def prometheus_families(workers: Sequence[dict[str, Any]], devices: Sequence[str]) -> list[tuple]:
@@ -259,8 +264,7 @@ class _Metrics:
         snap = self.latest
         if snap is None:
             return
-        for name, kind, doc, labels, samples in prometheus_families([r["counters"] for r in snap["workers"]],
-                                                                    self.devices):
+        for name, kind, doc, labels, samples in prometheus_families(snap["workers"], self.devices):
             m = (self._counter if kind == "counter" else self._gauge)(name, doc, labels=labels)
             for values, v in samples:
                 m.add_metric(values, v)
