@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)   # this checkout's bench/
+from bench.harness.configs import machine  # noqa: E402
 
 #: name -> (example file, generator arguments, --param values); the `nfos bench` set
 NFS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -35,17 +36,6 @@ NFS: dict[str, tuple[str, list[str], list[str]]] = {
     "anti_ddos_0.1ms": ("anti_ddos.py", ["antiddos"], ["staleness=0.1ms"]),
     "dummy_ro": ("dummy.py", ["caida", "--flows", "20000", "--reverse", "0.5"], ["mode=ro"]),
 }
-
-
-def machine() -> dict[str, object]:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
-            "python": platform.python_version()}
 
 
 def nfos(tree: str, *args: str) -> subprocess.CompletedProcess:

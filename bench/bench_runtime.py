@@ -14,10 +14,8 @@ Each point is the median of --repeat runs.  Writes JSON (and a PNG if matplotlib
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,27 +23,11 @@ import time
 from nfos.io import gen_antiddos, gen_caida
 from nfos.runtime.replay import replay
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's bench/
+from bench.harness.configs import load_peer, machine  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EX = os.path.join(ROOT, "examples")
-
-
-def machine() -> dict[str, object]:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "hostname": platform.node()}
-
-
-def load_peer(name: str):
-    path = os.path.join(ROOT, "bench", "peers", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def nfos_point(nf: str, trace, workers: int, params: list[str], repeat: int) -> dict[str, object]:

@@ -100,7 +100,7 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
             "python": platform.python_version(), "machine": platform.machine(),
-            "memory_gib": round(mem_kb / 2**20, 1)}
+            "memory_gib": round(mem_kb / 2**20, 1), "hostname": platform.node()}
 
 
 def load_peer(name: str) -> ModuleType:
