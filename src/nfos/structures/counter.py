@@ -15,11 +15,9 @@ from nfos.structures.base import (
     Diagnosis,
     StructInfo,
     Structure,
-    fmt_duration,
-    param_hint,
     record,
 )
-from nfos.structures.distributed import staleness_ns
+from nfos.structures.distributed import stale_read_diagnosis, staleness_ns
 
 
 class Counter(_core.CounterBase, Structure):
@@ -40,10 +38,4 @@ class Counter(_core.CounterBase, Structure):
 
     @classmethod
     def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
-        ops, st = f"{c.own_op} vs {c.other_op}", info.params.get("max_staleness", 0)
-        recipe = f"raise max_staleness of {info.called}, now {fmt_duration(st)}"
-        if c.own_op == "read":
-            return Diagnosis(ops, "a read had to sum every shard (its cache was older than max_staleness) "
-                                  "while another worker added to one",
-                             recipe + param_hint("max_staleness", st, params), "max_staleness")
-        return Diagnosis(ops, f"conflict on a shard ({c.cause})", recipe, "max_staleness")
+        return stale_read_diagnosis(c, info, params, "sum every shard", "added to one", "a shard")

@@ -67,10 +67,18 @@ class DistributedObj(_core.DistributedObjBase, Structure):
 
     @classmethod
     def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
-        ops, st = f"{c.own_op} vs {c.other_op}", info.params.get("max_staleness", 0)
-        recipe = f"raise max_staleness of {info.called}, now {fmt_duration(st)}"
-        if c.own_op == "read":
-            return Diagnosis(ops, "a read had to merge every replica (its cache was older than max_staleness) "
-                                  "while another worker updated one",
-                             recipe + param_hint("max_staleness", st, params), "max_staleness")
-        return Diagnosis(ops, f"conflict on a replica ({c.cause})", recipe, "max_staleness")
+        return stale_read_diagnosis(c, info, params, "merge every replica", "updated one", "a replica")
+
+
+def stale_read_diagnosis(c: Conflict, info: StructInfo, params: dict[str, object], read: str, written: str,
+                         part: str) -> Diagnosis:
+    """The conflicts of a structure replicated per worker and merged on read (DistributedObj,
+    Counter): a read that had to ``read`` (its cache older than max_staleness) met a worker
+    that ``written``; the recipe is a longer max_staleness."""
+    ops, st = f"{c.own_op} vs {c.other_op}", info.params.get("max_staleness", 0)
+    recipe = f"raise max_staleness of {info.called}, now {fmt_duration(st)}"
+    if c.own_op == "read":
+        return Diagnosis(ops, f"a read had to {read} (its cache was older than max_staleness) "
+                              f"while another worker {written}",
+                         recipe + param_hint("max_staleness", st, params), "max_staleness")
+    return Diagnosis(ops, f"conflict on {part} ({c.cause})", recipe, "max_staleness")
