@@ -86,12 +86,23 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.run_exit_handler()
         session.drain()
         stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
-                                                "warnings": list(trace.warnings)})
+                                                "clock_ticks": session.clock_ticks,
+                                                "warnings": list(trace.warnings) + run_warnings(session)})
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
         return RunResult(stats, outputs, report)
     finally:
         session.close()
+
+
+def run_warnings(session: Session) -> list[str]:
+    """What the user should know about how the trace was replayed (one line each)."""
+    out = []
+    if session.time_reordered:
+        out.append(f"{session.time_reordered:,} frame(s) had a timestamp earlier than a frame before them (the "
+                   "capture's clock went back): each was processed at the latest time before it "
+                   "(time_reordered; the clock never goes back)")
+    return out
 
 
 def _wait_parallel(session: Session, progress: Callable[[int, int], None] | None, total: int) -> None:

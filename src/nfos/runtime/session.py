@@ -209,6 +209,8 @@ class Session:
         self.sink: OutputSink | None = None   # set by the driver when output is collected
         self.conflicts = ConflictLog(self.nslots) if profile else None
         self.tick_ns = 0
+        self.clock_ticks = 0        # replay: clock ticks load_trace put in each RX ring
+        self.time_reordered = 0     # replay: frames whose time went back (processed at the latest time)
         self.started = False
         self.closed = False
         _core.arena_create(arena_size, self.nslots)
@@ -278,10 +280,24 @@ class Session:
         return self.nf.handlers.periodic + self.registry.periodics()
 
     # ------------------------------------------------------------ feeding
-    def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int]) -> list[int]:
-        """Replay: steer a whole trace into per-worker RX rings (clock ticks every ``tick_ns``
-        of trace time); returns the packets each worker got."""
-        return _core.load_trace(frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64)
+    def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int],
+                   progress: Callable[[int], object] | None = None) -> list[int]:
+        """Replay: steer a whole trace into per-worker RX rings; returns the packets each worker got.
+
+        Time never goes back: a frame earlier than one before it is processed at the latest
+        time before it (counted: ``time_reordered``).  Clock ticks go every ``tick_ns`` of
+        trace time while they can change something (within the sets' expiry of the latest
+        frame, :meth:`tick_horizon`), and a jump forward gets one: ``self.clock_ticks`` says
+        how many each ring got.  ``progress(frames_done)`` is called as the frames are copied."""
+        per_worker, self.clock_ticks, self.time_reordered = _core.load_trace(
+            frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64,
+            self.tick_horizon(), progress)
+        return per_worker
+
+    def tick_horizon(self) -> int:
+        """How long after the latest frame clock ticks can still expire a set (ns)."""
+        sets = self.nf.sets
+        return (sets.expiry_ns if sets else 0) + 2 * self.tick_ns
 
     def open_rings(self, rx_slots: int, tx_bytes: int) -> None:
         """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
