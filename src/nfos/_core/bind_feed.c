@@ -68,7 +68,7 @@ static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
     PktSlot s;
     memset(&s, 0, sizeof s);
     s.data = b.buf;
-    s.len = (uint32_t)b.len;
+    s.len = s.wire = (uint32_t)b.len;
     s.dev = (uint16_t)dev;
     pkt_parse(&s);
     set_key_extract(&s);
@@ -132,7 +132,7 @@ typedef struct {
 static int push_tick(uint64_t t, void *arg) {
     TickPush *tp = arg;
     for (uint32_t s = 0; s < tp->nw; s++)
-        if (ring_push((int)s, NULL, 0, 0, DESC_TICK, t, 0, 0) < 0) return ring_overflow((int)s, tp->pushed);
+        if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, t, 0) < 0) return ring_overflow((int)s, tp->pushed);
     tp->pushed++;
     return 0;
 }
@@ -147,8 +147,11 @@ static int report(PyObject *progress, Py_ssize_t done) {
 
 #define PROGRESS_EVERY 65536
 
-/* load_trace(frames, times, devs, tick_ns, tx_bytes, horizon_ns=0, progress=None)
+/* load_trace(frames, times, devs, tick_ns, tx_bytes, horizon_ns=0, progress=None, wire=None)
  *   -> (per-worker packet counts, clock ticks per ring, frames whose time went back)
+ * wire: None (every frame whole) or a buffer of unsigned 32-bit wire lengths
+ * (array('I')), one per frame: a frame shorter than its wire length was cut
+ * by the capture's snap length.
  * Copies the frames into the arena, steers each to its worker's RX ring
  * (allocated here, sized from the exact number of descriptors), inserts
  * clock ticks (plan_ticks), and closes the rings: saturation replay.
@@ -158,11 +161,11 @@ static int report(PyObject *progress, Py_ssize_t done) {
  * counted (time_reordered, in this process's counters).  progress(done) is
  * called every PROGRESS_EVERY frames copied and steered. */
 static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"frames", "times", "devs", "tick_ns", "tx_bytes", "horizon_ns", "progress", NULL};
-    PyObject *frames, *times, *devs, *progress = Py_None;
+    static char *kwlist[] = {"frames", "times", "devs", "tick_ns", "tx_bytes", "horizon_ns", "progress", "wire", NULL};
+    PyObject *frames, *times, *devs, *progress = Py_None, *wire_obj = Py_None;
     unsigned long long tick_ns, txbytes, horizon_ns = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!KK|KO", kwlist, &PyList_Type, &frames, &PyList_Type, &times,
-                                     &PyList_Type, &devs, &tick_ns, &txbytes, &horizon_ns, &progress))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!KK|KOO", kwlist, &PyList_Type, &frames, &PyList_Type, &times,
+                                     &PyList_Type, &devs, &tick_ns, &txbytes, &horizon_ns, &progress, &wire_obj))
         return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -177,17 +180,29 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_SetString(PyExc_TypeError, "progress is a callable or None");
         return NULL;
     }
+    Py_buffer wb = {0};
+    const uint32_t *wire = NULL;
+    if (wire_obj != Py_None) {
+        if (PyObject_GetBuffer(wire_obj, &wb, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+        if (wb.itemsize != 4 || !wb.format || (strcmp(wb.format, "I") && strcmp(wb.format, "=I") &&
+                                               strcmp(wb.format, "<I")) || wb.len / 4 != n) {
+            PyBuffer_Release(&wb);
+            PyErr_SetString(PyExc_ValueError, "wire is array('I') of one wire length per frame, or None");
+            return NULL;
+        }
+        wire = wb.buf;
+    }
     uint32_t nslots = proc.nslots, nw = proc.local ? 1 : (uint32_t)proc.nworkers;
     size_t cnt = n ? (size_t)n : 1;
     uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * cnt);
-    uint32_t *lens = PyMem_RawMalloc(sizeof(uint32_t) * cnt);
+    uint32_t *lens = PyMem_RawMalloc(sizeof(uint32_t) * cnt), *wires = PyMem_RawMalloc(sizeof(uint32_t) * cnt);
     uint64_t *when = PyMem_RawMalloc(sizeof(uint64_t) * cnt);
     uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * cnt), *dev_of = PyMem_RawMalloc(sizeof(uint16_t) * cnt);
     uint64_t counts[NFOS_MAX_SLOTS] = {0};
     uint64_t latest = 0, reordered = 0;
     long long nticks = 0;
     PyObject *caps = NULL, *out = NULL;
-    if (!ptrs || !lens || !when || !target || !dev_of) {
+    if (!ptrs || !lens || !wires || !when || !target || !dev_of) {
         PyErr_NoMemory();
         goto done;
     }
@@ -216,9 +231,10 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         ptrs[i] = ring_pool_copy(buf, (size_t)len);
         if (!ptrs[i]) goto done;
         lens[i] = (uint32_t)len;
+        wires[i] = wire && wire[i] > (uint32_t)len ? wire[i] : (uint32_t)len;
         when[i] = t;
         dev_of[i] = (uint16_t)dev;
-        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, (uint16_t)dev);
+        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, wires[i], (uint16_t)dev);
         counts[target[i]]++;
         nticks += plan_ticks(&plan, t, NULL, NULL);
         if ((i + 1) % PROGRESS_EVERY == 0 && report(progress, i + 1) < 0) goto done;
@@ -232,7 +248,7 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i == 0) plan_start(&plan, tick_ns, horizon_ns, when[0]);
         if (plan_ticks(&plan, when[i], push_tick, &tp) < 0) goto done;
-        if (ring_push(target[i], ptrs[i], lens[i], dev_of[i], DESC_PACKET, when[i], 0, 0) < 0) {
+        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, when[i], 0) < 0) {
             ring_overflow(target[i], (uint64_t)i);
             goto done;
         }
@@ -247,19 +263,23 @@ done:
     Py_XDECREF(caps);
     PyMem_RawFree(ptrs);
     PyMem_RawFree(lens);
+    PyMem_RawFree(wires);
     PyMem_RawFree(when);
+    if (wire) PyBuffer_Release(&wb);
     PyMem_RawFree(target);
     PyMem_RawFree(dev_of);
     return out;
 }
 
-/* inject(frame, dev, time) -> (slot, seq): one frame into its worker's ring
- * (streaming: the test harness).  seq is the ring position to wait for. */
+/* inject(frame, dev, time, wire=0) -> (slot, seq): one frame into its
+ * worker's ring (streaming: the test harness).  seq is the ring position to
+ * wait for; wire > len(frame): the frame was cut by a capture. */
 static PyObject *py_inject(PyObject *self, PyObject *args) {
     Py_buffer b;
     int dev;
     unsigned long long t;
-    if (!PyArg_ParseTuple(args, "y*iK", &b, &dev, &t)) return NULL;
+    unsigned int wire = 0;
+    if (!PyArg_ParseTuple(args, "y*iK|I", &b, &dev, &t, &wire)) return NULL;
     if (check_dev(dev) < 0 || !ring_ready()) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "rings_setup() first");
         PyBuffer_Release(&b);
@@ -269,8 +289,9 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
     uint32_t len = (uint32_t)b.len;
     PyBuffer_Release(&b);
     if (!p) return NULL;
-    int slot = ring_steer(p, len, (uint16_t)dev);
-    ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1);
+    if (wire < len) wire = len;
+    int slot = ring_steer(p, len, wire, (uint16_t)dev);
+    ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 1);
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }
 
@@ -280,7 +301,7 @@ static PyObject *py_tick(PyObject *self, PyObject *args) {
     unsigned long long t;
     if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
     if (check_ring_slot(slot) < 0) return NULL;
-    ring_push(slot, NULL, 0, 0, DESC_TICK, t, 0, 1);
+    ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 1);
     return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
 }
 

@@ -18,6 +18,7 @@ static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
 void pkt_parse(PktSlot *s) {
     const uint8_t *d = s->data;
     uint32_t len = s->len;
+    if (s->wire < len) s->wire = len;
     s->flags = 0;
     s->proto = 0;
     s->l3 = s->l4 = s->payload = 0;
@@ -42,9 +43,11 @@ void pkt_parse(PktSlot *s) {
         s->flags |= PF_MALFORMED;
         return;
     }
+    /* The IP length may reach past the captured bytes only in a frame the
+     * capture cut (up to its wire length); the headers must be captured. */
     uint32_t ihl = (d[l3] & 0xf) * 4u, total = rd16(d + l3 + 2);
-    if (ihl < 20 || total < ihl || l3 + total > len) {
-        s->flags |= PF_MALFORMED;   /* bad IHL, or a total length beyond the frame */
+    if (ihl < 20 || total < ihl || l3 + ihl > len || l3 + total > s->wire) {
+        s->flags |= PF_MALFORMED;   /* bad IHL, options cut off, or a total length beyond the frame */
         return;
     }
     s->flags |= PF_IP;
@@ -55,33 +58,39 @@ void pkt_parse(PktSlot *s) {
     s->l4 = (uint16_t)l4;
     s->payload = (uint16_t)l4;
     if (frag & 0x1fff) return;   /* a later fragment carries no L4 header */
-    uint32_t room = end - l4;
+    uint32_t room = end - l4;    /* L4 bytes by the IP length */
+    uint32_t caught = len - l4;  /* L4 bytes captured */
     if (s->proto == 6) {
-        uint32_t doff = room >= 13 ? (d[l4 + 12] >> 4) * 4u : 0;
+        uint32_t doff = room >= 13 && caught >= 13 ? (d[l4 + 12] >> 4) * 4u : 0;
         if (room >= 20 && doff >= 20 && doff <= room) {
-            s->flags |= PF_TCP;
-            s->payload = (uint16_t)(l4 + doff);
-        } else if (!(s->flags & PF_FRAG)) {
-            s->flags |= PF_MALFORMED;
+            if (doff <= caught) {
+                s->flags |= PF_TCP;
+                s->payload = (uint16_t)(l4 + doff);
+            } else {
+                s->flags |= PF_MALFORMED;   /* the capture cut the TCP header */
+            }
+        } else if (!(s->flags & PF_FRAG) || (room >= 20 && caught < 13)) {
+            s->flags |= PF_MALFORMED;   /* no room for the header (or it was cut before its length) */
         }
     } else if (s->proto == 17) {
-        if (room >= 8) {
+        if (room >= 8 && caught >= 8) {
             s->flags |= PF_UDP;
             s->payload = (uint16_t)(l4 + 8);
-        } else if (!(s->flags & PF_FRAG)) {
+        } else if (!(s->flags & PF_FRAG) || room >= 8) {
             s->flags |= PF_MALFORMED;
         }
     } else if (s->proto == 1) {
-        if (room >= 8) {
+        if (room >= 8 && caught >= 8) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 8);
-        } else if (room >= 4) {
+        } else if (room >= 4 && caught >= 4) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 4);
         }
     }
 }
 
+/* Where the IP packet ends by its length (past the captured bytes in a cut frame). */
 static inline uint32_t ip_end(const PktSlot *s) {
     return (s->flags & PF_IP) ? s->l3 + rd16(s->data + s->l3 + 2) : s->len;
 }
@@ -217,11 +226,16 @@ static PyObject *pkt_get_time(PyObject *o, void *c) {
 }
 static PyObject *pkt_get_len(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    return PyLong_FromUnsignedLong(s->len);
+    return PyLong_FromUnsignedLong(s->wire);
+}
+static PyObject *pkt_get_cut(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyBool_FromLong(s->wire > s->len);
 }
 static PyObject *pkt_get_payload(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     uint32_t end = ip_end(s);
+    if (end > s->len) end = s->len;   /* a cut frame: what was captured */
     return PyBytes_FromStringAndSize((char *)s->data + s->payload, end > s->payload ? end - s->payload : 0);
 }
 static PyObject *pkt_get_frame(PyObject *o, void *c) {
@@ -260,7 +274,7 @@ static PyObject *pkt_repr(PyObject *o) {
     if (!p->slot) return PyUnicode_FromString("<Packet (handler returned)>");
     PktSlot *s = p->slot;
     return PyUnicode_FromFormat("<Packet dev=%R len=%u time=%llu>", PyTuple_GET_ITEM(proc.dev_names, s->dev),
-                                s->len, (unsigned long long)s->time);
+                                s->wire, (unsigned long long)s->time);
 }
 
 static PyGetSetDef pkt_getset[] = {
@@ -273,9 +287,10 @@ static PyGetSetDef pkt_getset[] = {
     {"dev", pkt_get_dev, NULL, "input device name", NULL},
     {"dev_index", pkt_get_dev_index, NULL, "input device index", NULL},
     {"time", pkt_get_time, NULL, "arrival time, ns", NULL},
-    {"len", pkt_get_len, NULL, "frame length in bytes", NULL},
-    {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length", NULL},
-    {"frame", pkt_get_frame, NULL, "a copy of the whole frame", NULL},
+    {"len", pkt_get_len, NULL, "frame length on the wire, in bytes (a cut frame's original length)", NULL},
+    {"cut", pkt_get_cut, NULL, "True if the capture's snap length cut the frame (len > len(frame))", NULL},
+    {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length (as captured)", NULL},
+    {"frame", pkt_get_frame, NULL, "a copy of the frame, as captured", NULL},
     {"out", pkt_get_out, NULL, "current output decision (None = drop)", NULL},
     {NULL}};
 

@@ -11,7 +11,8 @@ enum pkt_flags {
 
 typedef struct {
     uint8_t *data;
-    uint32_t len;
+    uint32_t len;             /* bytes in data: the frame as captured */
+    uint32_t wire;            /* its length on the wire: > len when a capture's snap length cut it */
     uint16_t dev;
     int16_t out;              /* -1 drop, -2 flood, >= 0 device */
     uint64_t time;
@@ -34,7 +35,7 @@ typedef struct Packet {
 int packet_types_init(PyObject *m);
 /* The slot of `o` if it is a packet whose handler is running, else NULL. */
 PktSlot *packet_slot(PyObject *o);
-/* Find the layer offsets and flags of s->data[0..len). */
+/* Find the layer offsets and flags of s->data[0..len) (a wire length below len is taken as len). */
 void pkt_parse(PktSlot *s);
 PyObject *packet_new(PktSlot *s);
 void packet_invalidate(PyObject *p);

@@ -537,7 +537,7 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         }
         PktSlot *s = &slots[n];
         s->data = data;
-        s->len = len;
+        s->len = s->wire = len;
         s->dev = (uint16_t)dev;
         s->time = now;
         s->undo_serial = 0;

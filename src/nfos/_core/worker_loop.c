@@ -213,6 +213,12 @@ static inline unsigned lat_bucket(uint64_t v) {
     return b < LAT_BUCKETS ? b : LAT_BUCKETS - 1;
 }
 
+/* A packet received: counted once, whatever becomes of it. */
+static inline void count_in(SlotCounters *c, const PktSlot *s) {
+    c->packets_in[0]++;
+    if (s->wire > s->len) c->cut[0]++;
+}
+
 static inline void count_out(SlotCounters *c, uint32_t mask) {
     for (int d = 0; d < proc.ndevs; d++)
         if (mask & (1u << d)) c->packets_out[d]++;
@@ -233,7 +239,7 @@ static void publish(Item *items, int n) {
             if (!now) now = mono_ns();
             me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
         }
-        c->packets_in[0]++;
+        count_in(c, s);
         if (s->flags & PF_MALFORMED) {
             c->malformed[0]++;
             c->dropped[0]++;
@@ -245,14 +251,16 @@ static void publish(Item *items, int n) {
             continue;
         }
         count_out(c, mask);
-        out[k++] = (PktOut){s->data, s->len, mask, s->dev, s->time};
+        out[k++] = (PktOut){.data = s->data, .len = s->len, .wire = s->wire, .devmask = mask, .indev = s->dev,
+                            .time = s->time};
     }
     if (k) io->send(out, k);
     k = 0;
     for (size_t at = 0; at < emit_used;) {
         uint32_t *h = (uint32_t *)(emit_buf + at);
         count_out(c, h[1]);
-        out[k++] = (PktOut){(const uint8_t *)(h + 2), h[0], h[1], UINT32_MAX, proc.clock};
+        out[k++] = (PktOut){.data = (const uint8_t *)(h + 2), .len = h[0], .wire = h[0], .devmask = h[1],
+                            .indev = UINT32_MAX, .time = proc.clock};
         if (k == NFOS_BATCH_MAX) {
             io->send(out, k);
             k = 0;
@@ -302,7 +310,7 @@ static void run_batch(Item *items, int n) {
             c->handler_errors[0]++;
             c->table_full[0] += keep.table_full;
             if (items[0].pkt) {
-                c->packets_in[0]++;
+                count_in(c, items[0].pkt);
                 c->dropped[0]++;
             } else {   /* a failing expiry handler: the set goes anyway */
                 begin(tx_mode(), 0);

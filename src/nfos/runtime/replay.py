@@ -64,7 +64,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         check_memory(trace, session.nslots)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        per_worker = session.load_trace(trace.frames, trace.times_ns, devs)
+        per_worker = session.load_trace(trace.frames, trace.times_ns, devs, wire_lens=trace.wire_lens)
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
         total = len(trace)
@@ -86,8 +86,8 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.run_exit_handler()
         session.drain()
         stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
-                                                "clock_ticks": session.clock_ticks,
-                                                "warnings": list(trace.warnings) + run_warnings(session)})
+                                                "clock_ticks": session.clock_ticks, "warnings": []})
+        stats["warnings"] = list(trace.warnings) + run_warnings(stats)
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
         return RunResult(stats, outputs, report)
@@ -95,11 +95,15 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.close()
 
 
-def run_warnings(session: Session) -> list[str]:
+def run_warnings(stats: dict[str, Any]) -> list[str]:
     """What the user should know about how the trace was replayed (one line each)."""
     out = []
-    if session.time_reordered:
-        out.append(f"{session.time_reordered:,} frame(s) had a timestamp earlier than a frame before them (the "
+    if stats.get("cut"):
+        out.append(f"{stats['cut']:,} frame(s) were cut by the capture's snap length (captured bytes < wire "
+                   "length): those whose headers were captured were processed (pkt.len is the wire length) and "
+                   "are written out as captured; the others count as malformed (cut)")
+    if stats.get("time_reordered"):
+        out.append(f"{stats['time_reordered']:,} frame(s) had a timestamp earlier than a frame before them (the "
                    "capture's clock went back): each was processed at the latest time before it "
                    "(time_reordered; the clock never goes back)")
     return out

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from array import array
 import multiprocessing
 import multiprocessing.process
 import os
@@ -140,12 +141,13 @@ class OutputSink:
         """Only files to write: the fast path, pcap records built in C, one write per device."""
         return bool(self.writers) and not self.keep
 
-    def frame(self, mask: int, frame: bytes, time_ns: int) -> None:
-        """One frame sent on every device whose bit is set in ``mask``."""
+    def frame(self, mask: int, frame: bytes, time_ns: int, wire_len: int | None = None) -> None:
+        """One frame sent on every device whose bit is set in ``mask`` (``wire_len``: its length on
+        the wire, when a capture cut it)."""
         for i, d in enumerate(self.devices):
             if mask >> i & 1:
                 if self.writers:
-                    self.writers[i].write(frame, time_ns)
+                    self.writers[i].write(frame, time_ns, wire_len)
                 if self.keep:
                     self.kept.append((d, frame))
 
@@ -281,17 +283,23 @@ class Session:
 
     # ------------------------------------------------------------ feeding
     def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int],
-                   progress: Callable[[int], object] | None = None) -> list[int]:
+                   progress: Callable[[int], object] | None = None,
+                   wire_lens: Sequence[int] | None = None) -> list[int]:
         """Replay: steer a whole trace into per-worker RX rings; returns the packets each worker got.
 
         Time never goes back: a frame earlier than one before it is processed at the latest
         time before it (counted: ``time_reordered``).  Clock ticks go every ``tick_ns`` of
         trace time while they can change something (within the sets' expiry of the latest
         frame, :meth:`tick_horizon`), and a jump forward gets one: ``self.clock_ticks`` says
-        how many each ring got.  ``progress(frames_done)`` is called as the frames are copied."""
+        how many each ring got.  ``progress(frames_done)`` is called as the frames are copied.
+        ``wire_lens``: each frame's length on the wire, where a capture's snap length cut it
+        (empty or None: every frame whole)."""
+        wire = None
+        if wire_lens:
+            wire = wire_lens if isinstance(wire_lens, array) and wire_lens.typecode == "I" else array("I", wire_lens)
         per_worker, self.clock_ticks, self.time_reordered = _core.load_trace(
             frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64,
-            self.tick_horizon(), progress)
+            self.tick_horizon(), progress, wire)
         return per_worker
 
     def tick_horizon(self) -> int:
@@ -303,9 +311,10 @@ class Session:
         """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
         _core.rings_setup([rx_slots] * self.nslots, tx_bytes)
 
-    def inject(self, frame: bytes, dev: int, time_ns: int) -> tuple[int, int]:
-        """Queue one frame (steered as in a replay); returns (worker slot, its RX sequence number)."""
-        return _core.inject(frame, dev, time_ns)
+    def inject(self, frame: bytes, dev: int, time_ns: int, wire_len: int = 0) -> tuple[int, int]:
+        """Queue one frame (steered as in a replay); returns (worker slot, its RX sequence number).
+        ``wire_len`` > len(frame): the frame was cut by a capture's snap length."""
+        return _core.inject(frame, dev, time_ns, wire_len)
 
     def tick(self, slot: int, time_ns: int) -> int:
         """Queue a clock tick (expiry sweep) to ``slot``; returns its RX sequence number."""
@@ -426,8 +435,8 @@ class Session:
                         w.write_records(blob)
             return
         for s in range(self.nslots):
-            for mask, frame, t, _indev in _core.drain_tx(s):
-                sink.frame(mask, frame, t)
+            for mask, frame, t, _indev, wire in _core.drain_tx(s):
+                sink.frame(mask, frame, t, wire)
 
     def drain_conflicts(self) -> None:
         """Profiling: collect the conflict records so far (the rings in the arena are bounded)."""
