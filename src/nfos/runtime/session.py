@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from array import array
 import multiprocessing
 import multiprocessing.process
 import os
@@ -43,6 +42,7 @@ import signal
 import sys
 import time
 import traceback
+from array import array
 from collections.abc import Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any
