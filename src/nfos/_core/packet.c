@@ -180,36 +180,39 @@ static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
     return p->views[which];
 }
 
+/* A malformed frame (seen by @nf.malformed) has an Ethernet view if its 14
+ * bytes are there, and no IP or L4 view. */
 static PyObject *pkt_get_eth(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    (void)s;
+    if (s->len < 14) Py_RETURN_NONE;
     return view_of((Packet *)o, 0, EthView_Type);
 }
 static PyObject *pkt_get_ip(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_IP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_IP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 1, IPView_Type);
 }
 static PyObject *pkt_get_tcp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_TCP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_udp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_UDP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_UDP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_l4(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & (PF_TCP | PF_UDP))) Py_RETURN_NONE;
+    if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_icmp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_ICMP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_ICMP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 3, ICMPView_Type);
 }
+
 static PyObject *pkt_get_dev(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->dev);
@@ -234,6 +237,10 @@ static PyObject *pkt_get_cut(PyObject *o, void *c) {
 }
 static PyObject *pkt_get_payload(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
+    if (s->flags & PF_MALFORMED) {   /* what follows the Ethernet header (and tag) */
+        uint32_t at = s->len >= s->l3 ? s->l3 : s->len;
+        return PyBytes_FromStringAndSize((char *)s->data + at, s->len - at);
+    }
     uint32_t end = ip_end(s);
     if (end > s->len) end = s->len;   /* a cut frame: what was captured */
     return PyBytes_FromStringAndSize((char *)s->data + s->payload, end > s->payload ? end - s->payload : 0);

@@ -34,7 +34,7 @@
 static const Pktio *io = &pktio_ring;
 
 /* the NF (loop_configure) */
-static PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_error;
+static PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_malformed, *h_error;
 static Periodic periodics[LOOP_MAX_PERIODIC];
 static int nperiodic;
 static PyTypeObject *state_type;
@@ -77,6 +77,7 @@ void loop_configure(const LoopConfig *c) {
     set_ref(&h_packet, c->h_packet);
     set_ref(&h_expired, c->h_expired);
     set_ref(&h_orphan, c->h_orphan);
+    set_ref(&h_malformed, c->h_malformed);
     set_ref(&h_error, c->h_error);
     clear_periodics();
     for (int i = 0; i < c->nperiodic && i < LOOP_MAX_PERIODIC; i++) {
@@ -97,6 +98,7 @@ void loop_reset(void) {
     Py_CLEAR(h_packet);
     Py_CLEAR(h_expired);
     Py_CLEAR(h_orphan);
+    Py_CLEAR(h_malformed);
     Py_CLEAR(h_error);
     Py_CLEAR(state_type);
     clear_periodics();
@@ -143,11 +145,13 @@ static inline int set_expired(int32_t id) {
 static int process_packet(PktSlot *s) {
     s->out = -1;
     if (s->time > proc.clock) proc.clock = s->time;
-    if (s->flags & PF_MALFORMED) return 0;
+    if ((s->flags & PF_MALFORMED) && !h_malformed) return 0;   /* the default: dropped (and counted) */
     PyObject *pkt = packet_new(s);
     if (!pkt) return -2;
     int r = 0;
-    if (s->has_set) {
+    if (s->flags & PF_MALFORMED) {   /* @nf.malformed: the frame, no IP or L4 view */
+        r = call(h_malformed, &pkt, 1);
+    } else if (s->has_set) {
         int32_t id = pst_lookup(s);
         if (id >= 0 && set_expired(id)) {
             r = run_expired_handler(id);
@@ -219,6 +223,7 @@ static inline void count_in(SlotCounters *c, const PktSlot *s) {
     if (s->wire > s->len) c->cut[0]++;
 }
 
+
 static inline void count_out(SlotCounters *c, uint32_t mask) {
     for (int d = 0; d < proc.ndevs; d++)
         if (mask & (1u << d)) c->packets_out[d]++;
@@ -240,11 +245,7 @@ static void publish(Item *items, int n) {
             me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
         }
         count_in(c, s);
-        if (s->flags & PF_MALFORMED) {
-            c->malformed[0]++;
-            c->dropped[0]++;
-            continue;
-        }
+        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
         uint32_t mask = s->out == -1 ? 0 : s->out == -2 ? (all & ~(1u << s->dev)) : (1u << s->out);
         if (!mask) {
             c->dropped[0]++;
@@ -311,6 +312,7 @@ static void run_batch(Item *items, int n) {
             c->table_full[0] += keep.table_full;
             if (items[0].pkt) {
                 count_in(c, items[0].pkt);
+                if (items[0].pkt->flags & PF_MALFORMED) c->malformed[0]++;
                 c->dropped[0]++;
             } else {   /* a failing expiry handler: the set goes anyway */
                 begin(tx_mode(), 0);

@@ -257,6 +257,7 @@ class Session:
             "packet": nf.handlers.packet,
             "expired": nf.handlers.expired,
             "orphan": nf.handlers.orphan,
+            "malformed": nf.handlers.malformed,
             "error": self.report_error,
             "periodic": [(fn, iv, base + iv) for fn, iv in self.periodics()],
         }
