@@ -132,9 +132,13 @@ class OutputSink:
         self.keep = keep
         self.kept: list[Output] = []   # (device, frame) in the order drained
         self.writers: list[PcapWriter] = []
+        self.paths: list[str] = []
+        self.bytes_written = 0         # pcap records (headers included)
+        self.seconds = 0.0             # spent writing them
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
-            self.writers = [PcapWriter(os.path.join(out_dir, f"{d}.pcap")) for d in devices]
+            self.paths = [os.path.join(out_dir, f"{d}.pcap") for d in devices]
+            self.writers = [PcapWriter(p) for p in self.paths]
 
     @property
     def pcap_only(self) -> bool:
@@ -148,6 +152,7 @@ class OutputSink:
             if mask >> i & 1:
                 if self.writers:
                     self.writers[i].write(frame, time_ns, wire_len)
+                    self.bytes_written += 16 + len(frame)
                 if self.keep:
                     self.kept.append((d, frame))
 
@@ -428,16 +433,20 @@ class Session:
         sink = self.sink
         if sink is None:
             return
+        t0 = time.perf_counter()
         if sink.pcap_only:
             ndevs = len(sink.devices)
             for s in range(self.nslots):
                 for w, blob in zip(sink.writers, _core.drain_tx_pcap(s, ndevs), strict=True):
                     if blob:
                         w.write_records(blob)
-            return
-        for s in range(self.nslots):
-            for mask, frame, t, _indev, wire in _core.drain_tx(s):
-                sink.frame(mask, frame, t, wire)
+                        sink.bytes_written += len(blob)
+        else:
+            for s in range(self.nslots):
+                for mask, frame, t, _indev, wire in _core.drain_tx(s):
+                    sink.frame(mask, frame, t, wire)
+        if sink.writers:
+            sink.seconds += time.perf_counter() - t0
 
     def drain_conflicts(self) -> None:
         """Profiling: collect the conflict records so far (the rings in the arena are bounded)."""
