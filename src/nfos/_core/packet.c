@@ -107,9 +107,19 @@ static inline uint16_t csum_update16(uint16_t hc, uint16_t old, uint16_t new_) {
 static void csum_at(uint8_t *p, uint16_t old, uint16_t new_) { wr16(p, csum_update16(rd16(p), old, new_)); }
 
 /* The L4 checksum covers the pseudo-header (addresses) and the ports.  A
- * zero UDP checksum means "none" and stays zero (RFC 768). */
-static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_) {
+ * zero UDP checksum means "none" and stays zero (RFC 768).  A checksum left
+ * to offload (pkt_csum_partial) holds the pseudo-header sum itself, not its
+ * complement: an address (`pseudo`) moves it by the same difference, and a
+ * word of the L4 header does not touch it (the final sum will cover it). */
+static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_, int pseudo) {
     uint8_t *d = s->data;
+    if (pkt_csum_partial(s)) {
+        if (pseudo) {
+            uint8_t *c = d + s->vnet.csum_start + s->vnet.csum_offset;
+            wr16(c, (uint16_t)~csum_update16((uint16_t)~rd16(c), old, new_));
+        }
+        return;
+    }
     if (s->flags & PF_TCP) {
         csum_at(d + s->l4 + 16, old, new_);
     } else if (s->flags & PF_UDP) {
@@ -407,8 +417,8 @@ static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
     wr32(p, nw);
     csum_at(IPH + 10, old >> 16, nw >> 16);
     csum_at(IPH + 10, old & 0xffff, nw & 0xffff);
-    l4_csum_update(s, old >> 16, nw >> 16);
-    l4_csum_update(s, old & 0xffff, nw & 0xffff);
+    l4_csum_update(s, old >> 16, nw >> 16, 1);
+    l4_csum_update(s, old & 0xffff, nw & 0xffff, 1);
     return 0;
 }
 static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
@@ -486,7 +496,7 @@ static int l4_set_port(PyObject *o, PyObject *value, void *c) {
     uint8_t *p = L4H + (c ? 2 : 0);
     uint16_t old = rd16(p);
     wr16(p, (uint16_t)v);
-    l4_csum_update(s, old, (uint16_t)v);
+    l4_csum_update(s, old, (uint16_t)v, 0);
     return 0;
 }
 static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
@@ -499,7 +509,7 @@ static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
     if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
     uint16_t old = rd16(L4H + 12);
     L4H[13] = (uint8_t)v;
-    l4_csum_update(s, old, rd16(L4H + 12));
+    l4_csum_update(s, old, rd16(L4H + 12), 0);
     return 0;
 }
 static PyGetSetDef l4_getset[] = {

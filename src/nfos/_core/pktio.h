@@ -41,6 +41,7 @@ typedef struct {
     const uint8_t *data;
     uint32_t len, wire, devmask, indev;   /* wire: the length on the wire (> len: a cut frame) */
     uint64_t time;
+    const PktVnet *vnet;                  /* live: its offload metadata (NULL: none) */
 } PktOut;
 
 typedef struct {

@@ -306,6 +306,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         s->dev = d->dev;
         s->time = d->time;
         s->enq_ns = (d->kind & DESC_TIMED) ? d->time : 0;
+        memset(&s->vnet, 0, sizeof s->vnet);
         s->undo_serial = 0;
         pkt_parse(s);
         set_key_extract(s);

@@ -253,7 +253,7 @@ static void publish(Item *items, int n) {
         }
         count_out(c, mask);
         out[k++] = (PktOut){.data = s->data, .len = s->len, .wire = s->wire, .devmask = mask, .indev = s->dev,
-                            .time = s->time};
+                            .time = s->time, .vnet = &s->vnet};
     }
     if (k) io->send(out, k);
     k = 0;
