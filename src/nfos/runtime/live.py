@@ -114,7 +114,7 @@ def interface_info(name: str) -> Interface:
 
 
 def offloads_supported() -> bool:
-    """Whether packet sockets carry the kernel's offload metadata (PACKET_VNET_HDR, Linux 2.6.33+):
+    """Whether packet sockets carry the kernel's offload metadata (PACKET_VNET_HDR):
     GSO super-frames then stay whole and checksums left to offload keep their request."""
     try:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
