@@ -1,12 +1,17 @@
 /* Packet view: zero-copy parsing and header accessors (hot path).
  *
  * pkt_parse() finds the layer offsets once (Ethernet with one 802.1Q tag,
- * IPv4 with options and fragments, TCP, UDP, ICMP).  Python sees a Packet
- * whose header views (pkt.eth, pkt.ip, pkt.tcp / pkt.udp / pkt.l4,
- * pkt.icmp) read the frame bytes in place.  Setting an address, port, TTL,
- * TOS or TCP flags updates the IPv4 and TCP/UDP checksums incrementally
- * (RFC 1624, eqn. 3); the header bytes are saved in the undo log first, so
- * an aborted attempt leaves the frame as it arrived.
+ * IPv4 with options and fragments, TCP, UDP, ICMP); README.md lists when a
+ * frame is malformed.  A frame a capture cut (wire > len) may have an IP
+ * length up to its wire length, but the headers it exposes must have been
+ * captured.  Python sees a Packet whose header views (pkt.eth, pkt.ip,
+ * pkt.tcp / pkt.udp / pkt.l4, pkt.icmp) read the frame bytes in place; a
+ * malformed frame (@nf.malformed) has no IP or L4 view.  Setting an
+ * address, port, TTL, TOS or TCP flags updates the IPv4 and TCP/UDP
+ * checksums incrementally (RFC 1624, eqn. 3), or, for a checksum left to
+ * offload (a live frame's VNET_NEEDS_CSUM), the pseudo-header sum the field
+ * holds; the header bytes are saved in the undo log first, so an aborted
+ * attempt leaves the frame as it arrived.
  */
 #include "packet.h"
 
