@@ -130,3 +130,14 @@ def test_reading_a_cut_pcapng_keeps_the_wire_lengths(tmp_path):
     t = read_capture(tmp_path / "c.pcapng", ["lan"])
     assert t.frames == [frame[:SNAP]] and list(t.wire_lens) == [len(frame)] and t.cut == 1
     assert t.wire_len(0) == len(frame)
+
+
+def test_a_cut_trace_round_trips_through_pcapng(tmp_path):
+    from nfos.io.capture import write_pcapng
+
+    frames = [F.udp_frame(payload=b"r" * 300), F.udp_frame(payload=b"s" * 10)]
+    rows = [cut(frames[0]), (frames[1], len(frames[1]))]
+    t = Trace(["lan"], [f for f, _ in rows], [SECOND, SECOND + 1], [0, 0], [], array("I", [w for _, w in rows]))
+    write_pcapng(tmp_path / "t.pcapng", t.dev_names, t.frames, t.times_ns, t.devs, t.wire_lens)
+    back = read_capture(tmp_path / "t.pcapng", ["lan"])
+    assert back.frames == t.frames and list(back.wire_lens) == list(t.wire_lens) and back.cut == 1

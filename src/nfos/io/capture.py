@@ -355,10 +355,11 @@ def open_capture_writer(path: StrPath) -> PcapWriter:
 
 
 def write_pcapng(path: StrPath, dev_names: list[str], frames: list[bytes],
-                 times_ns: list[int], devs: list[int]) -> None:
+                 times_ns: list[int], devs: list[int], wire_lens: Sequence[int] | None = None) -> None:
     """Write a pcapng file with one named interface per device and ns timestamps.
 
-    pcapng keeps the device of every frame, so a multi-device trace round-trips.
+    pcapng keeps the device of every frame, so a multi-device trace round-trips;
+    ``wire_lens`` (a Trace's) keeps the original length of frames a capture cut.
     """
     u32 = struct.Struct("<I").pack
     epb = struct.Struct("<IIIIIII").pack
@@ -372,11 +373,11 @@ def write_pcapng(path: StrPath, dev_names: list[str], frames: list[bytes],
             f.write(struct.pack("<IIHHI", 1, blen, LINKTYPE_ETHERNET, 0, SNAPLEN) + opts
                     + u32(blen))
         write = f.write
-        for frame, t, dev in zip(frames, times_ns, devs, strict=True):
+        for i, (frame, t, dev) in enumerate(zip(frames, times_ns, devs, strict=True)):
             cap = len(frame)
             pad = -cap & 3
             blen = 32 + cap + pad
-            write(epb(6, blen, dev, t >> 32, t & 0xFFFFFFFF, cap, cap))
+            write(epb(6, blen, dev, t >> 32, t & 0xFFFFFFFF, cap, max(cap, wire_lens[i]) if wire_lens else cap))
             write(frame)
             if pad:
                 write(b"\0" * pad)
