@@ -397,6 +397,13 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
     }
 }
 
+/* Periodic handlers due up to `upto`, in time order, each at its due time.
+ * A handler the clock left more than PERIODIC_MAX_BEHIND intervals behind
+ * (a capture's clock jumped: years, not seconds) skips the runs in between
+ * and runs once, at its last due time (counted: periodic_skipped), so a
+ * jump costs a bounded number of runs. */
+#define PERIODIC_MAX_BEHIND (1ull << 20)
+
 static int run_due_periodics(uint64_t upto) {
     for (;;) {
         int best = -1;
@@ -404,6 +411,11 @@ static int run_due_periodics(uint64_t upto) {
             if (periodics[i].next <= upto && (best < 0 || periodics[i].next < periodics[best].next)) best = i;
         if (best < 0) return 0;
         Periodic *p = &periodics[best];
+        uint64_t behind = (upto - p->next) / p->interval;
+        if (behind > PERIODIC_MAX_BEHIND) {
+            p->next += behind * p->interval;
+            proc.me->counters.periodic_skipped[0] += behind;
+        }
         if (p->next > proc.clock) proc.clock = p->next;
         p->next += p->interval;
         PyObject *empty = PyTuple_New(0);
