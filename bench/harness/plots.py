@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .configs import PAPER_BATCHING_GAIN
+from .results import _geomean
 
 
 class PlotUnavailable(RuntimeError):
@@ -129,10 +130,29 @@ def plot_batching(doc: dict[str, Any], png: str) -> str:
     return _save(plt, fig, png)
 
 
+def stm_shares(doc: dict[str, Any]) -> dict[str, float]:
+    """The STM's share of transaction time per NF (1 worker), as the JSON holds it (none: not measured)."""
+    shares = doc.get("stm_time_share_1w") or {}
+    return {n: float(v) for n, v in shares.items() if v is not None}
+
+
+def stm_caption(doc: dict[str, Any]) -> str:
+    """The figure's subtitle: what the JSON says about the share of time in the STM."""
+    shares = stm_shares(doc)
+    if not shares:
+        note = str(doc.get("stm_time_share_note") or "not measured")
+        return "share of time in the STM: " + note.split(";", 1)[0]
+    lo, hi = min(shares, key=shares.__getitem__), max(shares, key=shares.__getitem__)
+    return (f"share of transaction time in the STM, 1 worker (sampled 1 transaction in 64): "
+            f"geomean {_geomean(shares.values()) or 0:.1%}, {shares[lo]:.1%} ({lo}) to {shares[hi]:.1%} ({hi})")
+
+
 def plot_stm_overhead(doc: dict[str, Any], png: str) -> str:
     plt = _plt()
     names = list(doc["nfs"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.2 * len(names) + 3), 3.8))
+    shares = stm_shares(doc)
+    width = max(12, 1.3 * len(names) + 3) if shares else max(9, 1.2 * len(names) + 3)
+    fig, axes = plt.subplots(1, 3 if shares else 2, figsize=(width, 3.8))
     _bars(axes[0], names, [("sequential (--workers 0)", [doc["nfs"][n]["pps_seq"] / 1e6 for n in names]),
                            ("1 worker (transactions)", [doc["nfs"][n]["pps_1w"] / 1e6 for n in names])])
     axes[0].set_ylabel("Mpps")
@@ -140,8 +160,10 @@ def plot_stm_overhead(doc: dict[str, Any], png: str) -> str:
     _bars(axes[1], names, [("1 worker / sequential", [doc["nfs"][n]["ratio_1w_over_seq"] for n in names])])
     axes[1].axhline(1.0, color="black", linewidth=0.8)
     axes[1].set_ylabel("1 worker / sequential")
-    fig.suptitle(_title(doc, "price of transactions") + "\nshare of time in the STM: not measured "
-                 "(no STM time counters in the runtime)", fontsize=9)
+    if shares:
+        _bars(axes[2], names, [("1 worker", [100 * shares[n] if n in shares else None for n in names])])
+        axes[2].set_ylabel("% of transaction time in the STM")
+    fig.suptitle(_title(doc, "price of transactions") + "\n" + stm_caption(doc), fontsize=9)
     return _save(plt, fig, png)
 
 

@@ -17,12 +17,13 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nfos.io.capture import CaptureError, Trace, read_capture, read_captures, write_pcapng
 from nfos.nf import NFError
 from nfos.params import ParamError
+from nfos.runtime.progress import Phase, Phases, PlainPhases
 from nfos.runtime.session import LoadError
 
 err = Console(stderr=True)
@@ -63,20 +64,78 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------ run
-def _trace_loader(inputs: tuple[str, ...]) -> Callable[[list[str]], Trace]:
+def _trace_loader(inputs: tuple[str, ...], phases: Phases | None = None) -> Callable[[list[str]], Trace]:
     def load(devices: list[str]) -> Trace:
-        if len(inputs) == 1 and "=" not in inputs[0]:
-            return read_capture(inputs[0], default_devices=list(devices))
+        single = len(inputs) == 1 and "=" not in inputs[0]
         pairs = []
-        for spec in inputs:
-            dev, sep, path = spec.partition("=")
-            if not sep:
-                raise ValueError(f"--in {spec}: with several inputs, give each as DEVICE=FILE")
-            if dev not in devices:
-                raise ValueError(f"--in {spec}: the NF has no device {dev!r} (devices: {', '.join(devices)})")
-            pairs.append((dev, path))
-        return read_captures(pairs)
+        if not single:
+            for spec in inputs:
+                dev, sep, path = spec.partition("=")
+                if not sep:
+                    raise ValueError(f"--in {spec}: with several inputs, give each as DEVICE=FILE")
+                if dev not in devices:
+                    raise ValueError(f"--in {spec}: the NF has no device {dev!r} (devices: {', '.join(devices)})")
+                pairs.append((dev, path))
+        files = [inputs[0]] if single else [path for _dev, path in pairs]
+        size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+        progress = None
+        if phases is not None:
+            phases.start("reading", f"reading {files[0] if single else f'{len(files)} captures'}", None, size)
+
+            def progress(packets: int, nbytes: int, _total: int) -> None:
+                phases.update(packets, nbytes)
+        trace = (read_capture(inputs[0], default_devices=list(devices), progress=progress) if single
+                 else read_captures(pairs, progress=progress))
+        if phases is not None:
+            phases.finish(len(trace), size)
+        return trace
     return load
+
+
+class RichPhases(Phases):
+    """On a terminal: one live line per phase — what it does, a bar, packets and MB/s — drawn
+    once the run has lasted half a second (a short run shows nothing but its summary)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=True)
+        self.task: TaskID | None = None
+        self.live = False
+        self.last = 0.0
+
+    def shown_start(self, p: Phase) -> None:
+        if p.name == "done":
+            return
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(p.label, total=p.total if p.total is not None else p.total_bytes,
+                                      count="", rate="")
+        self._show(p)
+
+    def shown_update(self, p: Phase) -> None:
+        now = time.monotonic()
+        if now - self.last >= 0.1:
+            self.last = now
+            self._show(p)
+
+    def shown_finish(self, p: Phase) -> None:
+        if p.name != "done":
+            self._show(p)
+
+    def _show(self, p: Phase) -> None:
+        if self.task is None:
+            return
+        if not self.live and time.monotonic() - self.t0 >= 0.5:
+            self.bar.start()
+            self.live = True
+        done = p.nbytes if p.total is None else min(p.done, p.total)
+        self.bar.update(self.task, completed=done, count=f"{p.done:,} {p.unit}", rate=p.rate())
+
+    def close(self) -> None:
+        if self.live:
+            self.bar.stop()
+            self.live = False
 
 
 #: counters the summary always shows; the others of counters.def only when not zero
@@ -184,25 +243,12 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
     if workers > (os.cpu_count() or 1):
         say(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores", sys.stderr)
     _sigterm_as_interrupt()
-    progress = None
-    bar = None
-    started = time.monotonic()
-    if not quiet and sys.stderr.isatty():
-        bar = Progress(TextColumn("[bold]processing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                       TimeRemainingColumn(), console=err, transient=True)
-        task = None
-
-        def progress(done: int, total: int) -> None:
-            nonlocal task
-            if time.monotonic() - started < 1.0:
-                return
-            if task is None:
-                bar.start()
-                task = bar.add_task("run", total=total)
-            bar.update(task, completed=min(done, total))
+    # the phases (reading, steering, processing, writing output, done): a live line on a
+    # terminal, one plain line each otherwise (logs, CI), nothing with --quiet
+    phases: Phases | None = None if quiet else RichPhases(err) if sys.stderr.isatty() else PlainPhases()
     try:
-        result = replay(nf_file, _trace_loader(inputs), workers=workers, params=list(params), out_dir=out_dir,
-                        batch=batch, progress=progress, profile=profile)
+        result = replay(nf_file, _trace_loader(inputs, phases), workers=workers, params=list(params),
+                        out_dir=out_dir, batch=batch, profile=profile, phases=phases)
     except KeyboardInterrupt:
         fail("interrupted; workers stopped, nothing left behind")
     except USER_ERRORS as e:
@@ -210,8 +256,10 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
     except RuntimeError as e:
         fail(str(e))
     finally:
-        if bar is not None:
-            bar.stop()
+        if phases is not None:
+            phases.close()
+    if phases is not None:
+        phases.done(result.stats["packets_in"])
     for w in result.stats.get("warnings", []):
         say(f"nfos: warning: {w}", sys.stderr)
     return result

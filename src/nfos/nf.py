@@ -36,7 +36,7 @@ _DEFAULT_CAPACITY = 1 << 18
 # handler types: a decorator returns the function it registers, unchanged
 InitHandler = TypeVar("InitHandler", bound=Callable[[Params], object])
 Handler0 = TypeVar("Handler0", bound=Callable[[], object])                    # exit, periodic
-PacketHandler = TypeVar("PacketHandler", bound=Callable[[_core.Packet], object])   # new_packet_set, orphan
+PacketHandler = TypeVar("PacketHandler", bound=Callable[[_core.Packet], object])   # new_packet_set, orphan, malformed
 SetHandler = TypeVar("SetHandler", bound=Callable[[_core.Packet, Any], object])    # packet (pkt, state)
 StateHandler = TypeVar("StateHandler", bound=Callable[[Any], object])              # expired (state)
 _H = TypeVar("_H", bound=Callable[..., object])
@@ -107,6 +107,7 @@ class Handlers:
     packet: Callable[[_core.Packet, Any], object] | None = None
     expired: Callable[[Any], object] | None = None
     orphan: Callable[[_core.Packet], object] | None = None
+    malformed: Callable[[_core.Packet], object] | None = None
     periodic: list[tuple[Callable[[], object], int]] = field(default_factory=list)   # resolved ns
     periodic_specs: list[tuple[Callable[[], object], object]] = field(default_factory=list)   # as declared
 
@@ -182,6 +183,17 @@ class NF:
     def orphan(self, fn: PacketHandler) -> PacketHandler:
         """``@nf.orphan``: ``fn(pkt)`` for a packet that matches no packet-set definition."""
         return self._set("orphan", fn)
+
+    def malformed(self, fn: PacketHandler) -> PacketHandler:
+        """``@nf.malformed``: ``fn(pkt)`` for a frame the parser rejects (README: which frames).
+
+        The packet has ``dev``, ``len``, ``frame``, ``payload`` (what follows the Ethernet
+        header) and ``eth`` (if its 14 bytes are there), no IP or L4 view; the handler may
+        ``send``, ``flood`` or ``drop`` it (a transparent NF forwards it).  It runs in the
+        worker, in the batch's transaction, as ``@nf.orphan`` does; the frame still counts as
+        ``malformed``.  Without this handler such frames are dropped (and counted).
+        """
+        return self._set("malformed", fn)
 
     def periodic(self, interval: object) -> Callable[[Handler0], Handler0]:
         """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval, in the control process.

@@ -63,6 +63,9 @@ class Lab:
         self.tag = f"nfl{os.getpid() % 100000}x{next(_ids)}"
         self.names: list[str] = []
         self.procs: list[subprocess.Popen] = []
+        # False: veth() turns TSO/GSO/GRO off (whole frames only); True: the kernel's defaults stay
+        # (TSO and GSO on: TCP super-frames cross the veths, as in a user's containers)
+        self.kernel_defaults = False
 
     # ------------------------------------------------------------ building
     def ns(self, role: str) -> str:
@@ -78,7 +81,7 @@ class Lab:
     def veth(self, ns_a: str, dev_a: str, ns_b: str, dev_b: str) -> None:
         self.sh("ip", "link", "add", dev_a, "netns", ns_a, "type", "veth", "peer", "name", dev_b, "netns", ns_b)
         for ns, dev in ((ns_a, dev_a), (ns_b, dev_b)):
-            if shutil.which("ethtool"):   # whole frames only: no TSO/GSO super-frames, no GRO
+            if not self.kernel_defaults and shutil.which("ethtool"):   # whole frames only: no TSO/GSO, no GRO
                 self.run(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
             self.sh("ip", "-n", ns, "link", "set", dev, "up")
 

@@ -140,6 +140,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     lc.h_packet = handler(handlers, "packet");
     lc.h_expired = handler(handlers, "expired");
     lc.h_orphan = handler(handlers, "orphan");
+    lc.h_malformed = handler(handlers, "malformed");
     lc.h_error = handler(handlers, "error");
     PyObject *per = handler(handlers, "periodic");
     if (per) {

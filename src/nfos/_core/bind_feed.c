@@ -68,7 +68,7 @@ static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
     PktSlot s;
     memset(&s, 0, sizeof s);
     s.data = b.buf;
-    s.len = (uint32_t)b.len;
+    s.len = s.wire = (uint32_t)b.len;
     s.dev = (uint16_t)dev;
     pkt_parse(&s);
     set_key_extract(&s);
@@ -77,15 +77,95 @@ static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* load_trace(frames, times, devs, tick_ns, tx_bytes) -> per-worker packet
- * counts.  Copies the frames into the arena, steers each to its worker's RX
- * ring (allocated here, sized to fit), inserts clock ticks every tick_ns of
- * trace time, and closes the rings: saturation replay. */
-static PyObject *py_load_trace(PyObject *self, PyObject *args) {
-    PyObject *frames, *times, *devs;
-    unsigned long long tick_ns, txbytes;
-    if (!PyArg_ParseTuple(args, "O!O!O!KK", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
-                          &tick_ns, &txbytes))
+/* The clock ticks of a replay.  A tick every tick_ns of trace time lets an
+ * idle worker expire its sets (and, sequentially, run periodic handlers on
+ * time).  Ticks can change something only within `horizon_ns` of the latest
+ * frame (the sets' expiry, plus slack): after that every set a frame created
+ * has expired, so a jump forward in the capture gets one tick, the last grid
+ * point before the jumping frame, not one per tick_ns of the jump.  The same
+ * plan runs twice: to count the descriptors (the rings' sizes), then to push. */
+typedef struct {
+    uint64_t tick_ns, horizon_ns;
+    uint64_t next;        /* the next tick due */
+    uint64_t latest;      /* the latest frame time so far */
+    int exhausted;        /* the grid ran past 2^64 ns */
+} TickPlan;
+
+static void plan_start(TickPlan *p, uint64_t tick_ns, uint64_t horizon_ns, uint64_t first) {
+    p->tick_ns = tick_ns;
+    p->horizon_ns = horizon_ns;
+    p->latest = first;
+    p->exhausted = !tick_ns || first > UINT64_MAX - tick_ns;
+    p->next = p->exhausted ? UINT64_MAX : first + tick_ns;
+}
+
+/* The ticks due before a frame at `t` (>= every earlier frame's time): each
+ * is passed to `push` (NULL: only counted).  Returns how many, or -1 when
+ * push failed (exception set). */
+static long long plan_ticks(TickPlan *p, uint64_t t, int (*push)(uint64_t, void *), void *arg) {
+    long long n = 0;
+    while (!p->exhausted && t >= p->next) {
+        if (p->next - p->latest > p->horizon_ns) {   /* nothing can expire before t: skip to t's grid point */
+            p->next += (t - p->next) / p->tick_ns * p->tick_ns;
+        }
+        if (push && push(p->next, arg) < 0) return -1;
+        n++;
+        if (p->next > UINT64_MAX - p->tick_ns) p->exhausted = 1;
+        else p->next += p->tick_ns;
+    }
+    p->latest = t;
+    return n;
+}
+
+static int ring_overflow(int slot, uint64_t at) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "internal error: the RX ring of slot %d is full at descriptor %llu (rings are sized from the "
+                 "descriptors: please report this)", slot, (unsigned long long)at);
+    return -1;
+}
+
+typedef struct {
+    uint32_t nw;
+    uint64_t pushed;
+} TickPush;
+
+static int push_tick(uint64_t t, void *arg) {
+    TickPush *tp = arg;
+    for (uint32_t s = 0; s < tp->nw; s++)
+        if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, t, 0) < 0) return ring_overflow((int)s, tp->pushed);
+    tp->pushed++;
+    return 0;
+}
+
+/* Call progress(done) (if given); -1: it raised (e.g. KeyboardInterrupt). */
+static int report(PyObject *progress, Py_ssize_t done) {
+    if (progress == Py_None) return PyErr_CheckSignals();
+    PyObject *r = PyObject_CallFunction(progress, "n", done);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+#define PROGRESS_EVERY 65536
+
+/* load_trace(frames, times, devs, tick_ns, tx_bytes, horizon_ns=0, progress=None, wire=None)
+ *   -> (per-worker packet counts, clock ticks per ring, frames whose time went back)
+ * wire: None (every frame whole) or a buffer of unsigned 32-bit wire lengths
+ * (array('I')), one per frame: a frame shorter than its wire length was cut
+ * by the capture's snap length.
+ * Copies the frames into the arena, steers each to its worker's RX ring
+ * (allocated here, sized from the exact number of descriptors), inserts
+ * clock ticks (plan_ticks), and closes the rings: saturation replay.
+ *
+ * Time never goes back: a frame earlier than the latest one before it is
+ * queued at the latest time (its packet's now() and output time), and
+ * counted (time_reordered, in this process's counters).  progress(done) is
+ * called every PROGRESS_EVERY frames copied and steered. */
+static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"frames", "times", "devs", "tick_ns", "tx_bytes", "horizon_ns", "progress", "wire", NULL};
+    PyObject *frames, *times, *devs, *progress = Py_None, *wire_obj = Py_None;
+    unsigned long long tick_ns, txbytes, horizon_ns = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!KK|KOO", kwlist, &PyList_Type, &frames, &PyList_Type, &times,
+                                     &PyList_Type, &devs, &tick_ns, &txbytes, &horizon_ns, &progress, &wire_obj))
         return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -96,17 +176,38 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "frames, times and devs differ in length");
         return NULL;
     }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress is a callable or None");
+        return NULL;
+    }
+    Py_buffer wb = {0};
+    const uint32_t *wire = NULL;
+    if (wire_obj != Py_None) {
+        if (PyObject_GetBuffer(wire_obj, &wb, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+        if (wb.itemsize != 4 || !wb.format || (strcmp(wb.format, "I") && strcmp(wb.format, "=I") &&
+                                               strcmp(wb.format, "<I")) || wb.len / 4 != n) {
+            PyBuffer_Release(&wb);
+            PyErr_SetString(PyExc_ValueError, "wire is array('I') of one wire length per frame, or None");
+            return NULL;
+        }
+        wire = wb.buf;
+    }
     uint32_t nslots = proc.nslots, nw = proc.local ? 1 : (uint32_t)proc.nworkers;
-    uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * (n ? n : 1));
-    uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * (n ? n : 1));
+    size_t cnt = n ? (size_t)n : 1;
+    uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * cnt);
+    uint32_t *lens = PyMem_RawMalloc(sizeof(uint32_t) * cnt), *wires = PyMem_RawMalloc(sizeof(uint32_t) * cnt);
+    uint64_t *when = PyMem_RawMalloc(sizeof(uint64_t) * cnt);
+    uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * cnt), *dev_of = PyMem_RawMalloc(sizeof(uint16_t) * cnt);
     uint64_t counts[NFOS_MAX_SLOTS] = {0};
-    uint64_t first = 0, last = 0;
+    uint64_t latest = 0, reordered = 0;
+    long long nticks = 0;
     PyObject *caps = NULL, *out = NULL;
-    if (!ptrs || !target) {
+    if (!ptrs || !lens || !wires || !when || !target || !dev_of) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
+    TickPlan plan;
+    for (Py_ssize_t i = 0; i < n; i++) {   /* copy, steer, clamp the time, count the descriptors */
         PyObject *f = PyList_GET_ITEM(frames, i);
         char *buf;
         Py_ssize_t len;
@@ -118,48 +219,67 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "packet %zd arrives on device %ld, which the NF does not have", i, dev);
             goto done;
         }
+        if (i == 0) {
+            latest = t;
+            plan_start(&plan, tick_ns, horizon_ns, t);
+        } else if (t < latest) {
+            t = latest;
+            reordered++;
+        } else {
+            latest = t;
+        }
         ptrs[i] = ring_pool_copy(buf, (size_t)len);
         if (!ptrs[i]) goto done;
-        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, (uint16_t)dev);
+        lens[i] = (uint32_t)len;
+        wires[i] = wire && wire[i] > (uint32_t)len ? wire[i] : (uint32_t)len;
+        when[i] = t;
+        dev_of[i] = (uint16_t)dev;
+        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, wires[i], (uint16_t)dev);
         counts[target[i]]++;
-        if (i == 0) first = t;
-        last = t;
+        nticks += plan_ticks(&plan, t, NULL, NULL);
+        if ((i + 1) % PROGRESS_EVERY == 0 && report(progress, i + 1) < 0) goto done;
     }
-    uint64_t nticks = tick_ns && n ? (last - first) / tick_ns + 2 : 0;
     caps = PyList_New(nslots);
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)
-        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + 1 : 1));
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks : 0));
     if (setup_rings(caps, txbytes) < 0) goto done;
-    uint64_t next_tick = tick_ns ? first + tick_ns : UINT64_MAX;
+    TickPush tp = {nw, 0};
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
-        while (t >= next_tick) {
-            for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, 0, 0, DESC_TICK, next_tick, 0, 0);
-            next_tick += tick_ns;
+        if (i == 0) plan_start(&plan, tick_ns, horizon_ns, when[0]);
+        if (plan_ticks(&plan, when[i], push_tick, &tp) < 0) goto done;
+        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, when[i], 0) < 0) {
+            ring_overflow(target[i], (uint64_t)i);
+            goto done;
         }
-        PyObject *f = PyList_GET_ITEM(frames, i);
-        ring_push(target[i], ptrs[i], (uint32_t)PyBytes_GET_SIZE(f), (uint16_t)PyLong_AsLong(PyList_GET_ITEM(devs, i)),
-                  DESC_PACKET, t, 0, 0);
     }
     ring_close_all();
-    out = PyList_New(nw);
-    if (!out) goto done;
-    for (uint32_t s = 0; s < nw; s++) PyList_SET_ITEM(out, s, PyLong_FromUnsignedLongLong(counts[s]));
+    if (proc.me) proc.me->counters.time_reordered[0] += reordered;
+    PyObject *per = PyList_New(nw);
+    if (!per) goto done;
+    for (uint32_t s = 0; s < nw; s++) PyList_SET_ITEM(per, s, PyLong_FromUnsignedLongLong(counts[s]));
+    out = Py_BuildValue("(NLK)", per, nticks, (unsigned long long)reordered);
 done:
     Py_XDECREF(caps);
     PyMem_RawFree(ptrs);
+    PyMem_RawFree(lens);
+    PyMem_RawFree(wires);
+    PyMem_RawFree(when);
+    if (wire) PyBuffer_Release(&wb);
     PyMem_RawFree(target);
+    PyMem_RawFree(dev_of);
     return out;
 }
 
-/* inject(frame, dev, time) -> (slot, seq): one frame into its worker's ring
- * (streaming: the test harness).  seq is the ring position to wait for. */
+/* inject(frame, dev, time, wire=0) -> (slot, seq): one frame into its
+ * worker's ring (streaming: the test harness).  seq is the ring position to
+ * wait for; wire > len(frame): the frame was cut by a capture. */
 static PyObject *py_inject(PyObject *self, PyObject *args) {
     Py_buffer b;
     int dev;
     unsigned long long t;
-    if (!PyArg_ParseTuple(args, "y*iK", &b, &dev, &t)) return NULL;
+    unsigned int wire = 0;
+    if (!PyArg_ParseTuple(args, "y*iK|I", &b, &dev, &t, &wire)) return NULL;
     if (check_dev(dev) < 0 || !ring_ready()) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "rings_setup() first");
         PyBuffer_Release(&b);
@@ -169,8 +289,9 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
     uint32_t len = (uint32_t)b.len;
     PyBuffer_Release(&b);
     if (!p) return NULL;
-    int slot = ring_steer(p, len, (uint16_t)dev);
-    ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1);
+    if (wire < len) wire = len;
+    int slot = ring_steer(p, len, wire, (uint16_t)dev);
+    ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 1);
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }
 
@@ -180,7 +301,7 @@ static PyObject *py_tick(PyObject *self, PyObject *args) {
     unsigned long long t;
     if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
     if (check_ring_slot(slot) < 0) return NULL;
-    ring_push(slot, NULL, 0, 0, DESC_TICK, t, 0, 1);
+    ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 1);
     return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
 }
 
@@ -252,7 +373,7 @@ static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
 
 PyMethodDef bind_feed_methods[] = {
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
-    {"load_trace", py_load_trace, METH_VARARGS, NULL},
+    {"load_trace", (PyCFunction)(void (*)(void))py_load_trace, METH_VARARGS | METH_KEYWORDS, NULL},
     {"inject", py_inject, METH_VARARGS, NULL},
     {"tick", py_tick, METH_VARARGS, NULL},
     {"rx_done", py_rx_done, METH_O, NULL},

@@ -3,14 +3,18 @@
  * live_close() puts the replay rings back. */
 #include "bind.h"
 
-/* live_setup(nworkers, frame_size=2048, block_size=256 KiB, block_nr=16):
- * in the control process, before the fork. */
+/* live_setup(nworkers, frame_size=2048, block_size=256 KiB, block_nr=16, offloads=True):
+ * in the control process, before the fork.  offloads: frames carry the
+ * kernel's offload metadata (PACKET_VNET_HDR: GSO super-frames, checksums
+ * left to offload); False on kernels without it. */
 static PyObject *py_live_setup(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"nworkers", "frame_size", "block_size", "block_nr", NULL};
+    static char *kwlist[] = {"nworkers", "frame_size", "block_size", "block_nr", "offloads", NULL};
     unsigned int nworkers, frame_size = 2048, block_size = 1u << 18, block_nr = 16;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|III", kwlist, &nworkers, &frame_size, &block_size, &block_nr))
+    int offloads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "I|IIIp", kwlist, &nworkers, &frame_size, &block_size, &block_nr,
+                                     &offloads))
         return NULL;
-    if (afp_setup(nworkers, frame_size, block_size, block_nr) < 0) return NULL;
+    if (afp_setup(nworkers, frame_size, block_size, block_nr, offloads) < 0) return NULL;
     loop_set_io(&pktio_afpacket);
     Py_RETURN_NONE;
 }
@@ -72,7 +76,7 @@ static PyObject *py_live_close(PyObject *self, PyObject *noargs) {
 
 PyMethodDef bind_live_methods[] = {
     {"live_setup", (PyCFunction)(void (*)(void))py_live_setup, METH_VARARGS | METH_KEYWORDS,
-     "live_setup(nworkers, frame_size=2048, block_size=262144, block_nr=16): before the fork"},
+     "live_setup(nworkers, frame_size=2048, block_size=262144, block_nr=16, offloads=True): before the fork"},
     {"live_open_tx", py_live_open_tx, METH_VARARGS, "live_open_tx(dev, ifname): a send-only socket"},
     {"live_open", py_live_open, METH_VARARGS,
      "live_open(dev, ifname, program, max_frame): a worker's ring socket on the device"},

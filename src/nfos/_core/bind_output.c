@@ -9,7 +9,7 @@ static int tx_slot(long slot) {
     return 0;
 }
 
-/* drain_tx(slot) -> list of (devmask, frame bytes, time, indev) */
+/* drain_tx(slot) -> list of (devmask, frame bytes, time, indev, wire length) */
 static PyObject *py_drain_tx(PyObject *self, PyObject *arg) {
     long slot = PyLong_AsLong(arg);
     if ((slot == -1 && PyErr_Occurred()) || tx_slot(slot) < 0) return NULL;
@@ -19,8 +19,8 @@ static PyObject *py_drain_tx(PyObject *self, PyObject *arg) {
     RingFrame f;
     while (at < head) {
         if (!ring_tx_next((int)slot, &at, &f)) continue;
-        PyObject *item = Py_BuildValue("(Iy#KI)", f.devmask, (const char *)f.frame, (Py_ssize_t)f.len,
-                                       (unsigned long long)f.time, f.indev);
+        PyObject *item = Py_BuildValue("(Iy#KII)", f.devmask, (const char *)f.frame, (Py_ssize_t)f.len,
+                                       (unsigned long long)f.time, f.indev, f.wire);
         if (!item || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(out);
@@ -33,7 +33,7 @@ static PyObject *py_drain_tx(PyObject *self, PyObject *arg) {
 }
 
 /* drain_tx_pcap(slot, ndevs) -> list of bytes per device: ready-made pcap
- * records (nanosecond format), so the control process writes each device's
+ * records (nanosecond format; a cut frame keeps its wire length), so the control process writes each device's
  * output with one write() instead of one Python call per frame. */
 static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
     int slot, ndevs;
@@ -62,7 +62,7 @@ static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
     }
     for (uint64_t at = tail; at < head;) {
         if (!ring_tx_next(slot, &at, &f)) continue;
-        uint32_t hdr[4] = {(uint32_t)(f.time / 1000000000ull), (uint32_t)(f.time % 1000000000ull), f.len, f.len};
+        uint32_t hdr[4] = {(uint32_t)(f.time / 1000000000ull), (uint32_t)(f.time % 1000000000ull), f.len, f.wire};
         for (int d = 0; d < ndevs; d++)
             if (f.devmask >> d & 1) {
                 memcpy(w[d], hdr, 16);

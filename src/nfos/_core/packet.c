@@ -1,12 +1,17 @@
 /* Packet view: zero-copy parsing and header accessors (hot path).
  *
  * pkt_parse() finds the layer offsets once (Ethernet with one 802.1Q tag,
- * IPv4 with options and fragments, TCP, UDP, ICMP).  Python sees a Packet
- * whose header views (pkt.eth, pkt.ip, pkt.tcp / pkt.udp / pkt.l4,
- * pkt.icmp) read the frame bytes in place.  Setting an address, port, TTL,
- * TOS or TCP flags updates the IPv4 and TCP/UDP checksums incrementally
- * (RFC 1624, eqn. 3); the header bytes are saved in the undo log first, so
- * an aborted attempt leaves the frame as it arrived.
+ * IPv4 with options and fragments, TCP, UDP, ICMP); README.md lists when a
+ * frame is malformed.  A frame a capture cut (wire > len) may have an IP
+ * length up to its wire length, but the headers it exposes must have been
+ * captured.  Python sees a Packet whose header views (pkt.eth, pkt.ip,
+ * pkt.tcp / pkt.udp / pkt.l4, pkt.icmp) read the frame bytes in place; a
+ * malformed frame (@nf.malformed) has no IP or L4 view.  Setting an
+ * address, port, TTL, TOS or TCP flags updates the IPv4 and TCP/UDP
+ * checksums incrementally (RFC 1624, eqn. 3), or, for a checksum left to
+ * offload (a live frame's VNET_NEEDS_CSUM), the pseudo-header sum the field
+ * holds; the header bytes are saved in the undo log first, so an aborted
+ * attempt leaves the frame as it arrived.
  */
 #include "packet.h"
 
@@ -18,6 +23,7 @@ static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
 void pkt_parse(PktSlot *s) {
     const uint8_t *d = s->data;
     uint32_t len = s->len;
+    if (s->wire < len) s->wire = len;
     s->flags = 0;
     s->proto = 0;
     s->l3 = s->l4 = s->payload = 0;
@@ -42,9 +48,11 @@ void pkt_parse(PktSlot *s) {
         s->flags |= PF_MALFORMED;
         return;
     }
+    /* The IP length may reach past the captured bytes only in a frame the
+     * capture cut (up to its wire length); the headers must be captured. */
     uint32_t ihl = (d[l3] & 0xf) * 4u, total = rd16(d + l3 + 2);
-    if (ihl < 20 || total < ihl || l3 + total > len) {
-        s->flags |= PF_MALFORMED;   /* bad IHL, or a total length beyond the frame */
+    if (ihl < 20 || total < ihl || l3 + ihl > len || l3 + total > s->wire) {
+        s->flags |= PF_MALFORMED;   /* bad IHL, options cut off, or a total length beyond the frame */
         return;
     }
     s->flags |= PF_IP;
@@ -55,33 +63,39 @@ void pkt_parse(PktSlot *s) {
     s->l4 = (uint16_t)l4;
     s->payload = (uint16_t)l4;
     if (frag & 0x1fff) return;   /* a later fragment carries no L4 header */
-    uint32_t room = end - l4;
+    uint32_t room = end - l4;    /* L4 bytes by the IP length */
+    uint32_t caught = len - l4;  /* L4 bytes captured */
     if (s->proto == 6) {
-        uint32_t doff = room >= 13 ? (d[l4 + 12] >> 4) * 4u : 0;
+        uint32_t doff = room >= 13 && caught >= 13 ? (d[l4 + 12] >> 4) * 4u : 0;
         if (room >= 20 && doff >= 20 && doff <= room) {
-            s->flags |= PF_TCP;
-            s->payload = (uint16_t)(l4 + doff);
-        } else if (!(s->flags & PF_FRAG)) {
-            s->flags |= PF_MALFORMED;
+            if (doff <= caught) {
+                s->flags |= PF_TCP;
+                s->payload = (uint16_t)(l4 + doff);
+            } else {
+                s->flags |= PF_MALFORMED;   /* the capture cut the TCP header */
+            }
+        } else if (!(s->flags & PF_FRAG) || (room >= 20 && caught < 13)) {
+            s->flags |= PF_MALFORMED;   /* no room for the header (or it was cut before its length) */
         }
     } else if (s->proto == 17) {
-        if (room >= 8) {
+        if (room >= 8 && caught >= 8) {
             s->flags |= PF_UDP;
             s->payload = (uint16_t)(l4 + 8);
-        } else if (!(s->flags & PF_FRAG)) {
+        } else if (!(s->flags & PF_FRAG) || room >= 8) {
             s->flags |= PF_MALFORMED;
         }
     } else if (s->proto == 1) {
-        if (room >= 8) {
+        if (room >= 8 && caught >= 8) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 8);
-        } else if (room >= 4) {
+        } else if (room >= 4 && caught >= 4) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 4);
         }
     }
 }
 
+/* Where the IP packet ends by its length (past the captured bytes in a cut frame). */
 static inline uint32_t ip_end(const PktSlot *s) {
     return (s->flags & PF_IP) ? s->l3 + rd16(s->data + s->l3 + 2) : s->len;
 }
@@ -98,9 +112,19 @@ static inline uint16_t csum_update16(uint16_t hc, uint16_t old, uint16_t new_) {
 static void csum_at(uint8_t *p, uint16_t old, uint16_t new_) { wr16(p, csum_update16(rd16(p), old, new_)); }
 
 /* The L4 checksum covers the pseudo-header (addresses) and the ports.  A
- * zero UDP checksum means "none" and stays zero (RFC 768). */
-static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_) {
+ * zero UDP checksum means "none" and stays zero (RFC 768).  A checksum left
+ * to offload (pkt_csum_partial) holds the pseudo-header sum itself, not its
+ * complement: an address (`pseudo`) moves it by the same difference, and a
+ * word of the L4 header does not touch it (the final sum will cover it). */
+static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_, int pseudo) {
     uint8_t *d = s->data;
+    if (pkt_csum_partial(s)) {
+        if (pseudo) {
+            uint8_t *c = d + s->vnet.csum_start + s->vnet.csum_offset;
+            wr16(c, (uint16_t)~csum_update16((uint16_t)~rd16(c), old, new_));
+        }
+        return;
+    }
     if (s->flags & PF_TCP) {
         csum_at(d + s->l4 + 16, old, new_);
     } else if (s->flags & PF_UDP) {
@@ -171,36 +195,39 @@ static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
     return p->views[which];
 }
 
+/* A malformed frame (seen by @nf.malformed) has an Ethernet view if its 14
+ * bytes are there, and no IP or L4 view. */
 static PyObject *pkt_get_eth(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    (void)s;
+    if (s->len < 14) Py_RETURN_NONE;
     return view_of((Packet *)o, 0, EthView_Type);
 }
 static PyObject *pkt_get_ip(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_IP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_IP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 1, IPView_Type);
 }
 static PyObject *pkt_get_tcp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_TCP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_udp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_UDP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_UDP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_l4(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & (PF_TCP | PF_UDP))) Py_RETURN_NONE;
+    if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 2, L4View_Type);
 }
 static PyObject *pkt_get_icmp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_ICMP)) Py_RETURN_NONE;
+    if (!(s->flags & PF_ICMP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
     return view_of((Packet *)o, 3, ICMPView_Type);
 }
+
 static PyObject *pkt_get_dev(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->dev);
@@ -217,11 +244,20 @@ static PyObject *pkt_get_time(PyObject *o, void *c) {
 }
 static PyObject *pkt_get_len(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
-    return PyLong_FromUnsignedLong(s->len);
+    return PyLong_FromUnsignedLong(s->wire);
+}
+static PyObject *pkt_get_cut(PyObject *o, void *c) {
+    SLOT_OR_FAIL(o);
+    return PyBool_FromLong(s->wire > s->len);
 }
 static PyObject *pkt_get_payload(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
+    if (s->flags & PF_MALFORMED) {   /* what follows the Ethernet header (and tag) */
+        uint32_t at = s->len >= s->l3 ? s->l3 : s->len;
+        return PyBytes_FromStringAndSize((char *)s->data + at, s->len - at);
+    }
     uint32_t end = ip_end(s);
+    if (end > s->len) end = s->len;   /* a cut frame: what was captured */
     return PyBytes_FromStringAndSize((char *)s->data + s->payload, end > s->payload ? end - s->payload : 0);
 }
 static PyObject *pkt_get_frame(PyObject *o, void *c) {
@@ -260,7 +296,7 @@ static PyObject *pkt_repr(PyObject *o) {
     if (!p->slot) return PyUnicode_FromString("<Packet (handler returned)>");
     PktSlot *s = p->slot;
     return PyUnicode_FromFormat("<Packet dev=%R len=%u time=%llu>", PyTuple_GET_ITEM(proc.dev_names, s->dev),
-                                s->len, (unsigned long long)s->time);
+                                s->wire, (unsigned long long)s->time);
 }
 
 static PyGetSetDef pkt_getset[] = {
@@ -273,9 +309,10 @@ static PyGetSetDef pkt_getset[] = {
     {"dev", pkt_get_dev, NULL, "input device name", NULL},
     {"dev_index", pkt_get_dev_index, NULL, "input device index", NULL},
     {"time", pkt_get_time, NULL, "arrival time, ns", NULL},
-    {"len", pkt_get_len, NULL, "frame length in bytes", NULL},
-    {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length", NULL},
-    {"frame", pkt_get_frame, NULL, "a copy of the whole frame", NULL},
+    {"len", pkt_get_len, NULL, "frame length on the wire, in bytes (a cut frame's original length)", NULL},
+    {"cut", pkt_get_cut, NULL, "True if the capture's snap length cut the frame (len > len(frame))", NULL},
+    {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length (as captured)", NULL},
+    {"frame", pkt_get_frame, NULL, "a copy of the frame, as captured", NULL},
     {"out", pkt_get_out, NULL, "current output decision (None = drop)", NULL},
     {NULL}};
 
@@ -385,8 +422,8 @@ static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
     wr32(p, nw);
     csum_at(IPH + 10, old >> 16, nw >> 16);
     csum_at(IPH + 10, old & 0xffff, nw & 0xffff);
-    l4_csum_update(s, old >> 16, nw >> 16);
-    l4_csum_update(s, old & 0xffff, nw & 0xffff);
+    l4_csum_update(s, old >> 16, nw >> 16, 1);
+    l4_csum_update(s, old & 0xffff, nw & 0xffff, 1);
     return 0;
 }
 static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
@@ -464,7 +501,7 @@ static int l4_set_port(PyObject *o, PyObject *value, void *c) {
     uint8_t *p = L4H + (c ? 2 : 0);
     uint16_t old = rd16(p);
     wr16(p, (uint16_t)v);
-    l4_csum_update(s, old, (uint16_t)v);
+    l4_csum_update(s, old, (uint16_t)v, 0);
     return 0;
 }
 static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
@@ -477,7 +514,7 @@ static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
     if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
     uint16_t old = rd16(L4H + 12);
     L4H[13] = (uint8_t)v;
-    l4_csum_update(s, old, rd16(L4H + 12));
+    l4_csum_update(s, old, rd16(L4H + 12), 0);
     return 0;
 }
 static PyGetSetDef l4_getset[] = {

@@ -9,9 +9,25 @@ enum pkt_flags {
     PF_FRAG = 32, PF_MALFORMED = 64
 };
 
+/* A live frame's offload metadata, as the packet socket gives it (struct
+ * virtio_net_hdr's fields, host byte order; pktio_afpacket.c): a GSO
+ * super-frame the kernel segments when it is sent (gso_type, gso_size,
+ * hdr_len), and a TCP/UDP checksum left to offload (flags & VNET_NEEDS_CSUM:
+ * the field at csum_start + csum_offset holds the pseudo-header sum, the
+ * kernel or the NIC completes it over the bytes from csum_start).  All zero:
+ * none (replays, emitted frames). */
+enum { VNET_NEEDS_CSUM = 1, VNET_DATA_VALID = 2 };
+enum { VNET_GSO_NONE = 0, VNET_GSO_TCPV4 = 1, VNET_GSO_UDP = 3, VNET_GSO_TCPV6 = 4, VNET_GSO_UDP_L4 = 5,
+       VNET_GSO_ECN = 0x80 };
+typedef struct {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+} PktVnet;   /* 10 bytes: the layout of struct virtio_net_hdr */
+
 typedef struct {
     uint8_t *data;
-    uint32_t len;
+    uint32_t len;             /* bytes in data: the frame as captured */
+    uint32_t wire;            /* its length on the wire: > len when a capture's snap length cut it */
     uint16_t dev;
     int16_t out;              /* -1 drop, -2 flood, >= 0 device */
     uint64_t time;
@@ -22,6 +38,7 @@ typedef struct {
     uint64_t khash;           /* table hash */
     uint64_t undo_serial;     /* header bytes saved for this attempt */
     uint64_t enq_ns;          /* paced mode: monotonic time the generator queued it (0: not timed) */
+    PktVnet vnet;             /* live: offload metadata (zero: none) */
     uint8_t key[NFOS_MAX_KEY];
 } PktSlot;
 
@@ -34,8 +51,14 @@ typedef struct Packet {
 int packet_types_init(PyObject *m);
 /* The slot of `o` if it is a packet whose handler is running, else NULL. */
 PktSlot *packet_slot(PyObject *o);
-/* Find the layer offsets and flags of s->data[0..len). */
+/* Find the layer offsets and flags of s->data[0..len) (a wire length below len is taken as len). */
 void pkt_parse(PktSlot *s);
+/* The TCP/UDP checksum of s is left to offload (VNET_NEEDS_CSUM at its L4 header):
+ * its field holds the pseudo-header sum. */
+static inline int pkt_csum_partial(const PktSlot *s) {
+    return (s->vnet.flags & VNET_NEEDS_CSUM) && s->vnet.csum_start == s->l4 && (s->flags & (PF_TCP | PF_UDP)) &&
+           s->vnet.csum_offset == ((s->flags & PF_TCP) ? 16 : 6);
+}
 PyObject *packet_new(PktSlot *s);
 void packet_invalidate(PyObject *p);
 

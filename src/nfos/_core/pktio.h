@@ -39,8 +39,9 @@ typedef struct {
 /* A frame to send: a packet's (its buffer) or an emitted one (indev UINT32_MAX). */
 typedef struct {
     const uint8_t *data;
-    uint32_t len, devmask, indev;
+    uint32_t len, wire, devmask, indev;   /* wire: the length on the wire (> len: a cut frame) */
     uint64_t time;
+    const PktVnet *vnet;                  /* live: its offload metadata (NULL: none) */
 } PktOut;
 
 typedef struct {

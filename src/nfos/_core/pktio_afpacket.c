@@ -31,9 +31,26 @@
  * relative to the link layer (SKF_LL_OFF), so it steers on the frame as the
  * worker sees it.  The kernel strips a received VLAN tag into metadata: it
  * is put back into the frame (the software steering skips one tag, so the
- * worker is the same), and TCP/UDP checksums left to offload by a local
- * sender (TP_STATUS_CSUMNOTREADY: veth peers) are completed, so forwarded
- * frames are valid on the wire.
+ * worker is the same).
+ *
+ * Offloads (PACKET_VNET_HDR on every socket, as VPP's af_packet driver and
+ * QEMU's tap backend carry struct virtio_net_hdr): each received frame
+ * comes with the kernel's offload metadata, kept with the packet (PktVnet)
+ * and sent with it.  A GSO super-frame (a TSO sender on a veth, GRO, a
+ * local stack) stays one frame up to 64 KiB — a handler sees one packet —
+ * and the kernel segments it on send (in software if the output device
+ * cannot: validate_xmit_skb); it is not "oversize".  A TCP/UDP checksum left
+ * to offload (VIRTIO_NET_HDR_F_NEEDS_CSUM: a local sender with tx checksum
+ * offload, the default on a veth) keeps its request: the field holds the
+ * pseudo-header sum, which header rewrites move by the address difference
+ * (packet.c), and the kernel or the NIC completes it on send — in software
+ * when the output device cannot (skb_checksum_help), so completing it here
+ * would only cost a pass over every byte for nothing.  A super-frame that
+ * GRO merged arrives with its checksum verified, not requested: it is given
+ * a request (the pseudo-header sum, as a local sender's), so its segments
+ * get valid checksums.  Kernels without PACKET_VNET_HDR (the probe in
+ * live.py): checksums are completed here (TP_STATUS_CSUMNOTREADY) and
+ * frames longer than the MTU are counted as oversize.
  *
  * TX: frames are queued per device and sent with one sendmmsg() per device
  * after each commit (the iovecs point at the ring frames or the emitted
@@ -53,6 +70,7 @@
 #include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <linux/virtio_net.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -67,7 +85,12 @@
 #define PACKET_IGNORE_OUTGOING 23
 #endif
 
+_Static_assert(sizeof(PktVnet) == sizeof(struct virtio_net_hdr), "PktVnet is struct virtio_net_hdr");
+_Static_assert(VNET_NEEDS_CSUM == VIRTIO_NET_HDR_F_NEEDS_CSUM && VNET_GSO_TCPV4 == VIRTIO_NET_HDR_GSO_TCPV4,
+               "PktVnet's constants are virtio_net.h's");
+
 #define TXQ 256                    /* frames queued per device before a forced flush */
+#define SNDBUF (4 << 20)           /* socket send buffer: room for 64 KiB super-frames in flight */
 #define IDLE_POLL_MS 10            /* poll() timeout when no block is ready */
 #define STATS_EVERY_NS 100000000ull  /* read PACKET_STATISTICS this often */
 #define IDLE_RETURN_NS 200000000ull  /* give Python control back after this long idle */
@@ -88,6 +111,7 @@ typedef struct {
 static LiveShared *LS;
 static uint32_t LS_gen;        /* proc.arena_gen when LS was allocated */
 static uint32_t ring_block_size, ring_block_nr, ring_frame_size;
+static int use_vnet;           /* PACKET_VNET_HDR on every socket: offloads kept (see the top) */
 
 static int shared_ok(void) { return LS && proc.shared && LS_gen == proc.arena_gen; }
 static SlotCounters *my_live(void) { return &proc.me->counters; }
@@ -111,7 +135,8 @@ typedef struct {
     uint16_t prog_len;
     uint32_t ntx;
     struct mmsghdr msg[TXQ];
-    struct iovec iov[TXQ];
+    struct iovec iov[2 * TXQ];   /* per frame: its virtio_net_hdr (use_vnet), the frame */
+    PktVnet vh[TXQ];
 } LiveDev;
 
 static LiveDev D[NFOS_MAX_DEVS];
@@ -162,7 +187,7 @@ static int check_dev(int dev) {
 /* ------------------------------------------------------------- set-up */
 
 /* In the control process, before the fork. */
-int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr) {
+int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr, int vnet) {
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
         return -1;
@@ -181,6 +206,7 @@ int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsig
     ring_frame_size = frame_size;
     ring_block_size = block_size;
     ring_block_nr = block_nr;
+    use_vnet = vnet;
     devs_init();
     for (int i = 0; i < NFOS_MAX_DEVS; i++) dev_close(&D[i]);
     started = 0;
@@ -197,11 +223,24 @@ static int bind_to(int fd, int ifindex, int proto) {
 }
 
 static void init_msgs(LiveDev *d) {
-    for (int i = 0; i < TXQ; i++) {
+    for (int i = 0; i < TXQ; i++) {   /* without offload headers, the frame's iovec comes alone */
         memset(&d->msg[i], 0, sizeof d->msg[i]);
-        d->msg[i].msg_hdr.msg_iov = &d->iov[i];
-        d->msg[i].msg_hdr.msg_iovlen = 1;
+        d->msg[i].msg_hdr.msg_iov = use_vnet ? &d->iov[2 * i] : &d->iov[2 * i + 1];
+        d->msg[i].msg_hdr.msg_iovlen = use_vnet ? 2 : 1;
+        d->iov[2 * i].iov_base = (void *)&d->vh[i];
+        d->iov[2 * i].iov_len = sizeof d->vh[i];
     }
+}
+
+/* The socket options every socket of a live run has: offload metadata with
+ * each frame (before any ring: the kernel refuses it after), a send buffer
+ * for super-frames.  -1: errno set. */
+static int socket_options(int fd) {
+    int one = 1, sndbuf = SNDBUF;
+    if (use_vnet && setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) < 0) return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    return 0;
 }
 
 /* A send-only socket (no RX: protocol 0). */
@@ -221,6 +260,11 @@ int afp_open_tx(int dev, const char *ifname) {
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         os_error("cannot open an AF_PACKET socket", ifname);
+        return -1;
+    }
+    if (socket_options(fd) < 0) {
+        os_error("cannot have offload headers (PACKET_VNET_HDR)", ifname);
+        close(fd);
         return -1;
     }
     if (bind_to(fd, ifindex, 0) < 0) {
@@ -266,6 +310,10 @@ int afp_open(int dev, const char *ifname, const void *prog_buf, size_t prog_len,
     int v3 = TPACKET_V3, one = 1;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof v3) < 0) {
         os_error("TPACKET_V3 is not supported", ifname);
+        goto out;
+    }
+    if (socket_options(fd) < 0) {
+        os_error("cannot have offload headers (PACKET_VNET_HDR)", ifname);
         goto out;
     }
     struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
@@ -424,7 +472,8 @@ static void flush_dev(LiveDev *d) {
     d->ntx = 0;
 }
 
-static void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask) {
+/* Queue a frame on every device of devmask, with its offload metadata (NULL: none). */
+static void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask, const PktVnet *vnet) {
     for (int i = 0; devmask && i < NFOS_MAX_DEVS; i++, devmask >>= 1) {
         if (!(devmask & 1)) continue;
         LiveDev *d = &D[i];
@@ -433,14 +482,18 @@ static void live_tx(const uint8_t *frame, uint32_t len, uint32_t devmask) {
             continue;
         }
         if (d->ntx == TXQ) flush_dev(d);
-        d->iov[d->ntx].iov_base = (void *)frame;
-        d->iov[d->ntx].iov_len = len;
+        if (use_vnet) {
+            if (vnet) d->vh[d->ntx] = *vnet;
+            else memset(&d->vh[d->ntx], 0, sizeof d->vh[d->ntx]);
+        }
+        d->iov[2 * d->ntx + 1].iov_base = (void *)frame;
+        d->iov[2 * d->ntx + 1].iov_len = len;
         d->ntx++;
     }
 }
 
 static void afp_send(const PktOut *out, int n) {
-    for (int i = 0; i < n; i++) live_tx(out[i].data, out[i].len, out[i].devmask);
+    for (int i = 0; i < n; i++) live_tx(out[i].data, out[i].len, out[i].devmask, out[i].vnet);
 }
 
 static void afp_flush(void) {
@@ -451,7 +504,34 @@ static void afp_flush(void) {
 
 /* ------------------------------------------------------------------ RX */
 
-/* A local sender (veth peer) left the TCP/UDP checksum to offload: complete it. */
+/* The ones' complement sum of the TCP/UDP pseudo-header of s (not folded). */
+static uint64_t pseudo_sum(const PktSlot *s, uint32_t l4len) {
+    const uint8_t *d = s->data;
+    uint32_t l3 = s->l3;
+    return (uint64_t)rd16(d + l3 + 12) + rd16(d + l3 + 14) + rd16(d + l3 + 16) + rd16(d + l3 + 18) + s->proto +
+           l4len;
+}
+
+static uint16_t fold(uint64_t sum) {
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
+/* A super-frame GRO merged has its checksum verified, not requested: give it
+ * a request (the pseudo-header sum in the field), as a local sender's. */
+static void request_l4_checksum(PktSlot *s) {
+    if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & (PF_FRAG | PF_MALFORMED))) return;
+    uint8_t *d = s->data;
+    uint32_t l4 = s->l4, at = (s->flags & PF_TCP) ? 16 : 6;
+    uint32_t l4len = rd16(d + s->l3 + 2) - (l4 - s->l3);
+    wr16(d + l4 + at, fold(pseudo_sum(s, l4len)));
+    s->vnet.flags = (uint8_t)((s->vnet.flags & ~VNET_DATA_VALID) | VNET_NEEDS_CSUM);
+    s->vnet.csum_start = (uint16_t)l4;
+    s->vnet.csum_offset = (uint16_t)at;
+}
+
+/* No offload headers (an old kernel): a local sender (veth peer) left the
+ * TCP/UDP checksum to offload: complete it. */
 static void finish_l4_checksum(PktSlot *s) {
     if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & (PF_FRAG | PF_MALFORMED))) return;
     uint8_t *d = s->data;
@@ -460,14 +540,12 @@ static void finish_l4_checksum(PktSlot *s) {
     uint32_t at = (s->flags & PF_TCP) ? 16 : 6;
     if (l4len < at + 2) return;
     d[l4 + at] = d[l4 + at + 1] = 0;
-    uint64_t sum = (uint64_t)rd16(d + l3 + 12) + rd16(d + l3 + 14) + rd16(d + l3 + 16) + rd16(d + l3 + 18) +
-                   s->proto + l4len;
+    uint64_t sum = pseudo_sum(s, l4len);
     const uint8_t *p = d + l4;
     uint32_t i = 0;
     for (; i + 1 < l4len; i += 2) sum += rd16(p + i);
     if (l4len & 1) sum += (uint32_t)p[l4len - 1] << 8;
-    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-    uint16_t c = (uint16_t)~sum;
+    uint16_t c = (uint16_t)~fold(sum);
     if (c == 0 && (s->flags & PF_UDP)) c = 0xffff;
     d[l4 + at] = (uint8_t)(c >> 8);
     d[l4 + at + 1] = (uint8_t)c;
@@ -518,6 +596,8 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         if (sll->sll_pkttype == PACKET_OUTGOING) continue;   /* kernels without the fanout flag */
         uint8_t *data = (uint8_t *)h + h->tp_mac;
         uint32_t len = h->tp_snaplen;
+        PktVnet vn = {0};
+        if (use_vnet) memcpy(&vn, data - sizeof vn, sizeof vn);   /* before the tag overwrites it */
         if ((h->tp_status & TP_STATUS_VLAN_VALID) && len >= 12 &&
             h->tp_mac >= TPACKET3_HDRLEN + 4) {   /* put the stripped tag back */
             uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) && h->hv1.tp_vlan_tpid
@@ -530,20 +610,31 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
             data[14] = (uint8_t)(tci >> 8);
             data[15] = (uint8_t)tci;
             len += 4;
+            if (vn.flags & VNET_NEEDS_CSUM) vn.csum_start += 4;   /* offsets into the frame, tag included */
+            if (vn.hdr_len) vn.hdr_len += 4;
         }
-        if (len < h->tp_len || len > d->max_frame) {   /* truncated, or a merged (GRO/GSO) frame */
+        /* cut by the ring, or longer than the MTU with no GSO header to explain it */
+        if (h->tp_snaplen < h->tp_len || (len > d->max_frame && (vn.gso_type == VNET_GSO_NONE || !vn.gso_size))) {
             st->oversize[0]++;
             continue;
         }
         PktSlot *s = &slots[n];
         s->data = data;
-        s->len = len;
+        s->len = s->wire = len;
         s->dev = (uint16_t)dev;
         s->time = now;
         s->undo_serial = 0;
         s->enq_ns = 0;
+        s->vnet = vn;
         pkt_parse(s);
-        if (h->tp_status & TP_STATUS_CSUMNOTREADY) {
+        if (vn.gso_type != VNET_GSO_NONE) {
+            st->gso_frames[0]++;
+            if (!(vn.flags & VNET_NEEDS_CSUM)) request_l4_checksum(s);
+            if (s->flags & (PF_TCP | PF_UDP)) s->vnet.hdr_len = s->payload;   /* the headers each segment repeats */
+        }
+        if (s->vnet.flags & VNET_NEEDS_CSUM) {
+            st->checksums_offloaded[0]++;
+        } else if (!use_vnet && (h->tp_status & TP_STATUS_CSUMNOTREADY)) {
             finish_l4_checksum(s);
             st->checksums_completed[0]++;
         }
@@ -570,7 +661,8 @@ static int live_begin(void) {
     read_kernel_stats();   /* start from zero */
     SlotCounters *c = my_live();
     c->ring_packets[0] = c->ring_drops[0] = c->ring_freezes[0] = c->oversize[0] = 0;
-    c->checksums_completed[0] = c->tx_sent[0] = c->tx_errors[0] = c->tx_calls[0] = c->link_errors[0] = 0;
+    c->gso_frames[0] = c->checksums_offloaded[0] = c->checksums_completed[0] = 0;
+    c->tx_sent[0] = c->tx_errors[0] = c->tx_calls[0] = c->link_errors[0] = 0;
     c->begin_ns[0] = mono_ns();
     last_stats_ns = mono_ns();
     atomic_fetch_add(&LS->running, 1);

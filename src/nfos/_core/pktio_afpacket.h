@@ -6,7 +6,8 @@
 #include "pktio.h"
 
 /* Control, before the fork: shared counters and the join turn in the arena. */
-int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr);
+/* vnet: every socket carries offload metadata (PACKET_VNET_HDR; pktio_afpacket.c). */
+int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr, int vnet);
 /* A send-only socket on the device (periodic / exit handlers emit). */
 int afp_open_tx(int dev, const char *ifname);
 /* A worker's RX/TX socket on the device, with its fanout steering program. */

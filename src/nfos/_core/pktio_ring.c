@@ -27,12 +27,13 @@
 
 typedef struct {
     uint64_t ptr;
-    uint32_t len;
+    uint32_t len;      /* captured bytes */
+    uint32_t wire;     /* length on the wire (> len: cut by a capture's snap length) */
+    uint64_t time;     /* paced mode (DESC_TIMED): also when the generator queued it */
     uint16_t dev;
-    uint16_t kind;
-    uint64_t time;
-    uint64_t enq_ns;   /* paced mode: when the generator queued it; 0 otherwise */
-} RxDesc;
+    uint16_t kind;     /* DESC_PACKET or DESC_TICK, | DESC_TIMED */
+    uint32_t pad;
+} RxDesc;   /* 32 bytes */
 
 typedef struct {
     _Atomic uint64_t head;   /* written by the producer */
@@ -56,7 +57,8 @@ typedef struct {
 
 typedef struct {
     uint32_t reclen, framelen, devmask, indev;
-    uint64_t time, seq;
+    uint64_t time;
+    uint32_t wire, pad;
 } TxRec;   /* 32 bytes; records are 32-byte aligned so a pad record always fits */
 
 typedef struct {
@@ -113,19 +115,20 @@ uint8_t *ring_pool_copy(const char *frame, size_t len) {
     return p;
 }
 
-int ring_steer(uint8_t *data, uint32_t len, uint16_t dev) {
+int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev) {
     if (proc.local || proc.nworkers <= 1) return 0;
     PktSlot s;
     s.data = data;
     s.len = len;
+    s.wire = wire;
     s.dev = dev;
     pkt_parse(&s);
     set_key_extract(&s);
     return steer_worker(&s);
 }
 
-int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
-              uint64_t enq, int wait) {
+int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint16_t dev, uint16_t kind,
+              uint64_t time, int wait) {
     RxRing *rx = &R->rx[slot];
     for (unsigned spins = 0;; spins++) {
         uint64_t head = atomic_load_explicit(&rx->head, memory_order_relaxed);
@@ -134,10 +137,10 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16
             RxDesc *d = &rx->descs[head & rx->mask];
             d->ptr = (uint64_t)(uintptr_t)frame;
             d->len = len;
+            d->wire = wire > len ? wire : len;
             d->dev = dev;
             d->kind = kind;
             d->time = time;
-            d->enq_ns = enq;
             atomic_store_explicit(&rx->head, head + 1, memory_order_release);
             return 0;
         }
@@ -164,6 +167,7 @@ int ring_tx_next(int slot, uint64_t *at, RingFrame *f) {
     if (r->framelen == UINT32_MAX) return 0;
     f->frame = (const uint8_t *)(r + 1);
     f->len = r->framelen;
+    f->wire = r->wire;
     f->devmask = r->devmask;
     f->indev = r->indev;
     f->time = r->time;
@@ -205,7 +209,7 @@ int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n) {
         PyErr_NoMemory();
         return -1;
     }
-    for (size_t i = 0; i < n; i++) targets[i] = (uint16_t)ring_steer(frames[i], lens[i], devs[i]);
+    for (size_t i = 0; i < n; i++) targets[i] = (uint16_t)ring_steer(frames[i], lens[i], lens[i], devs[i]);
     PyMem_RawFree(pool.ptrs);
     PyMem_RawFree(pool.lens);
     PyMem_RawFree(pool.devs);
@@ -229,7 +233,8 @@ void ring_feed_paced(double rate, double duration, uint64_t *queued_out, uint64_
         uint64_t due = t0 + (uint64_t)(k * gap), now;
         if (due >= end) break;
         while ((now = mono_ns()) < due) {}
-        if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.devs[i], DESC_PACKET, now, now, 0) == 0)
+        if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.lens[i], pool.devs[i],
+                      DESC_PACKET | DESC_TIMED, now, 0) == 0)
             queued++;
         else
             lost++;
@@ -285,7 +290,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
             }
             break;
         }
-        if (d->kind == DESC_TICK) {
+        if (d->kind & DESC_TICK) {
             if (n == 0) {
                 b->time = d->time;
                 b->count = 1;
@@ -297,9 +302,11 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         PktSlot *s = &slots[n];
         s->data = (uint8_t *)(uintptr_t)d->ptr;
         s->len = d->len;
+        s->wire = d->wire;
         s->dev = d->dev;
         s->time = d->time;
-        s->enq_ns = d->enq_ns;
+        s->enq_ns = (d->kind & DESC_TIMED) ? d->time : 0;
+        memset(&s->vnet, 0, sizeof s->vnet);
         s->undo_serial = 0;
         pkt_parse(s);
         set_key_extract(s);
@@ -329,7 +336,8 @@ static int ring_wait(void) {
 
 static void ring_leave(void) { proc.me->counters.busy_ns[0] += mono_ns() - call_t0; }
 
-static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t indev, uint64_t time) {
+static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint32_t devmask, uint32_t indev,
+                         uint64_t time) {
     TxRing *t = &R->tx[proc.slot];
     uint64_t rec = (sizeof(TxRec) + len + 31) & ~31ull;
     for (unsigned spins = 0;; spins++) {
@@ -351,7 +359,8 @@ static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t devmask, u
             r->devmask = devmask;
             r->indev = indev;
             r->time = time;
-            r->seq = 0;
+            r->wire = wire > len ? wire : len;
+            r->pad = 0;
             memcpy(r + 1, frame, len);
             atomic_store_explicit(&t->head, head + rec, memory_order_release);
             return;
@@ -362,7 +371,8 @@ static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t devmask, u
 
 static void ring_send(const PktOut *out, int n) {
     if (!collect || !R) return;
-    for (int i = 0; i < n; i++) tx_ring_push(out[i].data, out[i].len, out[i].devmask, out[i].indev, out[i].time);
+    for (int i = 0; i < n; i++)
+        tx_ring_push(out[i].data, out[i].len, out[i].wire, out[i].devmask, out[i].indev, out[i].time);
 }
 
 const Pktio pktio_ring = {

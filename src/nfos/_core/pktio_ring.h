@@ -4,7 +4,7 @@
 
 #include "pktio.h"
 
-enum { DESC_PACKET = 0, DESC_TICK = 1 };
+enum { DESC_PACKET = 0, DESC_TICK = 1, DESC_TIMED = 2 /* paced: the time is the queue time */ };
 
 /* One RX ring per slot (room for rx_caps[s] descriptors) and one TX ring of
  * tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
@@ -17,10 +17,11 @@ void ring_collect_output(int on);
 /* Copy a frame into the arena (the replayed trace); NULL: exception set. */
 uint8_t *ring_pool_copy(const char *frame, size_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
-int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
-/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room). */
-int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
-              uint64_t enq_ns, int wait);
+int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev);
+/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room).
+ * `len` bytes were captured of a frame of `wire` bytes (wire > len: cut). */
+int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint16_t dev, uint16_t kind,
+              uint64_t time, int wait);
 void ring_close(uint32_t slot);
 void ring_close_all(void);
 uint64_t ring_rx_head(int slot);
@@ -32,7 +33,7 @@ int ring_rx_finished(int slot);
  * frame, 0 for padding, and moves *at on; ring_tx_release frees up to `at`. */
 typedef struct {
     const uint8_t *frame;
-    uint32_t len, devmask, indev;
+    uint32_t len, wire, devmask, indev;
     uint64_t time;
 } RingFrame;
 uint64_t ring_tx_tail(int slot);

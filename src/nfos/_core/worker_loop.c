@@ -34,7 +34,7 @@
 static const Pktio *io = &pktio_ring;
 
 /* the NF (loop_configure) */
-static PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_error;
+static PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_malformed, *h_error;
 static Periodic periodics[LOOP_MAX_PERIODIC];
 static int nperiodic;
 static PyTypeObject *state_type;
@@ -77,6 +77,7 @@ void loop_configure(const LoopConfig *c) {
     set_ref(&h_packet, c->h_packet);
     set_ref(&h_expired, c->h_expired);
     set_ref(&h_orphan, c->h_orphan);
+    set_ref(&h_malformed, c->h_malformed);
     set_ref(&h_error, c->h_error);
     clear_periodics();
     for (int i = 0; i < c->nperiodic && i < LOOP_MAX_PERIODIC; i++) {
@@ -97,6 +98,7 @@ void loop_reset(void) {
     Py_CLEAR(h_packet);
     Py_CLEAR(h_expired);
     Py_CLEAR(h_orphan);
+    Py_CLEAR(h_malformed);
     Py_CLEAR(h_error);
     Py_CLEAR(state_type);
     clear_periodics();
@@ -143,11 +145,13 @@ static inline int set_expired(int32_t id) {
 static int process_packet(PktSlot *s) {
     s->out = -1;
     if (s->time > proc.clock) proc.clock = s->time;
-    if (s->flags & PF_MALFORMED) return 0;
+    if ((s->flags & PF_MALFORMED) && !h_malformed) return 0;   /* the default: dropped (and counted) */
     PyObject *pkt = packet_new(s);
     if (!pkt) return -2;
     int r = 0;
-    if (s->has_set) {
+    if (s->flags & PF_MALFORMED) {   /* @nf.malformed: the frame, no IP or L4 view */
+        r = call(h_malformed, &pkt, 1);
+    } else if (s->has_set) {
         int32_t id = pst_lookup(s);
         if (id >= 0 && set_expired(id)) {
             r = run_expired_handler(id);
@@ -213,6 +217,13 @@ static inline unsigned lat_bucket(uint64_t v) {
     return b < LAT_BUCKETS ? b : LAT_BUCKETS - 1;
 }
 
+/* A packet received: counted once, whatever becomes of it. */
+static inline void count_in(SlotCounters *c, const PktSlot *s) {
+    c->packets_in[0]++;
+    if (s->wire > s->len) c->cut[0]++;
+}
+
+
 static inline void count_out(SlotCounters *c, uint32_t mask) {
     for (int d = 0; d < proc.ndevs; d++)
         if (mask & (1u << d)) c->packets_out[d]++;
@@ -233,26 +244,24 @@ static void publish(Item *items, int n) {
             if (!now) now = mono_ns();
             me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
         }
-        c->packets_in[0]++;
-        if (s->flags & PF_MALFORMED) {
-            c->malformed[0]++;
-            c->dropped[0]++;
-            continue;
-        }
+        count_in(c, s);
+        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
         uint32_t mask = s->out == -1 ? 0 : s->out == -2 ? (all & ~(1u << s->dev)) : (1u << s->out);
         if (!mask) {
             c->dropped[0]++;
             continue;
         }
         count_out(c, mask);
-        out[k++] = (PktOut){s->data, s->len, mask, s->dev, s->time};
+        out[k++] = (PktOut){.data = s->data, .len = s->len, .wire = s->wire, .devmask = mask, .indev = s->dev,
+                            .time = s->time, .vnet = &s->vnet};
     }
     if (k) io->send(out, k);
     k = 0;
     for (size_t at = 0; at < emit_used;) {
         uint32_t *h = (uint32_t *)(emit_buf + at);
         count_out(c, h[1]);
-        out[k++] = (PktOut){(const uint8_t *)(h + 2), h[0], h[1], UINT32_MAX, proc.clock};
+        out[k++] = (PktOut){.data = (const uint8_t *)(h + 2), .len = h[0], .wire = h[0], .devmask = h[1],
+                            .indev = UINT32_MAX, .time = proc.clock};
         if (k == NFOS_BATCH_MAX) {
             io->send(out, k);
             k = 0;
@@ -302,7 +311,8 @@ static void run_batch(Item *items, int n) {
             c->handler_errors[0]++;
             c->table_full[0] += keep.table_full;
             if (items[0].pkt) {
-                c->packets_in[0]++;
+                count_in(c, items[0].pkt);
+                if (items[0].pkt->flags & PF_MALFORMED) c->malformed[0]++;
                 c->dropped[0]++;
             } else {   /* a failing expiry handler: the set goes anyway */
                 begin(tx_mode(), 0);
@@ -387,6 +397,13 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
     }
 }
 
+/* Periodic handlers due up to `upto`, in time order, each at its due time.
+ * A handler the clock left more than PERIODIC_MAX_BEHIND intervals behind
+ * (a capture's clock jumped: years, not seconds) skips the runs in between
+ * and runs once, at its last due time (counted: periodic_skipped), so a
+ * jump costs a bounded number of runs. */
+#define PERIODIC_MAX_BEHIND (1ull << 20)
+
 static int run_due_periodics(uint64_t upto) {
     for (;;) {
         int best = -1;
@@ -394,6 +411,11 @@ static int run_due_periodics(uint64_t upto) {
             if (periodics[i].next <= upto && (best < 0 || periodics[i].next < periodics[best].next)) best = i;
         if (best < 0) return 0;
         Periodic *p = &periodics[best];
+        uint64_t behind = (upto - p->next) / p->interval;
+        if (behind > PERIODIC_MAX_BEHIND) {
+            p->next += behind * p->interval;
+            proc.me->counters.periodic_skipped[0] += behind;
+        }
         if (p->next > proc.clock) proc.clock = p->next;
         p->next += p->interval;
         PyObject *empty = PyTuple_New(0);

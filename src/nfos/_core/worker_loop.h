@@ -14,7 +14,7 @@ typedef struct {
 
 /* The NF's handlers and settings (references are borrowed: the loop takes its own). */
 typedef struct {
-    PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_error;
+    PyObject *h_new, *h_packet, *h_expired, *h_orphan, *h_malformed, *h_error;
     Periodic periodics[LOOP_MAX_PERIODIC];
     int nperiodic;
     PyTypeObject *state_type;   /* NULL: no packet-set state */

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -48,16 +49,32 @@ class CaptureError(Exception):
 
 @dataclass
 class Trace:
-    """Frames with their arrival times and devices, as an NF run consumes them."""
+    """Frames with their arrival times and devices, as an NF run consumes them.
+
+    ``wire_lens`` is empty when every frame is whole; else it holds each frame's length on
+    the wire (pcap ``orig_len``), which is larger than ``len(frame)`` for a frame the
+    capture's snap length cut (``tcpdump -s 96``)."""
 
     dev_names: list[str]
     frames: list[bytes] = field(default_factory=list)
     times_ns: list[int] = field(default_factory=list)
     devs: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    wire_lens: Sequence[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def wire_len(self, i: int) -> int:
+        """Frame ``i``'s length on the wire."""
+        return max(len(self.frames[i]), self.wire_lens[i]) if self.wire_lens else len(self.frames[i])
+
+    @property
+    def cut(self) -> int:
+        """How many frames the capture's snap length cut."""
+        if not self.wire_lens:
+            return 0
+        return sum(1 for f, w in zip(self.frames, self.wire_lens, strict=True) if w > len(f))
 
 
 def _not_ethernet(path: StrPath, linktype: int) -> CaptureError:
@@ -73,7 +90,12 @@ def _stop(path: StrPath, off: int, count: int, why: str = "") -> str:
     return f"{os.fspath(path)}: {what}; the rest is ignored"
 
 
-def read_capture(path: StrPath, default_devices: list[str] | None = None) -> Trace:
+#: ``progress(packets, bytes_read, bytes_total)``, called every 65,536 packets while a capture is parsed
+Progress = Callable[[int, int, int], object]
+
+
+def read_capture(path: StrPath, default_devices: list[str] | None = None,
+                 progress: Progress | None = None) -> Trace:
     """Read a pcap or pcapng file of Ethernet frames.
 
     A pcap file has one device: every frame gets index 0 and ``dev_names`` is
@@ -81,7 +103,9 @@ def read_capture(path: StrPath, default_devices: list[str] | None = None) -> Tra
     ``default_devices`` keep their index there so indexes match the NF's devices;
     other interfaces are appended. A truncated or corrupt tail is dropped with a
     warning in ``Trace.warnings`` rather than an error, since captures cut by a
-    killed tcpdump are common and their packets are still useful.
+    killed tcpdump are common and their packets are still useful.  A frame the capture's
+    snap length cut keeps its original length in ``Trace.wire_lens``.  ``progress`` sees the
+    parse go on (packets and bytes so far, the file's size).
     """
     name = os.fspath(path)
     try:
@@ -93,9 +117,9 @@ def read_capture(path: StrPath, default_devices: list[str] | None = None) -> Tra
         raise CaptureError(f"{name}: {e.strerror}") from None
     magic = data[:4]
     if magic in _PCAP_MAGICS:
-        trace = _read_pcap(path, data, default_devices)
+        trace = _read_pcap(path, data, default_devices, progress)
     elif len(magic) == 4 and int.from_bytes(magic, "little") == _SHB:
-        trace = _read_pcapng(path, data, default_devices)
+        trace = _read_pcapng(path, data, default_devices, progress)
     else:
         raise CaptureError(
             f"{name}: not a pcap or pcapng file (magic 0x{magic.hex() or 'empty'} at byte 0)")
@@ -106,7 +130,8 @@ def read_capture(path: StrPath, default_devices: list[str] | None = None) -> Tra
     return trace
 
 
-def _read_pcap(path: StrPath, data: bytes, default_devices: list[str] | None) -> Trace:
+def _read_pcap(path: StrPath, data: bytes, default_devices: list[str] | None,
+               progress: Progress | None = None) -> Trace:
     order, frac_ns = _PCAP_MAGICS[data[:4]]
     if len(data) < 24:
         raise CaptureError(f"{os.fspath(path)}: pcap file header truncated at byte {len(data)}")
@@ -115,17 +140,25 @@ def _read_pcap(path: StrPath, data: bytes, default_devices: list[str] | None) ->
         raise _not_ethernet(path, linktype)
     trace = Trace(list(default_devices) if default_devices else ["eth0"])
     frames, times = trace.frames, trace.times_ns
-    add_frame, add_time = frames.append, times.append
+    wires = array("I")
+    add_frame, add_time, add_wire = frames.append, times.append, wires.append
     unpack = struct.Struct(order + "IIII").unpack_from
-    off, n = 24, len(data)
+    off, n, cut = 24, len(data), 0
     while off + 16 <= n:
-        sec, frac, cap, _ = unpack(data, off)
+        sec, frac, cap, orig = unpack(data, off)
         end = off + 16 + cap
         if cap > MAX_CAPLEN or end > n:
             break
         add_frame(data[off + 16:end])
         add_time(sec * NS + frac * frac_ns)
+        add_wire(orig)
+        if orig > cap:
+            cut += 1
         off = end
+        if progress is not None and not len(frames) & 0xFFFF:
+            progress(len(frames), off, n)
+    if cut:
+        trace.wire_lens = wires
     if off < n:
         cap = unpack(data, off)[2] if off + 16 <= n else 0
         why = f"captured length {cap} > {MAX_CAPLEN}" if cap > MAX_CAPLEN else ""
@@ -134,10 +167,13 @@ def _read_pcap(path: StrPath, data: bytes, default_devices: list[str] | None) ->
     return trace
 
 
-def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None) -> Trace:
+def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None,
+                 progress: Progress | None = None) -> Trace:
     trace = Trace(list(default_devices or []))
     index = {d: i for i, d in enumerate(trace.dev_names)}
     frames, times, devs = trace.frames, trace.times_ns, trace.devs
+    wires = array("I")
+    cut = 0
     ifaces: list[tuple[int, int, int, int, int]] = []  # dev, ns mul, ns div, ns offset, snaplen
     off, n, why = 0, len(data), ""
     order = "<"
@@ -164,9 +200,9 @@ def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None) 
                 why = f"block length {blen}"
                 break
             if btype == 6:
-                ifid, hi, lo, cap, _ = epb(data, off + 8)
+                ifid, hi, lo, cap, orig = epb(data, off + 8)
             else:
-                ifid, _, hi, lo, cap, _ = opb(data, off + 8)
+                ifid, _, hi, lo, cap, orig = opb(data, off + 8)
             if ifid >= len(ifaces) or cap > blen - 32 or cap > MAX_CAPLEN:
                 why = f"interface {ifid}" if ifid >= len(ifaces) else f"captured length {cap}"
                 break
@@ -174,23 +210,34 @@ def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None) 
             frames.append(data[off + 28:off + 28 + cap])
             times.append(((hi << 32 | lo) * mul) // div + toff)
             devs.append(dev)
+            wires.append(orig)
+            if orig > cap:
+                cut += 1
         elif btype == 3:  # simple packet block: interface 0, no timestamp
             if not ifaces or blen < 16:
                 why = "simple packet block without interface" if blen >= 16 else f"block length {blen}"
                 break
             dev, _, _, _, snaplen = ifaces[0]
-            cap = min(head(data, off + 8)[0], blen - 16, snaplen or MAX_CAPLEN)
+            orig = head(data, off + 8)[0]
+            cap = min(orig, blen - 16, snaplen or MAX_CAPLEN)
             frames.append(data[off + 12:off + 12 + cap])
             times.append(times[-1] if times else 0)
             devs.append(dev)
+            wires.append(orig)
+            if orig > cap:
+                cut += 1
         elif btype == 1:
             if len(ifaces) == MAX_INTERFACES:
                 raise CaptureError(f"{os.fspath(path)}: more than {MAX_INTERFACES:,} interface blocks in one "
                                    f"section (at byte {off}); nfos reads at most {MAX_INTERFACES:,}")
             ifaces.append(_interface(path, data, off, blen, order, len(ifaces), trace, index))
         off += blen
+        if progress is not None and not len(frames) & 0xFFFF and btype in (2, 3, 6):
+            progress(len(frames), off, n)
     if off < n:
         trace.warnings.append(_stop(path, off, len(frames), why))
+    if cut:
+        trace.wire_lens = wires
     return trace
 
 
@@ -224,30 +271,52 @@ def _interface(path: StrPath, data: bytes, off: int, blen: int, order: str, ifid
     return index[name], mul, div, tsoffset * NS, snaplen
 
 
-def read_captures(pairs: Sequence[tuple[str, StrPath]]) -> Trace:
+def read_captures(pairs: Sequence[tuple[str, StrPath]], progress: Progress | None = None) -> Trace:
     """Read one capture per device and merge them by time.
 
     Each file's frames arrive on its paired device (pairs naming the same device
     share it); equal timestamps keep file order, so the merge is reproducible.
+    ``progress`` sees the packets and bytes of all files so far (the total: their sizes).
     """
     merged = Trace([])
     index: dict[str, int] = {}
     frames: list[bytes] = []
     times: list[int] = []
     devs: list[int] = []
-    for dev_name, path in pairs:
+    wires = array("I")
+    cut = False
+    sizes = [_size(path) for _dev, path in pairs]
+    done_packets = done_bytes = 0
+    for (dev_name, path), size in zip(pairs, sizes, strict=True):
         dev = index.setdefault(dev_name, len(index))
-        t = read_capture(path)
+        each = None
+        if progress is not None:
+            def each(p: int, b: int, _t: int, base_p: int = done_packets, base_b: int = done_bytes) -> None:
+                progress(base_p + p, base_b + b, sum(sizes))
+        t = read_capture(path, progress=each)
         frames += t.frames
         times += t.times_ns
         devs += [dev] * len(t)
+        wires.extend(t.wire_lens if t.wire_lens else (len(f) for f in t.frames))
+        cut = cut or bool(t.wire_lens)
         merged.warnings += t.warnings
+        done_packets += len(t)
+        done_bytes += size
     merged.dev_names = list(index)
     order = sorted(range(len(frames)), key=times.__getitem__)  # stable; merges sorted runs fast
     merged.frames = [frames[i] for i in order]
     merged.times_ns = [times[i] for i in order]
     merged.devs = [devs[i] for i in order]
+    if cut:
+        merged.wire_lens = array("I", (wires[i] for i in order))
     return merged
+
+
+def _size(path: StrPath) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 class PcapWriter:
@@ -259,10 +328,11 @@ class PcapWriter:
         self._f: IO[bytes] = open(path, "wb")
         self._f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
 
-    def write(self, frame: bytes, time_ns: int) -> None:
+    def write(self, frame: bytes, time_ns: int, wire_len: int | None = None) -> None:
+        """One record; ``wire_len`` > len(frame) keeps a cut frame's original length."""
         sec, ns = divmod(time_ns, NS)
         cap = frame[:SNAPLEN]
-        self._f.write(self._record.pack(sec, ns, len(cap), len(frame)))
+        self._f.write(self._record.pack(sec, ns, len(cap), max(len(frame), wire_len or 0)))
         self._f.write(cap)
 
     def write_records(self, records: bytes) -> None:
@@ -285,10 +355,11 @@ def open_capture_writer(path: StrPath) -> PcapWriter:
 
 
 def write_pcapng(path: StrPath, dev_names: list[str], frames: list[bytes],
-                 times_ns: list[int], devs: list[int]) -> None:
+                 times_ns: list[int], devs: list[int], wire_lens: Sequence[int] | None = None) -> None:
     """Write a pcapng file with one named interface per device and ns timestamps.
 
-    pcapng keeps the device of every frame, so a multi-device trace round-trips.
+    pcapng keeps the device of every frame, so a multi-device trace round-trips;
+    ``wire_lens`` (a Trace's) keeps the original length of frames a capture cut.
     """
     u32 = struct.Struct("<I").pack
     epb = struct.Struct("<IIIIIII").pack
@@ -302,11 +373,11 @@ def write_pcapng(path: StrPath, dev_names: list[str], frames: list[bytes],
             f.write(struct.pack("<IIHHI", 1, blen, LINKTYPE_ETHERNET, 0, SNAPLEN) + opts
                     + u32(blen))
         write = f.write
-        for frame, t, dev in zip(frames, times_ns, devs, strict=True):
+        for i, (frame, t, dev) in enumerate(zip(frames, times_ns, devs, strict=True)):
             cap = len(frame)
             pad = -cap & 3
             blen = 32 + cap + pad
-            write(epb(6, blen, dev, t >> 32, t & 0xFFFFFFFF, cap, cap))
+            write(epb(6, blen, dev, t >> 32, t & 0xFFFFFFFF, cap, max(cap, wire_lens[i]) if wire_lens else cap))
             write(frame)
             if pad:
                 write(b"\0" * pad)

@@ -43,6 +43,7 @@ START_TIMEOUT_S = 20.0
 
 SIOCGIFFLAGS, SIOCGIFMTU, SIOCETHTOOL = 0x8913, 0x8921, 0x8946
 IFF_UP = 0x1
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
 ETHTOOL_GFLAGS, ETHTOOL_GGRO, ETH_FLAG_LRO = 0x25, 0x2B, 1 << 15
 
 
@@ -112,9 +113,24 @@ def interface_info(name: str) -> Interface:
                      None if lflags is None else bool(lflags & ETH_FLAG_LRO))
 
 
+def offloads_supported() -> bool:
+    """Whether packet sockets carry the kernel's offload metadata (PACKET_VNET_HDR):
+    GSO super-frames then stay whole and checksums left to offload keep their request."""
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    except OSError:
+        return False
+    return True
+
+
 def check_interfaces(ifaces: Mapping[str, str], devices: Sequence[str],
-                     frame_size: int = FRAME_SIZE) -> tuple[dict[str, Interface], list[str]]:
-    """Validate the device -> interface map; returns the interfaces and warnings.  Raises LiveError."""
+                     frame_size: int = FRAME_SIZE,
+                     offloads: bool = True) -> tuple[dict[str, Interface], list[str]]:
+    """Validate the device -> interface map; returns the interfaces and warnings.  Raises LiveError.
+
+    ``offloads``: the sockets carry offload metadata (:func:`offloads_supported`); then only
+    LRO gets a warning, else GRO too (its merged frames would be oversize)."""
     unknown = [d for d in ifaces if d not in devices]
     if unknown:
         raise LiveError(f"--iface {unknown[0]}=...: the NF has no device {unknown[0]!r} "
@@ -143,11 +159,19 @@ def check_interfaces(ifaces: Mapping[str, str], devices: Sequence[str],
             raise LiveError(f"interface {info.name} has MTU {info.mtu}, larger than the ring frame size allows "
                             f"({room - L2_OVERHEAD} with {frame_size}-byte frames); lower it "
                             f"(ip link set {info.name} mtu 1500)")
-        merged = [n for n, on in (("gro", info.gro), ("lro", info.lro)) if on]
-        if merged:
-            warnings.append(f"{'/'.join(m.upper() for m in merged)} is on for {info.name}: the kernel merges "
-                            f"segments into frames larger than the MTU, which are counted as oversize and not "
-                            f"forwarded; turn it off (ethtool -K {info.name} {' '.join(m + ' off' for m in merged)})")
+        if offloads:
+            if info.lro:
+                warnings.append(f"LRO is on for {info.name}: the NIC merges segments in ways the kernel cannot "
+                                f"always split again (Linux turns LRO off on forwarding interfaces), and a merged "
+                                f"frame without a segment size is counted as oversize; turn it off (ethtool -K "
+                                f"{info.name} lro off)")
+        else:
+            merged = [n for n, on in (("gro", info.gro), ("lro", info.lro)) if on]
+            if merged:
+                warnings.append(f"{'/'.join(m.upper() for m in merged)} is on for {info.name} and this kernel's "
+                                f"packet sockets have no offload headers: merged frames are larger than the MTU, "
+                                f"counted as oversize and not forwarded; turn it off (ethtool -K {info.name} "
+                                f"{' '.join(m + ' off' for m in merged)})")
         infos[dev] = info
     return infos, warnings
 
@@ -316,13 +340,14 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check)
         nf = session.nf
         devices = list(nf.devices)
-        infos, warnings = check_interfaces(ifaces, devices, frame_size)
+        offloads = offloads_supported()
+        infos, warnings = check_interfaces(ifaces, devices, frame_size, offloads)
         for w in warnings:
             say(f"nfos: warning: {w}")
         now = time.monotonic_ns()
         session.init(start_time_ns=now, periodic_base_ns=now)
         session.open_rings(1, 64)   # start / stop flags only: no replay rings
-        _core.live_setup(workers, frame_size=frame_size)
+        _core.live_setup(workers, frame_size=frame_size, offloads=offloads)
         for d, dev in enumerate(devices):
             try:
                 _core.live_open_tx(d, infos[dev].name)

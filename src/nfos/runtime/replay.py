@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfos.io.capture import Trace
+from nfos.runtime.progress import Phases
 from nfos.runtime.session import OutputSink, Session
 
 
@@ -24,9 +25,9 @@ class RunResult:
     profile: Any = None   # nfos.profiler.Profile when profiling
 
 
-def check_memory(trace: Trace, nslots: int) -> None:
+def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
     """The trace lives in shared memory (RAM, not /dev/shm): refuse clearly if it cannot fit."""
-    need = sum(len(f) for f in trace.frames) + 32 * len(trace) * 2 + (64 << 20) * nslots
+    need = (sum(map(len, trace.frames)) if nbytes is None else nbytes) + 32 * len(trace) * 2 + (64 << 20) * nslots
     try:
         with open("/proc/meminfo") as f:
             avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
@@ -40,12 +41,15 @@ def check_memory(trace: Trace, nslots: int) -> None:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False) -> RunResult:
+           profile: bool = False, phases: Phases | None = None) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
-    trace (so a pcap can be read onto the NF's first device).
+    trace (so a pcap can be read onto the NF's first device).  ``progress(done, total)``
+    follows the processing; ``phases`` hears of each phase (steering into the workers,
+    processing, writing output: nfos.runtime.progress).
     """
+    ph = phases or Phases()
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
     try:
@@ -61,32 +65,53 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             devs = [remap[d] for d in trace.devs]
         else:
             devs = list(trace.devs)
-        check_memory(trace, session.nslots)
+        nbytes = sum(map(len, trace.frames))
+        check_memory(trace, session.nslots, nbytes)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        per_worker = session.load_trace(trace.frames, trace.times_ns, devs)
+        total = len(trace)
+        into = "the sequential worker" if session.local else \
+            f"{session.workers} worker{'s' if session.workers != 1 else ''}"
+        ph.start("steering", f"steering into {into}", total, nbytes)
+        per_worker = session.load_trace(trace.frames, trace.times_ns, devs, progress=ph.update,
+                                        wire_lens=trace.wire_lens)
+        ph.finish(total, nbytes)
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
-        total = len(trace)
+
+        def processed(done: int) -> None:
+            done = min(done, total)   # (RX descriptors: clock ticks too)
+            ph.update(done)
+            if progress:
+                progress(done, total)
+
+        ph.start("processing", "processing", total, nbytes)
         t0 = time.perf_counter()
         session.start()
         if session.local:
             while True:
                 n = session.run_local()
                 session.drain()
-                if progress:
-                    progress(session.packets_done(), total)
+                processed(session.packets_done())
                 if n < 0:
                     break
         else:
-            _wait_parallel(session, progress, total)
+            _wait_parallel(session, processed, total)
             session.join_workers()   # they report their memory use as they leave
         wall = session.processing_seconds() or (time.perf_counter() - t0)
+        ph.finish(sum(r["packets_in"] for r in session.slot_counters()), nbytes)
+        if session.sink is not None and session.sink.writers:
+            ph.start("writing output", "writing output", unit="frames")
         session.drain()
         session.run_exit_handler()
         session.drain()
+        if session.sink is not None and session.sink.writers:
+            session.sink.close()
+            ph.finish(sum(sum(r["packets_out"]) for r in session.slot_counters() + _control(session)),
+                      session.sink.bytes_written, f" to {', '.join(session.sink.paths)}", seconds=session.sink.seconds)
         stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
-                                                "warnings": list(trace.warnings)})
+                                                "clock_ticks": session.clock_ticks, "warnings": []})
+        stats["warnings"] = list(trace.warnings) + run_warnings(stats)
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
         return RunResult(stats, outputs, report)
@@ -94,7 +119,26 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.close()
 
 
-def _wait_parallel(session: Session, progress: Callable[[int, int], None] | None, total: int) -> None:
+def run_warnings(stats: dict[str, Any]) -> list[str]:
+    """What the user should know about how the trace was replayed (one line each)."""
+    out = []
+    if stats.get("cut"):
+        out.append(f"{stats['cut']:,} frame(s) were cut by the capture's snap length (captured bytes < wire "
+                   "length): those whose headers were captured were processed (pkt.len is the wire length) and "
+                   "are written out as captured; the others count as malformed (cut)")
+    if stats.get("time_reordered"):
+        out.append(f"{stats['time_reordered']:,} frame(s) had a timestamp earlier than a frame before them (the "
+                   "capture's clock went back): each was processed at the latest time before it "
+                   "(time_reordered; the clock never goes back)")
+    return out
+
+
+def _control(session: Session) -> list[dict[str, Any]]:
+    ctl = session.control_counters()
+    return [ctl] if ctl else []
+
+
+def _wait_parallel(session: Session, progress: Callable[[int], None], total: int) -> None:
     """Until every worker has processed its ring: drain output, run the periodic handlers at the
     slowest worker's virtual clock, report progress, collect conflict records, watch the workers."""
     periodic = bool(session.periodics())
@@ -106,8 +150,7 @@ def _wait_parallel(session: Session, progress: Callable[[int, int], None] | None
             clock = session.slowest_clock()
             if clock is not None:
                 session.run_periodics(clock)
-        if progress:
-            progress(session.packets_done(), total)
+        progress(session.packets_done())
         session.drain_conflicts()
         if done:
             return

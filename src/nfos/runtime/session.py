@@ -42,6 +42,7 @@ import signal
 import sys
 import time
 import traceback
+from array import array
 from collections.abc import Callable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any
@@ -131,21 +132,27 @@ class OutputSink:
         self.keep = keep
         self.kept: list[Output] = []   # (device, frame) in the order drained
         self.writers: list[PcapWriter] = []
+        self.paths: list[str] = []
+        self.bytes_written = 0         # pcap records (headers included)
+        self.seconds = 0.0             # spent writing them
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
-            self.writers = [PcapWriter(os.path.join(out_dir, f"{d}.pcap")) for d in devices]
+            self.paths = [os.path.join(out_dir, f"{d}.pcap") for d in devices]
+            self.writers = [PcapWriter(p) for p in self.paths]
 
     @property
     def pcap_only(self) -> bool:
         """Only files to write: the fast path, pcap records built in C, one write per device."""
         return bool(self.writers) and not self.keep
 
-    def frame(self, mask: int, frame: bytes, time_ns: int) -> None:
-        """One frame sent on every device whose bit is set in ``mask``."""
+    def frame(self, mask: int, frame: bytes, time_ns: int, wire_len: int | None = None) -> None:
+        """One frame sent on every device whose bit is set in ``mask`` (``wire_len``: its length on
+        the wire, when a capture cut it)."""
         for i, d in enumerate(self.devices):
             if mask >> i & 1:
                 if self.writers:
-                    self.writers[i].write(frame, time_ns)
+                    self.writers[i].write(frame, time_ns, wire_len)
+                    self.bytes_written += 16 + len(frame)
                 if self.keep:
                     self.kept.append((d, frame))
 
@@ -209,6 +216,8 @@ class Session:
         self.sink: OutputSink | None = None   # set by the driver when output is collected
         self.conflicts = ConflictLog(self.nslots) if profile else None
         self.tick_ns = 0
+        self.clock_ticks = 0        # replay: clock ticks load_trace put in each RX ring
+        self.time_reordered = 0     # replay: frames whose time went back (processed at the latest time)
         self.started = False
         self.closed = False
         _core.arena_create(arena_size, self.nslots)
@@ -253,6 +262,7 @@ class Session:
             "packet": nf.handlers.packet,
             "expired": nf.handlers.expired,
             "orphan": nf.handlers.orphan,
+            "malformed": nf.handlers.malformed,
             "error": self.report_error,
             "periodic": [(fn, iv, base + iv) for fn, iv in self.periodics()],
         }
@@ -278,18 +288,39 @@ class Session:
         return self.nf.handlers.periodic + self.registry.periodics()
 
     # ------------------------------------------------------------ feeding
-    def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int]) -> list[int]:
-        """Replay: steer a whole trace into per-worker RX rings (clock ticks every ``tick_ns``
-        of trace time); returns the packets each worker got."""
-        return _core.load_trace(frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64)
+    def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int],
+                   progress: Callable[[int], object] | None = None,
+                   wire_lens: Sequence[int] | None = None) -> list[int]:
+        """Replay: steer a whole trace into per-worker RX rings; returns the packets each worker got.
+
+        Time never goes back: a frame earlier than one before it is processed at the latest
+        time before it (counted: ``time_reordered``).  Clock ticks go every ``tick_ns`` of
+        trace time while they can change something (within the sets' expiry of the latest
+        frame, :meth:`tick_horizon`), and a jump forward gets one: ``self.clock_ticks`` says
+        how many each ring got.  ``progress(frames_done)`` is called as the frames are copied.
+        ``wire_lens``: each frame's length on the wire, where a capture's snap length cut it
+        (empty or None: every frame whole)."""
+        wire = None
+        if wire_lens:
+            wire = wire_lens if isinstance(wire_lens, array) and wire_lens.typecode == "I" else array("I", wire_lens)
+        per_worker, self.clock_ticks, self.time_reordered = _core.load_trace(
+            frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64,
+            self.tick_horizon(), progress, wire)
+        return per_worker
+
+    def tick_horizon(self) -> int:
+        """How long after the latest frame clock ticks can still expire a set (ns)."""
+        sets = self.nf.sets
+        return (sets.expiry_ns if sets else 0) + 2 * self.tick_ns
 
     def open_rings(self, rx_slots: int, tx_bytes: int) -> None:
         """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
         _core.rings_setup([rx_slots] * self.nslots, tx_bytes)
 
-    def inject(self, frame: bytes, dev: int, time_ns: int) -> tuple[int, int]:
-        """Queue one frame (steered as in a replay); returns (worker slot, its RX sequence number)."""
-        return _core.inject(frame, dev, time_ns)
+    def inject(self, frame: bytes, dev: int, time_ns: int, wire_len: int = 0) -> tuple[int, int]:
+        """Queue one frame (steered as in a replay); returns (worker slot, its RX sequence number).
+        ``wire_len`` > len(frame): the frame was cut by a capture's snap length."""
+        return _core.inject(frame, dev, time_ns, wire_len)
 
     def tick(self, slot: int, time_ns: int) -> int:
         """Queue a clock tick (expiry sweep) to ``slot``; returns its RX sequence number."""
@@ -402,16 +433,20 @@ class Session:
         sink = self.sink
         if sink is None:
             return
+        t0 = time.perf_counter()
         if sink.pcap_only:
             ndevs = len(sink.devices)
             for s in range(self.nslots):
                 for w, blob in zip(sink.writers, _core.drain_tx_pcap(s, ndevs), strict=True):
                     if blob:
                         w.write_records(blob)
-            return
-        for s in range(self.nslots):
-            for mask, frame, t, _indev in _core.drain_tx(s):
-                sink.frame(mask, frame, t)
+                        sink.bytes_written += len(blob)
+        else:
+            for s in range(self.nslots):
+                for mask, frame, t, _indev, wire in _core.drain_tx(s):
+                    sink.frame(mask, frame, t, wire)
+        if sink.writers:
+            sink.seconds += time.perf_counter() - t0
 
     def drain_conflicts(self) -> None:
         """Profiling: collect the conflict records so far (the rings in the arena are bounded)."""
