@@ -160,6 +160,12 @@ def test_rewrite_quoted_destination_and_echo_identifier():
     assert rewrite({"qdst": F.ip_int(REMOTE), "qid": 77}, frame) == want
 
 
+def quoted_packet(proto, opts, seq, src, dst, sport, dport):
+    if proto == "tcp":
+        return F.ipv4(src, dst, F.PROTO_TCP, F.tcp(src, dst, sport, dport, seq=seq, payload=b"x" * 5), options=opts)
+    return F.ipv4(src, dst, F.PROTO_UDP, F.udp(src, dst, sport, dport, b"y" * 3), options=opts)
+
+
 def test_rewrite_random_quotes_exact_bytes():
     rng = random.Random(12)
     for _ in range(40):
@@ -168,15 +174,9 @@ def test_rewrite_random_quotes_exact_bytes():
         values = [rng.choice([0, 1, 0xFFFF, rng.randrange(65536)]) for _ in range(2)]
         addrs = [rng.getrandbits(32) for _ in range(4)]
 
-        def original(src, dst, sport, dport):
-            if proto == "tcp":
-                seg = F.tcp(src, dst, sport, dport, seq=rng.getrandbits(32), payload=b"x" * 5)
-                return F.ipv4(src, dst, F.PROTO_TCP, seg, options=opts)
-            return F.ipv4(src, dst, F.PROTO_UDP, F.udp(src, dst, sport, dport, b"y" * 3), options=opts)
-        state = rng.getstate()
-        before = original(addrs[0], addrs[1], 1000, 2000)
-        rng.setstate(state)
-        after = original(addrs[2], addrs[3], values[0], values[1])
+        seq = rng.getrandbits(32)
+        before = quoted_packet(proto, opts, seq, addrs[0], addrs[1], 1000, 2000)
+        after = quoted_packet(proto, opts, seq, addrs[2], addrs[3], values[0], values[1])
         extra = rng.choice([8, 18, 20])
         frame = F.icmp_error_frame(ROUTER, LAN_HOST, 3, 3, quote_of(before, extra))
         want = F.icmp_error_frame(ROUTER, LAN_HOST, 3, 3, quote_of(after, extra))
