@@ -557,6 +557,20 @@ static PyObject *icmp_mtu(PyObject *o, void *c) {
     if (!icmp_has_header(s) || L4H[0] != ICMP_UNREACH || L4H[1] != 4) Py_RETURN_NONE;
     return PyLong_FromLong(rd16(L4H + 6));   /* next-hop MTU (RFC 1191); 0 from an older router */
 }
+/* 1 if the one's complement sum of d[from..to) is all ones: a valid checksum inside (RFC 1071). */
+static int csum_verifies(const uint8_t *d, uint32_t from, uint32_t to) {
+    uint64_t sum = 0;
+    uint32_t i = from;
+    for (; i + 1 < to; i += 2) sum += rd16(d + i);
+    if (i < to) sum += (uint32_t)d[i] << 8;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+static PyObject *icmp_checksum_ok(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    return PyBool_FromLong(csum_verifies(s->data, s->l4, ip_end(s)));
+}
 static PyObject *icmp_inner(PyObject *o, void *c) {
     HDR_SLOT(o);
     (void)d;
@@ -578,6 +592,7 @@ static PyGetSetDef icmp_getset[] = {
     {"type", icmp_type, NULL, "ICMP type", NULL},
     {"code", icmp_code, NULL, "ICMP code", NULL},
     {"checksum", icmp_checksum, NULL, "ICMP checksum", NULL},
+    {"checksum_ok", icmp_checksum_ok, NULL, "True if the checksum verifies over the whole message", NULL},
     {"id", icmp_id, icmp_set_id, "a query's identifier (echo: types 8 and 0), else None; setting it fixes the checksum",
      NULL},
     {"seq", icmp_seq, NULL, "a query's sequence number, else None", NULL},
@@ -649,6 +664,10 @@ static PyObject *qip_len(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_From
 static PyObject *qip_id(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QIPH + 4)); }
 static PyObject *qip_ihl(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QIPH[0] & 0xf); }
 static PyObject *qip_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QIPH + 10)); }
+static PyObject *qip_checksum_ok(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyBool_FromLong(csum_verifies(d, s->q3, s->q4));
+}
 static PyObject *qip_fragment(PyObject *o, void *c) {
     HDR_SLOT(o);
     (void)d;
@@ -688,6 +707,7 @@ static PyGetSetDef qip_getset[] = {
     {"id", qip_id, NULL, "quoted identification", NULL},
     {"ihl", qip_ihl, NULL, "quoted header length in 32-bit words", NULL},
     {"checksum", qip_checksum, NULL, "quoted header checksum", NULL},
+    {"checksum_ok", qip_checksum_ok, NULL, "True if the quoted header checksum verifies", NULL},
     {"fragment", qip_fragment, NULL, "True if the quoted packet is a fragment", NULL},
     {"df", qip_df, NULL, "quoted don't-fragment flag", NULL},
     {"mf", qip_mf, NULL, "quoted more-fragments flag", NULL},
