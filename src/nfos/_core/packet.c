@@ -1,12 +1,15 @@
 /* Packet view: zero-copy parsing and header accessors (hot path).
  *
  * pkt_parse() finds the layer offsets once (Ethernet with one 802.1Q tag,
- * IPv4 with options and fragments, TCP, UDP, ICMP).  Python sees a Packet
- * whose header views (pkt.eth, pkt.ip, pkt.tcp / pkt.udp / pkt.l4,
- * pkt.icmp) read the frame bytes in place.  Setting an address, port, TTL,
- * TOS or TCP flags updates the IPv4 and TCP/UDP checksums incrementally
- * (RFC 1624, eqn. 3); the header bytes are saved in the undo log first, so
- * an aborted attempt leaves the frame as it arrived.
+ * IPv4 with options and fragments, TCP, UDP, ICMP, and the IPv4 header and
+ * first 8 L4 bytes an ICMP error quotes).  Python sees a Packet whose header
+ * views (pkt.eth, pkt.ip, pkt.tcp / pkt.udp / pkt.l4, pkt.icmp and
+ * pkt.icmp.inner.ip / .l4 / .icmp) read the frame bytes in place.  Setting an
+ * address, port, TTL, TOS, TCP flags or ICMP identifier updates the IPv4,
+ * TCP/UDP and ICMP checksums incrementally (RFC 1624, eqn. 3); a quoted
+ * header's setter also keeps the quoted IPv4 checksum and (where quoted) the
+ * quoted TCP/UDP checksum.  The header bytes are saved in the undo log first,
+ * so an aborted attempt leaves the frame as it arrived.
  */
 #include "packet.h"
 

@@ -3,7 +3,12 @@
  * A packet-set definition lists header fields per input device, in order.
  * The key is those fields' bytes concatenated in that order (plus the IP
  * protocol when ports are used), so a LAN packet A->B and the WAN reply
- * B->A, declared with reversed fields, produce the same key.  Steering is
+ * B->A, declared with reversed fields, produce the same key.  With "icmp"
+ * in the definition's protocols, ICMP belongs to sessions: an echo request
+ * or reply uses its identifier as both ports, and an error takes its key
+ * from the header it quotes with source and destination swapped (the quoted
+ * packet went the other way), so it lands on its session's worker and set
+ * (io/bpf.py computes the same in the kernel).  Steering is
  * what a NIC does: a Toeplitz hash of the key (the standard Microsoft key,
  * or the symmetric 0x6D5A key) indexes a 128-entry indirection table.
  * The hash is computed with one 256-entry table per key byte position.

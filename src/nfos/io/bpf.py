@@ -10,7 +10,12 @@ reversed fields on the two devices — land on the same worker although they
 arrive on different interfaces.
 
 Handled: one 802.1Q tag in the frame, IPv4 options (variable IHL), and
-fragments (a later fragment has no ports: it is an orphan).  IPv4 orphans
+fragments (a later fragment has no ports: it is an orphan).  With "icmp" in
+the protocols, ICMP is keyed as steer.c keys it: an echo by its identifier,
+an error by the IPv4 header (options too) and 8 L4 bytes it quotes, swapped,
+with every offset checked against the end of the IP packet (a truncated
+quote makes an orphan, never a load past the frame).  The gather code stores
+the key's sources in scratch cells and one hash code reads them.  IPv4 orphans
 are hashed on the address pair (smaller first) and protocol, as in software;
 non-IPv4 orphans use the kernel's flow hash (so their placement differs from
 a replay; they have no packet-set state, so this is harmless).  What cannot
