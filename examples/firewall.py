@@ -74,35 +74,34 @@ def setup(p):
         protocols=("tcp", "udp", "icmp"), state=Session, expiry=p.expiry, capacity=p.capacity)
 
 
-def tcp_flags(pkt):
-    return pkt.tcp.flags if pkt.tcp is not None else 0
-
-
 @nf.new_packet_set
 def new_session(pkt):
     if pkt.dev == "wan":
         return   # unsolicited, or an error of no live session: dropped, no session created
-    if pkt.icmp is not None and pkt.icmp.type in ERRORS:
+    l4 = pkt.l4   # TCP/UDP; else this is ICMP (echo, or an error)
+    if l4 is None and pkt.icmp.type in ERRORS:
         pkt.send("wan")   # an error from the inside: passes, but opens nothing
         return
     s = nf.register(pkt)
     s.internal_dev = pkt.dev_index
-    s.lan_flags = tcp_flags(pkt)
+    s.lan_flags = l4.flags if l4 is not None else 0
     pkt.send("wan")
 
 
 @nf.packet
 def on_packet(pkt, s):
+    l4 = pkt.l4
     if pkt.dev == "lan":
-        s.lan_flags |= tcp_flags(pkt)
+        if l4 is not None:
+            s.lan_flags |= l4.flags
         pkt.send("wan")
-        return
-    icmp = pkt.icmp
-    if icmp is None:
-        s.wan_flags |= tcp_flags(pkt)
+    elif l4 is not None:
+        s.wan_flags |= l4.flags
         pkt.send("lan")
-    elif icmp.type == ECHO_REPLY or icmp.type in ERRORS and pkt.ip.dst == icmp.inner.ip.src:
-        pkt.send("lan")   # a reply to the inside's ping, or an error about its session ("related")
+    else:
+        icmp = pkt.icmp
+        if icmp.type == ECHO_REPLY or icmp.type in ERRORS and pkt.ip.dst == icmp.inner.ip.src:
+            pkt.send("lan")   # a reply to the inside's ping, or an error about its session ("related")
 
 
 @nf.orphan
