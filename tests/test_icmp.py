@@ -260,3 +260,26 @@ def test_icmp_is_not_keyed_without_icmp_in_protocols(workers):
         assert event(h.send("lan", F.ether() + original)) == ("new", "lan", 1)
         assert event(h.send("wan", F.icmp_error_frame(ROUTER, LAN_HOST, 3, 3, quote_of(original))))[0] == "orphan"
         assert event(h.send("lan", F.ether() + echo_packet()))[0] == "orphan"
+
+
+def test_a_rolled_back_rewrite_of_a_deep_quote_is_undone():
+    """A batch rolled back (a handler error) restores every byte a quoted-header setter changed, the
+    deepest too: behind a VLAN tag and two 60-byte IPv4 headers, the quoted TCP checksum ends at
+    byte 164.  Replayed sequentially, the error and a UDP packet that raises share a batch; re-run
+    alone, the error is rewritten once."""
+    from nfos.io.capture import Trace
+    from nfos.runtime.replay import replay
+
+    opts = bytes([1]) * 40
+
+    def original(src, sport):
+        return F.ipv4(src, REMOTE, F.PROTO_TCP, F.tcp(src, REMOTE, sport, 80, seq=1, payload=b"x" * 30), options=opts)
+    before, after = original(F.ip_int(LAN_HOST), 40000), original(F.ip_int(LAN_HOST) + 1, 40001)
+    err = F.icmp_error_frame(ROUTER, LAN_HOST, 3, 4, quote_of(before, 20), rest=1400, vlan=5, ip_options=opts)
+    want = F.icmp_error_frame(ROUTER, LAN_HOST, 3, 4, quote_of(after, 20), rest=1400, vlan=5, ip_options=opts)
+    assert len(err) > 164
+    udp = F.udp_frame(LAN_HOST, REMOTE, 1, 2)
+    trace = Trace(["lan", "wan"], [err, udp], [1000, 1001], [0, 0], [])
+    r = replay(REWRITE_NF, trace, workers=0, keep_output=True, params=["set=qinc=1", "raise_udp=true"])
+    assert r.stats["handler_errors"] == 1
+    assert r.outputs["wan"] == [want]
