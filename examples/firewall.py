@@ -99,14 +99,16 @@ def on_packet(pkt, s):
         s.wan_flags |= l4.flags
         pkt.send("lan")
     else:
+        # a reply to the inside's ping (RFC 792), or an error about the session, to the host that sent
+        # the packet it quotes ("related": RFC 1122 3.2.2.1; fragmentation needed: RFC 1191, 8201)
         icmp = pkt.icmp
         if icmp.type == ECHO_REPLY or icmp.type in ERRORS and pkt.ip.dst == icmp.inner.ip.src:
-            pkt.send("lan")   # a reply to the inside's ping, or an error about its session ("related")
+            pkt.send("lan")
 
 
 @nf.orphan
 def other_frames(pkt):
     if pkt.dev == "lan":
         pkt.send("wan")
-    elif pkt.eth.type == ETH_ARP:
+    elif pkt.eth.type == ETH_ARP:   # ARP both ways (RFC 826): a transparent box between neighbours
         pkt.send("lan")
