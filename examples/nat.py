@@ -85,17 +85,19 @@ the part of the port, RFC 5508 REQ-1).
   mapping (REQ-6; for outbound errors RFC 7857's "Outbound Mapping Refresh
   and Error Packets").  From WAN (REQ-4): the quoted packet is one the NAT
   sent; its source address and port (or identifier) go back to the
-  internal endpoint, and the error's destination becomes that endpoint's
-  address (REQ-4c); type and code are unchanged (REQ-4b).  From LAN (REQ-5): the quoted packet is one the NAT
-  let in; its destination goes back to the external endpoint and the
-  error's source becomes the mapping's public address (REQ-5c); an error
-  sent so to one of our public addresses is hairpinned: translated once
-  more as from WAN (REQ-7, REQ-7a).  The quoted IPv4 header checksum and
-  the ICMP checksum are updated incrementally (RFC 1624), and so is the
-  quoted TCP/UDP checksum where it lies inside the quote (UDP: always,
-  unless 0; TCP: when 18 bytes are quoted), so it is the one the internal
-  endpoint sent or received: RFC 3022 §4.3's "checksum of the embedded
-  packet" is fixed wherever it is quoted.
+  internal endpoint (REQ-4a: the embedded headers reverted), and the
+  error's destination becomes that endpoint's address (REQ-4c); type and
+  code are unchanged (REQ-4b).  From LAN (REQ-5): the quoted packet is one
+  the NAT let in; its destination goes back to the external endpoint
+  (REQ-5a) and the error's source becomes the mapping's public address
+  (REQ-5c); an error sent so to one of our public addresses is
+  hairpinned: translated once more as from WAN (REQ-7, REQ-7a).  The
+  quoted IPv4 header checksum and the ICMP checksum are updated
+  incrementally (RFC 1624), and so is the quoted TCP/UDP checksum where it
+  lies inside the quote (UDP: always, unless 0; TCP: when 18 bytes are
+  quoted), so it is the one the internal endpoint sent or received: RFC
+  3022 §4.3's "checksum of the embedded packet" is fixed wherever it is
+  quoted.
 * Dropped as well: other ICMP (timestamps and other queries, redirects,
   source quench, errors quoting other protocols or less than 8 bytes of
   data), other IP protocols, IP fragments (no reassembly: RFC 4787 REQ-14
