@@ -1,5 +1,6 @@
-"""Endpoint-independent NAT (NAPT) for TCP and UDP (the NFOS paper's "nat", Table 6), and the
-IP router around it when it runs on real links (``lan_ip``).
+"""Endpoint-independent NAT (NAPT) for TCP, UDP and ICMP echo, with the ICMP errors of its
+mappings translated back (the NFOS paper's "nat", Table 6, grown to RFC 5508), and the IP router
+around it when it runs on real links (``lan_ip``).
 
 Contract
 --------
@@ -8,8 +9,9 @@ Devices ``lan`` (inside) and ``wan`` (outside).  Public addresses:
 (default 198.51.100.1); each has ``ports_per_ip`` external ports (default
 64512: 1024-65535; a smaller value only exists to test pool exhaustion).
 An index ``i`` in ``0 .. public_ips * ports_per_ip - 1`` names the external
-endpoint (public_base + i // ports_per_ip, 1024 + i % ports_per_ip); TCP and
-UDP have separate index spaces.
+endpoint (public_base + i // ports_per_ip, 1024 + i % ports_per_ip); TCP,
+UDP and ICMP echo have separate index spaces (an echo's identifier plays
+the part of the port, RFC 5508 REQ-1).
 
 * LAN->WAN TCP/UDP (outbound).  The mapping of the internal endpoint
   (source address, source port, protocol) is the same whatever the
@@ -62,9 +64,51 @@ UDP have separate index spaces.
   (default 02:00:00:00:00:aa) to the requester's hardware address, keeping
   an 802.1Q tag, padded to 60 bytes.  Other ARP frames and other non-IP
   frames are dropped.
-* Dropped as well: ICMP and other IP protocols (no ICMP translation, so RFC
-  4787 REQ-12b/RFC 5382 REQ-7..10 are not met), IP fragments (no
-  reassembly: RFC 4787 REQ-14 is not met) and malformed frames.
+* ICMP echo (RFC 5508 REQ-1).  An echo request from LAN is an outbound
+  packet of the internal endpoint (source address, identifier, ICMP): it
+  gets or refreshes a mapping, independent of the destination (REQ-1a),
+  and leaves from the external endpoint (source address and identifier
+  rewritten, ICMP checksum updated).  An echo reply from WAN is inbound:
+  the destination and identifier name the mapping, filtered as TCP/UDP
+  are, and are rewritten to the internal endpoint.  A mapping expires
+  ``icmp_timeout`` (default 60 s, REQ-2's minimum; configurable, REQ-2a)
+  after its last outbound refresh.  Echo requests from WAN and pings to a
+  public address are dropped (the NAT answers none).
+* ICMP errors (destination unreachable — including fragmentation needed,
+  RFC 1191 —, time exceeded, parameter problem).  One whose ICMP checksum
+  or quoted IPv4 header checksum does not verify is dropped (REQ-3,
+  REQ-3a); the quoted transport checksum is not checked (REQ-3c), IP
+  options in both headers are walked (REQ-3b).  An error is kept only if
+  it quotes a TCP/UDP header or an ICMP echo (8 bytes of it) of a live
+  mapping (REQ-4, REQ-5: "SHOULD silently drop" otherwise), whatever its
+  own source address (RFC 4787 REQ-12a), and it never refreshes the
+  mapping (REQ-6; for outbound errors RFC 7857's "Outbound Mapping Refresh
+  and Error Packets").  From WAN (REQ-4): the quoted packet is one the NAT
+  sent; its source address and port (or identifier) go back to the
+  internal endpoint (REQ-4a: the embedded headers reverted), and the
+  error's destination becomes that endpoint's address (REQ-4c); type and
+  code are unchanged (REQ-4b).  From LAN (REQ-5): the quoted packet is one
+  the NAT let in; its destination goes back to the external endpoint
+  (REQ-5a) and the error's source becomes the mapping's public address
+  (REQ-5c); an error sent so to one of our public addresses is
+  hairpinned: translated once more as from WAN (REQ-7, REQ-7a).  The
+  quoted IPv4 header checksum and the ICMP checksum are updated
+  incrementally (RFC 1624), and so is the quoted TCP/UDP checksum where it
+  lies inside the quote (UDP: always, unless 0; TCP: when 18 bytes are
+  quoted), so it is the one the internal endpoint sent or received: RFC
+  3022 §4.3's "checksum of the embedded packet" is fixed wherever it is
+  quoted.
+* Dropped as well: other ICMP (timestamps and other queries, redirects,
+  source quench, errors quoting other protocols or less than 8 bytes of
+  data), other IP protocols, IP fragments (no reassembly: RFC 4787 REQ-14
+  is not met) and malformed frames.
+* Not met, about ICMP: the NAT sends no ICMP of its own — no destination
+  unreachable code 13 when a mapping cannot be made (RFC 5508 REQ-8, a
+  SHOULD: the packet is dropped and counted), no fragmentation needed for
+  a DF packet too large for the WAN link (RFC 4787 REQ-13), and none of
+  the messages RFC 5508 REQ-10 lists; queries other than echo (timestamps)
+  are dropped, so REQ-1 holds for echo only.  Met: RFC 4787 REQ-12 (no
+  ICMP ends a mapping), REQ-12a, REQ-12b; RFC 5382 REQ-9 and REQ-10.
 
 Router mode (``lan_ip`` set; for real links)
 --------------------------------------------
@@ -82,7 +126,7 @@ broadcast domains):
   its MAC and renews its entry ("merge"); one whose target is ours also
   creates an entry for the sender.  A broadcast or multicast sender MAC is
   never believed (RFC 1812 3.3.2), nor a sender address 0.0.0.0.
-* Forwarding: only TCP/UDP frames sent to ``mac`` are routed (others are
+* Forwarding: only the TCP/UDP and ICMP frames above sent to ``mac`` are routed (others are
   addressed to another host of the segment, or are link broadcasts, RFC
   1812 5.3.4), and not those for ``lan_ip`` itself (the NAT runs no
   services).  TTL <= 1: dropped and counted (``routed.ttl_exceeded``; no
@@ -123,32 +167,38 @@ handed out in allocator order, not randomized (RFC 6056).
 
 Theory of operation
 -------------------
-No packet sets: every packet is an orphan, steered by its address pair.
+No packet sets: every packet is an orphan, steered by its address pair (an
+ICMP error by its own, not the quoted packet's: the mappings it needs are
+shared state anyway).
 Both directions of a mapping cannot be pinned to one worker: the outbound
 key is the internal endpoint, the inbound key the external endpoint the NAT
 chose when it allocated it, and with EIM one mapping serves flows to any
 number of remote hosts, whose packets RSS spreads over all workers.  So the
 mappings are shared state:
 
-* ``tcp_ports`` / ``udp_ports``: one ``nfos.Allocator`` per protocol
-  (capacity public_ips * ports_per_ip, lease = the protocol's timeout,
-  ``refresh_interval``); its ``on_expire`` removes the mapping from
-  ``mappings`` in the same transaction.  ``is_allocated`` is the liveness
-  test: an expired lease counts as gone even before it is reclaimed.
-* ``mappings``: Map (internal address << 24 | port << 8 | protocol) ->
-  index; ``endpoints``: Vector, per index (TCP first, then UDP), the
-  internal endpoint and a generation counter bumped at each allocation.
-  A stale entry (its lease expired, not yet reclaimed) is simply replaced:
-  ``on_expire`` deletes an entry only if it still names the expired index.
-* ``filtering=address`` adds ``tcp_permits`` / ``udp_permits`` (Allocators
-  of ``permits`` entries each, lease = the protocol's timeout), ``permits``:
-  Map (index << 32 | remote address) -> permit index << 32 | generation of
-  the mapping, and ``permit_keys`` (Vector, permit -> its key, for
-  ``on_expire``).  The generation makes a permit left over from an earlier
-  holder of the index worthless (a permit may outlive its mapping by less
-  than ``refresh_interval``).  Permits are bounded and expire like mappings;
-  none left: the outbound packet is dropped and counted
-  (``exhausted.permits``), since its replies could not pass the filter.
+* ``tcp_ports`` / ``udp_ports`` / ``icmp_ids``: one ``nfos.Allocator``
+  per protocol (capacity public_ips * ports_per_ip, lease = the protocol's
+  timeout, ``refresh_interval``); its ``on_expire`` removes the mapping
+  from ``mappings`` in the same transaction.  ``is_allocated`` is the
+  liveness test: an expired lease counts as gone even before it is
+  reclaimed.
+* ``mappings``: Map (internal address << 24 | port or identifier << 8 |
+  protocol) -> index; ``endpoints``: Vector, per index (TCP first, then
+  UDP, then ICMP), the internal endpoint and a generation counter bumped
+  at each allocation.  A stale entry (its lease expired, not yet
+  reclaimed) is simply replaced: ``on_expire`` deletes an entry only if it
+  still names the expired index.  An ICMP error reads them as an inbound
+  (from WAN) or outbound (from LAN) packet of the quoted mapping would.
+* ``filtering=address`` adds ``tcp_permits`` / ``udp_permits`` /
+  ``icmp_permits`` (Allocators of ``permits`` entries each, lease = the
+  protocol's timeout), ``permits``: Map (index << 32 | remote address) ->
+  permit index << 32 | generation of the mapping, and ``permit_keys``
+  (Vector, permit -> its key, for ``on_expire``).  The generation makes a
+  permit left over from an earlier holder of the index worthless (a permit
+  may outlive its mapping by less than ``refresh_interval``).  Permits are
+  bounded and expire like mappings; none left: the outbound packet is
+  dropped and counted (``exhausted.permits``), since its replies could not
+  pass the filter.
 * ``exhausted``: DistributedObj counters; updates never conflict.
 
 Which accesses conflict (paper §4.5 recipes):
@@ -199,9 +249,10 @@ nf = nfos.NF("nat", devices=["lan", "wan"], params={
     "ports_per_ip": nfos.param(int, 64512, "external ports per address, from 1024 (max 64512)"),
     "udp_timeout": nfos.param(nfos.Duration, nfos.seconds(300), "UDP mapping idle timeout (RFC 4787 REQ-5)"),
     "tcp_timeout": nfos.param(nfos.Duration, nfos.seconds(7440), "TCP mapping idle timeout (RFC 5382 REQ-5)"),
+    "icmp_timeout": nfos.param(nfos.Duration, nfos.seconds(60), "ICMP echo mapping idle timeout (RFC 5508 REQ-2)"),
     "refresh_interval": nfos.param(nfos.Duration, nfos.seconds(1), "refreshes closer than this are no-ops"),
     "filtering": nfos.param(str, "endpoint", "endpoint (independent) or address (dependent) filtering"),
-    "permits": nfos.param(int, 1 << 20, "filtering=address: remote-address permits per protocol"),
+    "permits": nfos.param(int, 1 << 20, "filtering=address: remote-address permits per protocol (TCP, UDP, ICMP)"),
     "mac": nfos.param(str, "02:00:00:00:00:aa", "the NAT's MAC address (ARP; router mode: both devices)"),
     "lan_ip": nfos.param(nfos.IPv4, nfos.ip("0.0.0.0"),
                          "router mode: the NAT's LAN address (the LAN hosts' default gateway)"),
@@ -213,7 +264,9 @@ nf = nfos.NF("nat", devices=["lan", "wan"], params={
 })
 
 LAN, WAN = 0, 1
-TCP, UDP = 6, 17
+ICMP, TCP, UDP = 1, 6, 17
+ECHO_REPLY, ECHO_REQUEST = 0, 8
+ERRORS = (3, 11, 12)   # destination unreachable, time exceeded, parameter problem (RFC 792)
 FIRST_PORT = 1024
 MAX_PORTS = 65536 - FIRST_PORT
 ETH_ARP = 0x0806
@@ -232,7 +285,7 @@ class Endpoint(nfos.Record):
 
 
 class Exhausted(nfos.Record):
-    ports: nfos.u64    # outbound packets dropped: no external port left
+    ports: nfos.u64    # outbound packets dropped: no external port (ICMP: identifier) left
     permits: nfos.u64  # outbound packets dropped: no filter permit left (filtering=address)
 
 
@@ -260,8 +313,8 @@ def setup(p):
         raise ValueError(f"need public_ips >= 1 and 1 <= ports_per_ip <= {MAX_PORTS}")
     if p.public_base + p.public_ips > 1 << 32:
         raise ValueError("public_base + public_ips runs past 255.255.255.255")
-    if p.udp_timeout <= 0 or p.tcp_timeout <= 0:
-        raise ValueError("udp_timeout and tcp_timeout must be > 0")
+    if p.udp_timeout <= 0 or p.tcp_timeout <= 0 or p.icmp_timeout <= 0:
+        raise ValueError("udp_timeout, tcp_timeout and icmp_timeout must be > 0")
     if p.filtering not in ("endpoint", "address"):
         raise ValueError(f"filtering must be 'endpoint' or 'address', got {p.filtering!r}")
     if p.permits < 1:
@@ -273,16 +326,20 @@ def setup(p):
                                   on_expire=forget_tcp)
     st.udp_ports = nfos.Allocator(n, lease=p.udp_timeout, refresh_interval=p.refresh_interval,
                                   on_expire=forget_udp)
-    st.mappings = nfos.Map(nfos.u64, nfos.u32, 2 * n)
-    st.endpoints = nfos.Vector(Endpoint, 2 * n)
+    st.icmp_ids = nfos.Allocator(n, lease=p.icmp_timeout, refresh_interval=p.refresh_interval,
+                                 on_expire=forget_icmp)
+    st.mappings = nfos.Map(nfos.u64, nfos.u32, 3 * n)
+    st.endpoints = nfos.Vector(Endpoint, 3 * n)
     st.exhausted = nfos.DistributedObj(Exhausted)
     if p.filtering == "address":
         st.tcp_permits = nfos.Allocator(p.permits, lease=p.tcp_timeout, refresh_interval=p.refresh_interval,
                                         on_expire=forget_tcp_permit)
         st.udp_permits = nfos.Allocator(p.permits, lease=p.udp_timeout, refresh_interval=p.refresh_interval,
                                         on_expire=forget_udp_permit)
-        st.permits = nfos.Map(nfos.u64, nfos.u64, 2 * p.permits)
-        st.permit_keys = nfos.Vector(nfos.u64, 2 * p.permits)
+        st.icmp_permits = nfos.Allocator(p.permits, lease=p.icmp_timeout, refresh_interval=p.refresh_interval,
+                                         on_expire=forget_icmp_permit)
+        st.permits = nfos.Map(nfos.u64, nfos.u64, 3 * p.permits)
+        st.permit_keys = nfos.Vector(nfos.u64, 3 * p.permits)
     if p.lan_ip:
         setup_router(p, st)
     elif p.wan_gateway or p.wan_prefix:
@@ -333,6 +390,10 @@ def forget_udp(index):
     forget(nf.params.public_ips * nf.params.ports_per_ip + index, index, UDP)
 
 
+def forget_icmp(index):
+    forget(2 * nf.params.public_ips * nf.params.ports_per_ip + index, index, ICMP)
+
+
 def forget_permit(slot, permit):
     key = nf.state.permit_keys[slot]
     ref = nf.state.permits.get(key)
@@ -348,6 +409,10 @@ def forget_udp_permit(permit):
     forget_permit(nf.params.permits + permit, permit)
 
 
+def forget_icmp_permit(permit):
+    forget_permit(2 * nf.params.permits + permit, permit)
+
+
 def forget_neighbor(idx):
     """on_expire: the ARP cache lease ``idx`` was reclaimed; drop its entry."""
     key = nf.state.neighbor_keys[idx]
@@ -360,17 +425,25 @@ def forget_neighbor(idx):
 
 @nf.orphan
 def translate(pkt):
-    l4 = pkt.l4
-    if l4 is None:   # not TCP/UDP (or a later fragment)
+    ip = pkt.ip
+    if ip is None:
         if pkt.eth.type == ETH_ARP:
             if nf.params.lan_ip:
                 router_arp(pkt)
             elif pkt.dev_index == WAN:
                 answer_arp(pkt)
         return
-    ip = pkt.ip
+    l4, icmp = pkt.l4, pkt.icmp
     if ip.fragment:
         return
+    lan = pkt.dev_index == LAN
+    if l4 is None:   # ICMP: an echo request out, an echo reply in, or an error quoting a header
+        if icmp is None:
+            return
+        t = icmp.type
+        if not (t == (ECHO_REQUEST if lan else ECHO_REPLY) and icmp.id is not None
+                or t in ERRORS and icmp.inner is not None):
+            return
     p = nf.params
     if p.lan_ip:   # router mode: only frames sent to our MAC, one hop less
         if pkt.eth.dst != nf.state.router[0].mac or ip.dst == p.lan_ip:
@@ -379,50 +452,122 @@ def translate(pkt):
             nf.state.routed.update().ttl_exceeded += 1
             return
         ip.ttl -= 1
-    if pkt.dev_index == LAN:
-        outbound(pkt, ip, l4)
+    if l4 is not None:
+        if lan:
+            outbound(pkt, ip, l4)
+        else:
+            inbound(pkt, ip, l4)
+    elif icmp.type in ERRORS:
+        if lan:
+            outbound_error(pkt, ip, icmp)
+        else:
+            inbound_error(pkt, ip, icmp)
+    elif lan:
+        outbound_echo(pkt, ip, icmp)
     else:
-        inbound(pkt, ip, l4)
+        inbound_echo(pkt, ip, icmp)
 
 
-def outbound(pkt, ip, l4):
-    p, st = nf.params, nf.state
-    proto = ip.proto
-    ppi = p.ports_per_ip
+def space(proto):
+    """(the allocator, the first ``endpoints`` slot) of a protocol's index space."""
+    st, n = nf.state, nf.params.public_ips * nf.params.ports_per_ip
+    if proto == TCP:
+        return st.tcp_ports, 0
     if proto == UDP:
-        ports, base = st.udp_ports, p.public_ips * ppi
-    else:
-        ports, base = st.tcp_ports, 0
-    src, sport = ip.src, l4.sport
-    key = src << 24 | sport << 8 | proto
+        return st.udp_ports, n
+    return st.icmp_ids, 2 * n
+
+
+def is_public(addr):
+    return 0 <= addr - nf.params.public_base < nf.params.public_ips
+
+
+def external(index):
+    """The external endpoint (public address, port or identifier) of ``index``."""
+    ppi = nf.params.ports_per_ip
+    return nf.params.public_base + index // ppi, FIRST_PORT + index % ppi
+
+
+def mapping_of(proto, src, port, remote):
+    """The index of internal endpoint (``src``, ``port``, ``proto``) sending to ``remote``: its live
+    mapping refreshed, or a new one, and (filtering=address) its permit for ``remote``; None
+    (counted) when no index or permit is left."""
+    p, st = nf.params, nf.state
+    ports, base = space(proto)
+    key = src << 24 | port << 8 | proto
     index = st.mappings.get(key)
     if index is None or not ports.refresh(index):
         index = ports.allocate()
         if index is None:
             st.exhausted.update().ports += 1
-            return
+            return None
         st.mappings.set(key, index)
         ep = st.endpoints[base + index]
         ep.ip = src
-        ep.port = sport
+        ep.port = port
         ep.gen = ep.gen + 1 & LOW32
-    if p.filtering == "address" and not permit(st, p, proto, base + index, ip.dst):
+    if p.filtering == "address" and not permit(st, p, proto, base + index, remote):
         st.exhausted.update().permits += 1
-        return
-    ip.src = p.public_base + index // ppi
-    l4.sport = FIRST_PORT + index % ppi
-    if 0 <= ip.dst - p.public_base < p.public_ips:
-        inbound(pkt, ip, l4)   # hairpinning
-    elif p.lan_ip:
+        return None
+    return index
+
+
+def live_endpoint(proto, dst, port):
+    """The ``endpoints`` slot of external endpoint (``dst``, ``port``, ``proto``) if it holds a live
+    mapping, else None."""
+    p = nf.params
+    ppi = p.ports_per_ip
+    k, port = dst - p.public_base, port - FIRST_PORT
+    if not (0 <= k < p.public_ips and 0 <= port < ppi):
+        return None   # not one of our external endpoints
+    ports, base = space(proto)
+    index = k * ppi + port
+    if not ports.is_allocated(index):
+        return None   # no mapping (or an expired one)
+    return base + index
+
+
+def admitted(proto, slot, remote):
+    """Filtering: may ``remote`` reach the mapping at ``endpoints`` slot ``slot``?"""
+    p, st = nf.params, nf.state
+    if p.filtering != "address":
+        return True
+    ref = st.permits.get(slot << 32 | remote)
+    permits = st.udp_permits if proto == UDP else st.icmp_permits if proto == ICMP else st.tcp_permits
+    return ref is not None and ref & LOW32 == st.endpoints[slot].gen and permits.is_allocated(ref >> 32)
+
+
+def to_wan(pkt, ip):
+    if nf.params.lan_ip:
         route(pkt, WAN, wan_next_hop(ip.dst))
     else:
         pkt.send(WAN)
+
+
+def to_lan(pkt, ip):
+    if nf.params.lan_ip:
+        route(pkt, LAN, ip.dst)
+    else:
+        pkt.send(LAN)
+
+
+def outbound(pkt, ip, l4):
+    index = mapping_of(ip.proto, ip.src, l4.sport, ip.dst)
+    if index is None:
+        return
+    ip.src, l4.sport = external(index)
+    if is_public(ip.dst):
+        inbound(pkt, ip, l4)   # hairpinning
+    else:
+        to_wan(pkt, ip)
 
 
 def permit(st, p, proto, slot, remote):
     """Record that endpoint ``slot`` sent to ``remote`` (refresh or new permit); False if none is left."""
     if proto == UDP:
         permits, base = st.udp_permits, p.permits
+    elif proto == ICMP:
+        permits, base = st.icmp_permits, 2 * p.permits
     else:
         permits, base = st.tcp_permits, 0
     gen = st.endpoints[slot].gen
@@ -441,30 +586,108 @@ def permit(st, p, proto, slot, remote):
 
 
 def inbound(pkt, ip, l4):
-    p, st = nf.params, nf.state
-    ppi = p.ports_per_ip
-    k, port = ip.dst - p.public_base, l4.dport - FIRST_PORT
-    if not (0 <= k < p.public_ips and 0 <= port < ppi):
-        return   # not one of our external endpoints
-    index = k * ppi + port
-    if ip.proto == UDP:
-        ports, slot = st.udp_ports, p.public_ips * ppi + index
-    else:
-        ports, slot = st.tcp_ports, index
-    if not ports.is_allocated(index):
-        return   # no mapping (or an expired one)
-    ep = st.endpoints[slot]
-    if p.filtering == "address":
-        ref = st.permits.get(slot << 32 | ip.src)
-        permits = st.udp_permits if ip.proto == UDP else st.tcp_permits
-        if ref is None or ref & LOW32 != ep.gen or not permits.is_allocated(ref >> 32):
-            return   # the internal endpoint has not sent to this address
+    proto = ip.proto
+    slot = live_endpoint(proto, ip.dst, l4.dport)
+    if slot is None or not admitted(proto, slot, ip.src):
+        return   # no live mapping, or the internal endpoint has not sent to this address
+    ep = nf.state.endpoints[slot]
     ip.dst = ep.ip
     l4.dport = ep.port
-    if p.lan_ip:
-        route(pkt, LAN, ep.ip)
+    to_lan(pkt, ip)
+
+
+# ------------------------------------------------------------------ ICMP (RFC 5508)
+
+def outbound_echo(pkt, ip, icmp):
+    if is_public(ip.dst):
+        return   # a ping to our own public addresses: the NAT answers none
+    index = mapping_of(ICMP, ip.src, icmp.id, ip.dst)
+    if index is None:
+        return
+    ip.src, icmp.id = external(index)
+    to_wan(pkt, ip)
+
+
+def inbound_echo(pkt, ip, icmp):
+    slot = live_endpoint(ICMP, ip.dst, icmp.id)
+    if slot is None or not admitted(ICMP, slot, ip.src):
+        return
+    ep = nf.state.endpoints[slot]
+    ip.dst = ep.ip
+    icmp.id = ep.port
+    to_lan(pkt, ip)
+
+
+def quoted_session(icmp):
+    """(quoted IPv4 header, quoted TCP/UDP or ICMP header, protocol) of an error whose checksums
+    verify (RFC 5508 REQ-3, REQ-3a; the quoted transport checksum is not checked, REQ-3c) and
+    that quotes a TCP/UDP header or an ICMP echo; else None."""
+    q = icmp.inner
+    if q is None or not icmp.checksum_ok or not q.ip.checksum_ok:
+        return None
+    qip = q.ip
+    proto = qip.proto
+    if proto in (TCP, UDP) and q.l4 is not None:
+        return qip, q.l4, proto
+    if proto == ICMP and q.icmp is not None and q.icmp.type in (ECHO_REQUEST, ECHO_REPLY):
+        return qip, q.icmp, proto
+    return None
+
+
+def inbound_error(pkt, ip, icmp):
+    """An error about a packet one of our mappings sent (RFC 5508 REQ-4): the quoted source goes back
+    to the internal endpoint, and so does the error."""
+    quoted = quoted_session(icmp)
+    if quoted is None:
+        return
+    qip, qhdr, proto = quoted
+    if proto == ICMP:
+        if qhdr.type != ECHO_REQUEST:
+            return
+        slot = live_endpoint(ICMP, qip.src, qhdr.id)
     else:
-        pkt.send(LAN)
+        slot = live_endpoint(proto, qip.src, qhdr.sport)
+    if slot is None:
+        return   # no active mapping for the quoted packet: dropped (REQ-4)
+    ep = nf.state.endpoints[slot]
+    qip.src = ep.ip
+    if proto == ICMP:
+        qhdr.id = ep.port
+    else:
+        qhdr.sport = ep.port
+    ip.dst = ep.ip   # REQ-4c
+    to_lan(pkt, ip)
+
+
+def outbound_error(pkt, ip, icmp):
+    """An error about a packet a mapping let in (RFC 5508 REQ-5): the quoted destination becomes the
+    external endpoint again, and the error comes from its public address."""
+    quoted = quoted_session(icmp)
+    if quoted is None:
+        return
+    qip, qhdr, proto = quoted
+    if proto == ICMP:
+        if qhdr.type != ECHO_REPLY:
+            return
+        port = qhdr.id
+    else:
+        port = qhdr.dport
+    st = nf.state
+    ports, _ = space(proto)
+    index = st.mappings.get(qip.dst << 24 | port << 8 | proto)
+    if index is None or not ports.is_allocated(index):
+        return   # no active mapping: dropped (REQ-5); an error does not refresh one
+    public, pport = external(index)
+    qip.dst = public
+    if proto == ICMP:
+        qhdr.id = pport
+    else:
+        qhdr.dport = pport
+    ip.src = public   # REQ-5c
+    if is_public(ip.dst):
+        inbound_error(pkt, ip, icmp)   # hairpinned (REQ-7)
+    else:
+        to_wan(pkt, ip)
 
 
 # ------------------------------------------------------------------ ARP

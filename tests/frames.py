@@ -254,3 +254,40 @@ def assert_checksums_valid(frame: bytes) -> None:
     assert stored == computed, f"IPv4 checksum 0x{stored:04x}, recomputed 0x{computed:04x}"
     stored, computed = l4_checksums(frame)
     assert stored == computed, f"L4 checksum 0x{stored:04x}, recomputed 0x{computed:04x}"
+
+
+# ----------------------------------------------------------------- ICMP errors
+
+ICMP_UNREACH, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM = 3, 11, 12
+
+
+def icmp_error_frame(src: str | int | bytes, dst: str | int | bytes, icmp_type: int, code: int, quoted: bytes, *,
+                     rest: int = 0, eth_src: str | int | bytes = MAC_A, eth_dst: str | int | bytes = MAC_B,
+                     vlan: int | None = None, do_pad: bool = True, **ip_kw) -> bytes:
+    """An Ethernet/IPv4/ICMP error (destination unreachable, time exceeded, parameter problem)
+    quoting ``quoted`` (IP packet bytes: usually the offending packet's header and first 8 bytes of
+    data), with a correct ICMP checksum.  ``rest``: the 32-bit word after the checksum (the next-hop
+    MTU for fragmentation needed, RFC 1191; pointer << 24 for a parameter problem)."""
+    msg = struct.pack("!BBHI", icmp_type, code, 0, rest) + quoted
+    msg = msg[:2] + struct.pack("!H", checksum(msg)) + msg[4:]
+    return ipv4_frame(src, dst, PROTO_ICMP, msg, eth_src=eth_src, eth_dst=eth_dst, vlan=vlan, do_pad=do_pad,
+                      **ip_kw)
+
+
+def icmp_message(frame: bytes) -> bytes:
+    """The ICMP message of an Ethernet/IPv4/ICMP frame (up to the IP total length)."""
+    off = l3_offset(frame)
+    total = struct.unpack_from("!H", frame, off + 2)[0]
+    return frame[off + (frame[off] & 0xF) * 4:off + total]
+
+
+def assert_icmp_checksums_valid(frame: bytes) -> None:
+    """Fail unless the IPv4 header checksum, the ICMP checksum and (for an error) the quoted IPv4
+    header's checksum equal their recomputation from scratch."""
+    stored, computed = ipv4_checksums(frame)
+    assert stored == computed, f"IPv4 checksum 0x{stored:04x}, recomputed 0x{computed:04x}"
+    msg = icmp_message(frame)
+    assert checksum(msg) == 0, f"ICMP checksum 0x{struct.unpack_from('!H', msg, 2)[0]:04x} is not valid"
+    if msg[0] in (ICMP_UNREACH, ICMP_TIME_EXCEEDED, ICMP_PARAM_PROBLEM) and len(msg) >= 28:
+        qihl = (msg[8] & 0xF) * 4
+        assert checksum(msg[8:8 + qihl]) == 0, "the quoted IPv4 header checksum is not valid"

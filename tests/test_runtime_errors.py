@@ -82,13 +82,15 @@ def test_odd_but_valid_frames_reach_the_handler(frame):
 
 
 def test_non_ip_frames_reach_the_orphan_handler():
-    arp, icmp = F.arp_frame(), F.icmp_frame()
+    # a timestamp request: ICMP of no session (an echo would open one); IPv6: not parsed
+    arp, icmp, ipv6 = F.arp_frame(), F.icmp_frame(icmp_type=13), F.ether(ethertype=0x86DD) + bytes(40)
     with Harness(FIREWALL) as h:
         assert h.send("lan", arp) == [("wan", arp)]     # the firewall's orphans: LAN->WAN forwarded
         assert h.send("lan", icmp) == [("wan", icmp)]
-        assert h.send("wan", arp) == []                 # WAN->LAN dropped
+        assert h.send("wan", ipv6) == []                # WAN->LAN dropped
+        assert h.send("wan", arp) == [("lan", arp)]     # but ARP, which passes both ways
         s = h.stats()
-    assert (s["packets_in"], s["dropped"], s["malformed"], s["packet_sets_created"]) == (3, 1, 0, 0)
+    assert (s["packets_in"], s["dropped"], s["malformed"], s["packet_sets_created"]) == (4, 1, 0, 0)
 
 
 # --------------------------------------------------------------- handler exceptions

@@ -7,7 +7,9 @@ of (internal address, port, protocol) to an external endpoint, hairpinning, ARP 
 the public addresses on WAN, idle timeouts per protocol with refreshes coalesced over
 ``refresh_interval``, exhaustion counted in ``counters["exhausted_ports"]``; ICMP, other
 protocols, fragments and malformed frames dropped.  Parsing, checksum updates and ARP are
-``plain_nat``'s own functions.
+``plain_nat``'s own functions.  ICMP echo and errors, which ``plain_nat`` and the NAT
+translate, are dropped here: this is the TCP/UDP NAT the benchmarks run (their traces have no
+ICMP).
 
 Parallelisation (``workers`` processes, ``fork``):
 
@@ -119,7 +121,7 @@ def _key(frame: bytes, dev: int) -> bytes | None:
             return frame[23:24] + frame[26:30] + frame[34:36]
         return frame[23:24] + frame[30:34] + frame[36:38]
     parsed = plain.parse_slow(frame)
-    if parsed is None or parsed[1] < 0:
+    if parsed is None or parsed[1] < 0 or parsed[2] == plain.ICMP:
         return None
     l3, l4, proto = parsed
     if dev == LAN:
@@ -192,6 +194,8 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], workers: int 
                     reply = plain.arp_reply(frame, l3, base, public_ips, ours)
                     if reply is not None:
                         to_wan.append(reply)
+                continue
+            if proto == plain.ICMP:   # not translated here (see the module doc)
                 continue
             if l3 != 14 or l4 != 34:
                 src, dst = plain.struct.unpack_from("!II", frame, l3 + 12)

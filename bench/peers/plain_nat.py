@@ -2,11 +2,13 @@
 
 Same contract as ``examples/nat.py``: endpoint-independent mapping of
 (internal address, port, protocol) to an external (address, port) for TCP
-and UDP, endpoint- or address-dependent filtering of WAN->LAN packets,
-hairpinning, ARP replies for the public addresses on WAN, idle timeouts per
+and UDP, and of (internal address, identifier) for ICMP echo, endpoint- or
+address-dependent filtering of WAN->LAN packets, hairpinning, ICMP errors of
+live mappings translated back (quoted header, both checksums; hairpinned
+too), ARP replies for the public addresses on WAN, idle timeouts per
 protocol with refreshes coalesced over ``refresh_interval``; everything else
-is dropped (ICMP, other protocols, IP fragments, frames the nfos parser calls
-malformed).  ``run`` takes the NF's parameters as keyword arguments (IPv4
+is dropped (other ICMP, other protocols, IP fragments, frames the nfos parser
+calls malformed).  ``run`` takes the NF's parameters as keyword arguments (IPv4
 and MAC addresses as text, durations in ns) and fills ``counters`` (if
 given) with ``exhausted_ports`` and ``exhausted_permits``.
 
@@ -22,7 +24,8 @@ peer at once.
 It is the NAT without ``lan_ip`` (frames keep their MACs and TTL): router
 mode (ARP cache, MAC rewriting) is not implemented here.
 Addresses are rewritten in a ``bytearray`` with incremental checksum updates
-(RFC 1624, eqn. 3), word by word as nfos does.  Devices are indexes: 0 =
+(RFC 1624, eqn. 3), word by word and in the order nfos does (a checksum that
+one's complement can write two ways comes out the same).  Devices are indexes: 0 =
 lan, 1 = wan.
 """
 
@@ -33,7 +36,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 LAN, WAN = 0, 1
-TCP, UDP = 6, 17
+ICMP, TCP, UDP = 1, 6, 17
+ERRORS = (3, 11, 12)
 FIRST_PORT = 1024
 NS_PER_S = 1_000_000_000
 
@@ -48,7 +52,8 @@ _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
 def parse_slow(f: bytes) -> tuple[int, int, int] | None:
     """Any frame, as nfos parses it: (l3 offset, l4 offset, protocol) of an unfragmented TCP or
-    UDP packet, (l3, -1, -1) for a non-IP frame, None for anything else (dropped by the NAT)."""
+    UDP packet or ICMP message (with its 8-byte header), (l3, -1, -1) for a non-IP frame, None for
+    anything else (dropped by the NAT)."""
     n = len(f)
     if n < 14:
         return None
@@ -65,7 +70,7 @@ def parse_slow(f: bytes) -> tuple[int, int, int] | None:
     if ihl < 20 or total < ihl or l3 + total > n or _U16.unpack_from(f, l3 + 6)[0] & 0x3FFF:
         return None   # malformed, or a fragment
     proto, l4, room = f[l3 + 9], l3 + ihl, total - ihl
-    if proto == TCP and room >= 20 and 20 <= (f[l4 + 12] >> 4) * 4 <= room or proto == UDP and room >= 8:
+    if proto == TCP and room >= 20 and 20 <= (f[l4 + 12] >> 4) * 4 <= room or proto in (UDP, ICMP) and room >= 8:
         return l3, l4, proto
     return None
 
@@ -99,8 +104,9 @@ def set_addr(buf: bytearray, l3: int, l4: int, proto: int, at: int, value: int) 
     c = buf[l3 + 10] << 8 | buf[l3 + 11]
     c = _csum_update(_csum_update(c, old >> 16, value >> 16), old & 0xFFFF, value & 0xFFFF)
     buf[l3 + 10], buf[l3 + 11] = c >> 8, c & 0xFF
-    _l4_update(buf, l4, proto, old >> 16, value >> 16)
-    _l4_update(buf, l4, proto, old & 0xFFFF, value & 0xFFFF)
+    if proto != ICMP:   # ICMP has no pseudo-header
+        _l4_update(buf, l4, proto, old >> 16, value >> 16)
+        _l4_update(buf, l4, proto, old & 0xFFFF, value & 0xFFFF)
 
 
 def set_port(buf: bytearray, l4: int, proto: int, at: int, value: int) -> None:
@@ -108,6 +114,81 @@ def set_port(buf: bytearray, l4: int, proto: int, at: int, value: int) -> None:
     old = _U16.unpack_from(buf, l4 + at)[0]
     _U16.pack_into(buf, l4 + at, value)
     _l4_update(buf, l4, proto, old, value)
+
+
+# ------------------------------------------------------------------ ICMP
+
+def _checksum_ok(buf: bytearray, start: int, end: int) -> bool:
+    """Does the Internet checksum of buf[start:end] verify (RFC 1071)?"""
+    data = bytes(buf[start:end]) + b"\0" * ((end - start) & 1)
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s == 0xFFFF
+
+
+def icmp_put16(buf: bytearray, l4: int, at: int, value: int) -> None:
+    """Write a word of the ICMP message at ``l4``, folding the change into its checksum."""
+    old = _U16.unpack_from(buf, at)[0]
+    _U16.pack_into(buf, at, value)
+    _U16.pack_into(buf, l4 + 2, _csum_update(_U16.unpack_from(buf, l4 + 2)[0], old, value))
+
+
+def icmp_fold(buf: bytearray, l4: int, at: int, old: int, new: int) -> None:
+    """Fold a change (old -> new) into the checksum at ``at``, a word of the ICMP message."""
+    icmp_put16(buf, l4, at, _csum_update(_U16.unpack_from(buf, at)[0], old, new))
+
+
+class Quote:
+    """The packet an ICMP error at ``l4`` quotes, when nfos would give it an L4 (or ICMP) view:
+    its whole IPv4 header at ``q3``, 8 bytes of TCP/UDP/ICMP at ``q4``, not a later fragment."""
+
+    def __init__(self, buf: bytearray, l4: int, end: int) -> None:
+        self.ok = False
+        self.buf, self.l4, self.end = buf, l4, end
+        q3 = l4 + 8
+        if q3 + 20 > end or buf[q3] >> 4 != 4:
+            return
+        q4 = q3 + (buf[q3] & 15) * 4
+        if q4 < q3 + 20 or q4 > end:
+            return
+        self.q3, self.q4, self.proto = q3, q4, buf[q3 + 9]
+        self.header_ok = _checksum_ok(buf, l4, end) and _checksum_ok(buf, q3, q4)
+        self.ok = self.header_ok and not _U16.unpack_from(buf, q3 + 6)[0] & 0x1FFF and q4 + 8 <= end
+
+    def l4_update(self, old: int, new: int) -> None:
+        """The quoted TCP/UDP checksum follows a change, where quoted (UDP: unless 0)."""
+        buf, q4 = self.buf, self.q4
+        if self.proto == TCP:
+            if q4 + 18 <= self.end:
+                icmp_fold(buf, self.l4, q4 + 16, old, new)
+        elif self.proto == UDP:
+            c = _U16.unpack_from(buf, q4 + 6)[0]
+            if c:
+                icmp_put16(buf, self.l4, q4 + 6, _csum_update(c, old, new) or 0xFFFF)
+
+    def set_addr(self, at: int, value: int) -> None:
+        """The quoted source (at 12) or destination (16) address."""
+        buf, l4, q3 = self.buf, self.l4, self.q3
+        old = _U32.unpack_from(buf, q3 + at)[0]
+        icmp_put16(buf, l4, q3 + at, value >> 16)
+        icmp_put16(buf, l4, q3 + at + 2, value & 0xFFFF)
+        icmp_fold(buf, l4, q3 + 10, old >> 16, value >> 16)
+        icmp_fold(buf, l4, q3 + 10, old & 0xFFFF, value & 0xFFFF)
+        self.l4_update(old >> 16, value >> 16)
+        self.l4_update(old & 0xFFFF, value & 0xFFFF)
+
+    def set_port(self, at: int, value: int) -> None:
+        """The quoted source (at 0) or destination (2) port, or (ICMP) the identifier."""
+        buf, l4, q4 = self.buf, self.l4, self.q4
+        if self.proto == ICMP:
+            old = _U16.unpack_from(buf, q4 + 4)[0]
+            icmp_put16(buf, l4, q4 + 4, value)
+            icmp_fold(buf, l4, q4 + 2, old, value)
+            return
+        old = _U16.unpack_from(buf, q4 + at)[0]
+        icmp_put16(buf, l4, q4 + at, value)
+        self.l4_update(old, value)
 
 
 # ------------------------------------------------------------------ leases
@@ -177,7 +258,7 @@ def _ip(text: str | int) -> int:
 
 def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: int = 57,
         public_base: str | int = "198.51.100.1", ports_per_ip: int = 64512,
-        udp_timeout: int = 300 * NS_PER_S, tcp_timeout: int = 7440 * NS_PER_S,
+        udp_timeout: int = 300 * NS_PER_S, tcp_timeout: int = 7440 * NS_PER_S, icmp_timeout: int = 60 * NS_PER_S,
         refresh_interval: int = NS_PER_S, filtering: str = "endpoint", permits: int = 1 << 20,
         mac: str = "02:00:00:00:00:aa", counters: dict[str, int] | None = None) -> dict[str, list[bytes]]:
     base, ppi = _ip(public_base), ports_per_ip
@@ -188,13 +269,15 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: i
     to_lan: list[bytes] = []
     to_wan: list[bytes] = []
     exhausted = {"exhausted_ports": 0, "exhausted_permits": 0}
+    protos = (TCP, UDP, ICMP)
+    timeouts = {TCP: tcp_timeout, UDP: udp_timeout, ICMP: icmp_timeout}
 
-    # per protocol: (internal address, port) -> index; index -> [address, port, generation];
-    # (index, remote address) -> [permit, generation of the mapping]; permit -> (index, remote)
-    mappings: dict[int, dict[tuple[int, int], int]] = {TCP: {}, UDP: {}}
-    endpoints: dict[int, dict[int, list[int]]] = {TCP: {}, UDP: {}}
-    permit_of: dict[int, dict[tuple[int, int], list[int]]] = {TCP: {}, UDP: {}}
-    permit_key: dict[int, dict[int, tuple[int, int]]] = {TCP: {}, UDP: {}}
+    # per protocol: (internal address, port or identifier) -> index; index -> [address, port,
+    # generation]; (index, remote address) -> [permit, generation of the mapping]; permit -> (index, remote)
+    mappings: dict[int, dict[tuple[int, int], int]] = {p: {} for p in protos}
+    endpoints: dict[int, dict[int, list[int]]] = {p: {} for p in protos}
+    permit_of: dict[int, dict[tuple[int, int], list[int]]] = {p: {} for p in protos}
+    permit_key: dict[int, dict[int, tuple[int, int]]] = {p: {} for p in protos}
 
     def forgetter(proto: int) -> Callable[[int], None]:
         def forget(i: int) -> None:
@@ -212,29 +295,40 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: i
                 del permit_of[proto][key]
         return forget
 
-    ports = {TCP: Pool(n, tcp_timeout, refresh_interval, start, forgetter(TCP)),
-             UDP: Pool(n, udp_timeout, refresh_interval, start, forgetter(UDP))}
-    pools = [ports[TCP], ports[UDP]]
+    ports = {p: Pool(n, timeouts[p], refresh_interval, start, forgetter(p)) for p in protos}
+    pools = [ports[p] for p in protos]
     permit_pools = {}
     if address_filtering:
-        permit_pools = {TCP: Pool(permits, tcp_timeout, refresh_interval, start, permit_forgetter(TCP)),
-                        UDP: Pool(permits, udp_timeout, refresh_interval, start, permit_forgetter(UDP))}
-        pools += [permit_pools[TCP], permit_pools[UDP]]
+        permit_pools = {p: Pool(permits, timeouts[p], refresh_interval, start, permit_forgetter(p)) for p in protos}
+        pools += [permit_pools[p] for p in protos]
+
+    def public(addr: int) -> bool:
+        return 0 <= addr - base < public_ips
+
+    def live(proto: int, dst: int, port: int, now: int) -> int | None:
+        """The index of the live mapping at external endpoint (dst, port), or None."""
+        k, port = dst - base, port - FIRST_PORT
+        if not (0 <= k < public_ips and 0 <= port < ppi):
+            return None
+        i = k * ppi + port
+        return i if ports[proto].live(i, now) else None
+
+    def admitted(proto: int, i: int, remote: int, now: int) -> bool:
+        if not address_filtering:
+            return True
+        ref = permit_of[proto].get((i, remote))
+        return ref is not None and ref[1] == endpoints[proto][i][2] and permit_pools[proto].live(ref[0], now)
 
     def inbound(buf: bytearray, l3: int, l4: int, proto: int, src: int, dst: int, dport: int, now: int) -> None:
-        k, port = dst - base, dport - FIRST_PORT
-        if not (0 <= k < public_ips and 0 <= port < ppi):
-            return
-        i = k * ppi + port
-        if not ports[proto].live(i, now):
+        i = live(proto, dst, dport, now)
+        if i is None or not admitted(proto, i, src, now):
             return
         ep = endpoints[proto][i]
-        if address_filtering:
-            ref = permit_of[proto].get((i, src))
-            if ref is None or ref[1] != ep[2] or not permit_pools[proto].live(ref[0], now):
-                return
         set_addr(buf, l3, l4, proto, 16, ep[0])
-        set_port(buf, l4, proto, 2, ep[1])
+        if proto == ICMP:
+            icmp_put16(buf, l4, l4 + 4, ep[1])
+        else:
+            set_port(buf, l4, proto, 2, ep[1])
         to_lan.append(bytes(buf))
 
     def give_permit(proto: int, i: int, remote: int, now: int) -> bool:
@@ -250,6 +344,88 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: i
         permit_of[proto][(i, remote)] = [p, gen]
         permit_key[proto][p] = (i, remote)
         return True
+
+    def mapping_of(proto: int, src: int, sport: int, dst: int, now: int) -> int | None:
+        key = (src, sport)
+        pool = ports[proto]
+        i = mappings[proto].get(key)
+        if i is None or not pool.refresh(i, now):
+            i = pool.allocate(now)
+            if i is None:
+                exhausted["exhausted_ports"] += 1
+                return None
+            mappings[proto][key] = i
+            ep = endpoints[proto].setdefault(i, [0, 0, 0])
+            ep[0], ep[1], ep[2] = src, sport, ep[2] + 1 & 0xFFFFFFFF
+        if address_filtering and not give_permit(proto, i, dst, now):
+            exhausted["exhausted_permits"] += 1
+            return None
+        return i
+
+    def inbound_error(buf: bytearray, l3: int, l4: int, end: int, now: int) -> None:
+        q = Quote(buf, l4, end)
+        if not q.ok:
+            return
+        proto = q.proto
+        if proto == ICMP:
+            if buf[q.q4] != 8:
+                return
+            port = _U16.unpack_from(buf, q.q4 + 4)[0]
+        elif proto in (TCP, UDP):
+            port = _U16.unpack_from(buf, q.q4)[0]
+        else:
+            return
+        i = live(proto, _U32.unpack_from(buf, q.q3 + 12)[0], port, now)
+        if i is None:
+            return
+        ep = endpoints[proto][i]
+        q.set_addr(12, ep[0])
+        q.set_port(0, ep[1])
+        set_addr(buf, l3, l4, ICMP, 16, ep[0])
+        to_lan.append(bytes(buf))
+
+    def outbound_error(buf: bytearray, l3: int, l4: int, end: int, now: int) -> None:
+        q = Quote(buf, l4, end)
+        if not q.ok:
+            return
+        proto = q.proto
+        if proto == ICMP:
+            if buf[q.q4] != 0:
+                return
+            port = _U16.unpack_from(buf, q.q4 + 4)[0]
+        elif proto in (TCP, UDP):
+            port = _U16.unpack_from(buf, q.q4 + 2)[0]
+        else:
+            return
+        i = mappings[proto].get((_U32.unpack_from(buf, q.q3 + 16)[0], port))
+        if i is None or not ports[proto].live(i, now):
+            return
+        pub, pport = base + i // ppi, FIRST_PORT + i % ppi
+        q.set_addr(16, pub)
+        q.set_port(2, pport)
+        set_addr(buf, l3, l4, ICMP, 12, pub)
+        if public(_U32.unpack_from(buf, l3 + 16)[0]):
+            inbound_error(buf, l3, l4, end, now)   # hairpinned
+        else:
+            to_wan.append(bytes(buf))
+
+    def icmp(frame: bytes, dev: int, l3: int, l4: int, now: int) -> None:
+        end = l3 + _U16.unpack_from(frame, l3 + 2)[0]
+        t = frame[l4]
+        src, dst = struct.unpack_from("!II", frame, l3 + 12)
+        buf = bytearray(frame)
+        if t in ERRORS:
+            (outbound_error if dev == LAN else inbound_error)(buf, l3, l4, end, now)
+        elif dev == LAN and t == 8:
+            if public(dst):
+                return
+            i = mapping_of(ICMP, src, _U16.unpack_from(frame, l4 + 4)[0], dst, now)
+            if i is not None:
+                set_addr(buf, l3, l4, ICMP, 12, base + i // ppi)
+                icmp_put16(buf, l4, l4 + 4, FIRST_PORT + i % ppi)
+                to_wan.append(bytes(buf))
+        elif dev == WAN and t == 0:
+            inbound(buf, l3, l4, ICMP, src, dst, _U16.unpack_from(frame, l4 + 4)[0], now)
 
     unpack = _HDR.unpack_from
     now = start
@@ -281,6 +457,9 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: i
                 if reply is not None:
                     to_wan.append(reply)
             continue
+        if proto == ICMP:
+            icmp(frame, dev, l3, l4, now)
+            continue
         if l3 != 14 or l4 != 34:
             src, dst = struct.unpack_from("!II", frame, l3 + 12)
             sport, dport = struct.unpack_from("!HH", frame, l4)
@@ -288,25 +467,14 @@ def run(frames: list[bytes], devs: list[int], times_ns: list[int], public_ips: i
         if dev == WAN:
             inbound(buf, l3, l4, proto, src, dst, dport, now)
             continue
-        key = (src, sport)
-        pool = ports[proto]
-        i = mappings[proto].get(key)
-        if i is None or not pool.refresh(i, now):
-            i = pool.allocate(now)
-            if i is None:
-                exhausted["exhausted_ports"] += 1
-                continue
-            mappings[proto][key] = i
-            ep = endpoints[proto].setdefault(i, [0, 0, 0])
-            ep[0], ep[1], ep[2] = src, sport, ep[2] + 1 & 0xFFFFFFFF
-        if address_filtering and not give_permit(proto, i, dst, now):
-            exhausted["exhausted_permits"] += 1
+        i = mapping_of(proto, src, sport, dst, now)
+        if i is None:
             continue
-        public, public_port = base + i // ppi, FIRST_PORT + i % ppi
-        set_addr(buf, l3, l4, proto, 12, public)
+        public_addr, public_port = base + i // ppi, FIRST_PORT + i % ppi
+        set_addr(buf, l3, l4, proto, 12, public_addr)
         set_port(buf, l4, proto, 0, public_port)
-        if 0 <= dst - base < public_ips:   # hairpinning
-            inbound(buf, l3, l4, proto, public, dst, dport, now)
+        if public(dst):   # hairpinning
+            inbound(buf, l3, l4, proto, public_addr, dst, dport, now)
         else:
             to_wan.append(bytes(buf))
     if counters is not None:

@@ -360,8 +360,9 @@ def check(nf_file: str, params: tuple[str, ...], rss: bool, nics: tuple[str, ...
         for r in reports:
             for line in r.lines:
                 say(line)
-        say(f"NIC RSS alone keeps packet sets on one core: {'yes' if all(r.nic_ok for r in reports) else 'no'}; "
-            f"kernel fanout (nfos run --iface): {'yes' if all(r.fanout_ok for r in reports) else 'no'}")
+        icmp = " (ICMP echo and errors excepted: see the icmp lines)" if any(r.icmp for r in reports) else ""
+        say(f"NIC RSS alone keeps packet sets on one core: {'yes' if all(r.nic_ok for r in reports) else 'no'}"
+            f"{icmp}; kernel fanout (nfos run --iface): {'yes' if all(r.fanout_ok for r in reports) else 'no'}")
 
 
 # ------------------------------------------------------------------ gen

@@ -230,7 +230,18 @@ class NF:
         """Declare the packet sets: one :func:`on` per input device that has them.
 
         ``protocols`` restricts them to ("tcp", "udp", "icmp", "other"); other
-        packets are orphans.  ``state`` is the Record type of a set's state,
+        packets are orphans.  Listing "icmp" makes ICMP belong to sessions:
+        an echo request or reply is keyed with its identifier in place of both
+        ports (request and reply share a key, reversed like ports), and an
+        error (destination unreachable, time exceeded, parameter problem) by
+        the packet it quotes, its source and destination fields swapped (that
+        packet went the other way), protocol the quoted one: it reaches the
+        set of the session it is about.  An error quoting less than the key
+        needs (an IPv4 header; with ports, 8 bytes of TCP, UDP or echo of a
+        packet that is not a later fragment), or a protocol not listed, is an
+        orphan.  Other ICMP is keyed by its addresses if the key has no ports,
+        else an orphan.  Without "icmp", ICMP is keyed as before (an orphan
+        with ports).  ``state`` is the Record type of a set's state,
         ``expiry`` the idle time after which a set expires (0 = never),
         ``capacity`` the packet sets each worker can hold.
         """

@@ -84,3 +84,11 @@ def _nic(ethtool):
     from nfos.check.rss import read_nic
 
     return read_nic("eth1", ["tcp4", "udp4"], ethtool)
+
+
+def test_icmp_is_named_as_beyond_nic_rss():
+    """With "icmp" in its protocols the firewall keys errors by the header they quote: the report
+    says NIC RSS cannot do that (the verdict covers TCP/UDP); kernel fanout can."""
+    for r in check_rss(FIREWALL, ["eth1"], ethtool=fake_ethtool(xfrm="on")):
+        assert r.nic_ok and r.fanout_ok and r.icmp
+        assert "icmp: echo is keyed by its identifier and an error by the header it quotes" in "\n".join(r.lines)

@@ -227,7 +227,8 @@ class Wire:
         lab.veth(self.box, "wan0", self.wan, "h0")
         lab.addr(self.lan, "h0", f"{LAN_IP}/24")
         lab.addr(self.wan, "h0", f"{WAN_IP}/24")
-        # ARP is not TCP/UDP: a firewall forwards it LAN->WAN only, so the hosts know each other statically
+        # static ARP: the hosts know each other whatever the NF does with ARP (the firewall passes it
+        # both ways; test_live_firewall_icmp.py runs without static neighbours)
         lab.neigh(self.lan, WAN_IP, lab.mac(self.wan, "h0"), "h0")
         lab.neigh(self.wan, LAN_IP, lab.mac(self.lan, "h0"), "h0")
         self.ifaces = {"lan": "lan0", "wan": "wan0"}

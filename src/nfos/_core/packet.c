@@ -1,24 +1,51 @@
 /* Packet view: zero-copy parsing and header accessors (hot path).
  *
  * pkt_parse() finds the layer offsets once (Ethernet with one 802.1Q tag,
- * IPv4 with options and fragments, TCP, UDP, ICMP); README.md lists when a
- * frame is malformed.  A frame a capture cut (wire > len) may have an IP
- * length up to its wire length, but the headers it exposes must have been
- * captured.  Python sees a Packet whose header views (pkt.eth, pkt.ip,
- * pkt.tcp / pkt.udp / pkt.l4, pkt.icmp) read the frame bytes in place; a
- * malformed frame (@nf.malformed) has no IP or L4 view.  Setting an
- * address, port, TTL, TOS or TCP flags updates the IPv4 and TCP/UDP
- * checksums incrementally (RFC 1624, eqn. 3), or, for a checksum left to
- * offload (a live frame's VNET_NEEDS_CSUM), the pseudo-header sum the field
- * holds; the header bytes are saved in the undo log first, so an aborted
- * attempt leaves the frame as it arrived.
+ * IPv4 with options and fragments, TCP, UDP, ICMP, and the IPv4 header and
+ * first 8 L4 bytes an ICMP error quotes); README.md lists when a frame is
+ * malformed.  A frame a capture cut (wire > len) may have an IP length up to
+ * its wire length, but the headers it exposes (a quote included) must have
+ * been captured.  Python sees a Packet whose header views (pkt.eth, pkt.ip,
+ * pkt.tcp / pkt.udp / pkt.l4, pkt.icmp and pkt.icmp.inner.ip / .l4 / .icmp)
+ * read the frame bytes in place; a malformed frame (@nf.malformed) has no IP
+ * or L4 view.  Setting an address, port, TTL, TOS, TCP flags or ICMP
+ * identifier updates the IPv4, TCP/UDP and ICMP checksums incrementally
+ * (RFC 1624, eqn. 3), or, for a checksum left to offload (a live frame's
+ * VNET_NEEDS_CSUM), the pseudo-header sum the field holds; a quoted header's
+ * setter also keeps the quoted IPv4 checksum and (where quoted) the quoted
+ * TCP/UDP checksum.  The header bytes are saved in the undo log first, so an
+ * aborted attempt leaves the frame as it arrived.
  */
 #include "packet.h"
 
 static PyTypeObject *Packet_Type;
 static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
+static PyTypeObject *Quote_Type, *QIPView_Type, *QL4View_Type, *QICMPView_Type;
+enum { V_ETH, V_IP, V_L4, V_ICMP, V_QUOTE, V_QIP, V_QL4, V_QICMP };
 
 /* ----------------------------------------------------------------- parse */
+
+/* The IPv4 packet an ICMP error quotes, from q3 up to the end of the error's
+ * IP packet (quotes are usually truncated: only the bytes needed are
+ * checked, never the quoted total length nor any checksum). */
+static void parse_quote(PktSlot *s, uint32_t q3, uint32_t end) {
+    const uint8_t *d = s->data;
+    if (q3 + 20 > end || (d[q3] >> 4) != 4) return;
+    uint32_t qihl = (d[q3] & 0xf) * 4u;
+    if (qihl < 20 || q3 + qihl > end) return;
+    s->qflags = QF_IP;
+    s->q3 = (uint16_t)q3;
+    uint32_t q4 = q3 + qihl;
+    s->q4 = (uint16_t)q4;
+    uint16_t frag = rd16(d + q3 + 6);
+    if (frag & 0x3fff) s->qflags |= QF_FRAG;
+    if ((frag & 0x1fff) || q4 + 8 > end) return;   /* a later fragment, or fewer than 8 bytes of L4 */
+    switch (d[q3 + 9]) {
+    case 6: s->qflags |= QF_TCP; break;
+    case 17: s->qflags |= QF_UDP; break;
+    case 1: s->qflags |= QF_ICMP | (icmp_is_echo(d[q4]) ? QF_ECHO : 0); break;
+    }
+}
 
 void pkt_parse(PktSlot *s) {
     const uint8_t *d = s->data;
@@ -27,6 +54,8 @@ void pkt_parse(PktSlot *s) {
     s->flags = 0;
     s->proto = 0;
     s->l3 = s->l4 = s->payload = 0;
+    s->q3 = s->q4 = 0;
+    s->qflags = 0;
     if (len < 14) {
         s->flags = PF_MALFORMED;
         return;
@@ -88,6 +117,7 @@ void pkt_parse(PktSlot *s) {
         if (room >= 8 && caught >= 8) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 8);
+            if (icmp_is_error(d[l4])) parse_quote(s, l4 + 8, end < len ? end : len);   /* what was captured */
         } else if (room >= 4 && caught >= 4) {
             s->flags |= PF_ICMP;
             s->payload = (uint16_t)(l4 + 4);
@@ -137,7 +167,9 @@ static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_, int pseudo) 
 
 static int prepare_write(PktSlot *s) {
     if (s->undo_serial == proc.tx.serial) return 0;
-    uint32_t n = s->payload + 4u > 160u ? s->payload + 4u : 160u;
+    uint32_t n = s->payload + 4u;
+    if (s->qflags && s->q4 + 20u > n) n = s->q4 + 20u;   /* a quoted header, up to a TCP checksum */
+    if (n < 160u) n = 160u;
     if (n > s->len) n = s->len;
     if (tx_save_private(s->data, n) < 0) return -1;
     s->undo_serial = proc.tx.serial;
@@ -165,7 +197,7 @@ PktSlot *packet_slot(PyObject *o) { return PyObject_TypeCheck(o, Packet_Type) ? 
 static void packet_dealloc(PyObject *o) {
     Packet *p = (Packet *)o;
     PyTypeObject *tp = Py_TYPE(o);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < (int)(sizeof p->views / sizeof p->views[0]); i++) {
         if (p->views[i]) {
             ((HdrView *)p->views[i])->pkt = NULL;
             Py_DECREF(p->views[i]);
@@ -200,32 +232,32 @@ static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
 static PyObject *pkt_get_eth(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (s->len < 14) Py_RETURN_NONE;
-    return view_of((Packet *)o, 0, EthView_Type);
+    return view_of((Packet *)o, V_ETH, EthView_Type);
 }
 static PyObject *pkt_get_ip(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (!(s->flags & PF_IP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 1, IPView_Type);
+    return view_of((Packet *)o, V_IP, IPView_Type);
 }
 static PyObject *pkt_get_tcp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (!(s->flags & PF_TCP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
+    return view_of((Packet *)o, V_L4, L4View_Type);
 }
 static PyObject *pkt_get_udp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (!(s->flags & PF_UDP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
+    return view_of((Packet *)o, V_L4, L4View_Type);
 }
 static PyObject *pkt_get_l4(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
+    return view_of((Packet *)o, V_L4, L4View_Type);
 }
 static PyObject *pkt_get_icmp(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     if (!(s->flags & PF_ICMP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 3, ICMPView_Type);
+    return view_of((Packet *)o, V_ICMP, ICMPView_Type);
 }
 
 static PyObject *pkt_get_dev(PyObject *o, void *c) {
@@ -529,23 +561,257 @@ static PyGetSetDef l4_getset[] = {
     {NULL}};
 
 /* ICMP */
+/* Change the 16-bit word at offset `at` of the ICMP message (an even offset
+ * from its start), keeping the ICMP checksum valid (RFC 1624). */
+static void icmp_put16(PktSlot *s, uint32_t at, uint16_t v) {
+    uint8_t *d = s->data;
+    uint16_t old = rd16(d + at);
+    wr16(d + at, v);
+    csum_at(d + s->l4 + 2, old, v);
+}
+/* Fold a change of one word (old -> new_) into the checksum at `c`, a word of
+ * the ICMP message (so the ICMP checksum follows too). */
+static void icmp_csum_fold(PktSlot *s, uint32_t c, uint16_t old, uint16_t new_) {
+    icmp_put16(s, c, csum_update16(rd16(s->data + c), old, new_));
+}
+static inline int icmp_has_header(const PktSlot *s) { return s->payload >= s->l4 + 8; }
+/* Queries carry an identifier and a sequence number: echo, timestamp,
+ * information and address mask requests and replies (RFC 792, RFC 950). */
+static inline int icmp_is_query(uint8_t t) { return icmp_is_echo(t) || (t >= 13 && t <= 18); }
+
 static PyObject *icmp_type(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(L4H[0]); }
 static PyObject *icmp_code(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(L4H[1]); }
 static PyObject *icmp_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(L4H + 2)); }
 static PyObject *icmp_id(PyObject *o, void *c) {
     HDR_SLOT(o);
-    if (s->payload < s->l4 + 8) Py_RETURN_NONE;
+    if (!icmp_has_header(s) || !icmp_is_query(L4H[0])) Py_RETURN_NONE;
     return PyLong_FromLong(rd16(L4H + 4));
 }
 static PyObject *icmp_seq(PyObject *o, void *c) {
     HDR_SLOT(o);
-    if (s->payload < s->l4 + 8) Py_RETURN_NONE;
+    if (!icmp_has_header(s) || !icmp_is_query(L4H[0])) Py_RETURN_NONE;
     return PyLong_FromLong(rd16(L4H + 6));
 }
+static PyObject *icmp_mtu(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!icmp_has_header(s) || L4H[0] != ICMP_UNREACH || L4H[1] != 4) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(L4H + 6));   /* next-hop MTU (RFC 1191); 0 from an older router */
+}
+/* 1 if the one's complement sum of d[from..to) is all ones: a valid checksum inside (RFC 1071). */
+static int csum_verifies(const uint8_t *d, uint32_t from, uint32_t to) {
+    uint64_t sum = 0;
+    uint32_t i = from;
+    for (; i + 1 < to; i += 2) sum += rd16(d + i);
+    if (i < to) sum += (uint32_t)d[i] << 8;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff;
+}
+static PyObject *icmp_checksum_ok(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    return PyBool_FromLong(csum_verifies(s->data, s->l4, ip_end(s)));
+}
+static PyObject *icmp_inner(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    if (!(s->qflags & QF_IP)) Py_RETURN_NONE;
+    return view_of(hv->pkt, V_QUOTE, Quote_Type);
+}
+static int icmp_set_id(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    if (!icmp_has_header(s) || !icmp_is_query(L4H[0])) {
+        PyErr_SetString(PyExc_AttributeError, "only an ICMP query (echo, timestamp, ...) has an identifier");
+        return -1;
+    }
+    unsigned long long v;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    icmp_put16(s, s->l4 + 4, (uint16_t)v);
+    return 0;
+}
 static PyGetSetDef icmp_getset[] = {
-    {"type", icmp_type, NULL, NULL, NULL}, {"code", icmp_code, NULL, NULL, NULL},
-    {"checksum", icmp_checksum, NULL, NULL, NULL}, {"id", icmp_id, NULL, "echo identifier", NULL},
-    {"seq", icmp_seq, NULL, "echo sequence number", NULL}, {NULL}};
+    {"type", icmp_type, NULL, "ICMP type", NULL},
+    {"code", icmp_code, NULL, "ICMP code", NULL},
+    {"checksum", icmp_checksum, NULL, "ICMP checksum", NULL},
+    {"checksum_ok", icmp_checksum_ok, NULL, "True if the checksum verifies over the whole message", NULL},
+    {"id", icmp_id, icmp_set_id, "a query's identifier (echo: types 8 and 0), else None; setting it fixes the checksum",
+     NULL},
+    {"seq", icmp_seq, NULL, "a query's sequence number, else None", NULL},
+    {"mtu", icmp_mtu, NULL, "fragmentation needed (type 3, code 4): the next-hop MTU (RFC 1191), else None", NULL},
+    {"inner", icmp_inner, NULL, "an error's quoted packet (.ip, .l4, .icmp), or None", NULL},
+    {NULL}};
+
+/* The quote of an ICMP error (pkt.icmp.inner) and its header views.  A
+ * setter rewrites the quoted header and keeps three checksums valid: the
+ * quoted IPv4 header's, the quoted TCP/UDP (or ICMP) checksum when it lies
+ * inside the quote, and the error's own ICMP checksum (RFC 1624 each). */
+#define QIPH (d + s->q3)
+#define QL4H (d + s->q4)
+static PyObject *quote_ip(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    (void)s;
+    return view_of(hv->pkt, V_QIP, QIPView_Type);
+}
+static PyObject *quote_l4_of(PyObject *o, uint8_t want) {
+    HDR_SLOT(o);
+    (void)d;
+    if (!(s->qflags & want)) Py_RETURN_NONE;
+    return view_of(hv->pkt, V_QL4, QL4View_Type);
+}
+static PyObject *quote_l4(PyObject *o, void *c) { return quote_l4_of(o, QF_TCP | QF_UDP); }
+static PyObject *quote_tcp(PyObject *o, void *c) { return quote_l4_of(o, QF_TCP); }
+static PyObject *quote_udp(PyObject *o, void *c) { return quote_l4_of(o, QF_UDP); }
+static PyObject *quote_icmp(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    if (!(s->qflags & QF_ICMP)) Py_RETURN_NONE;
+    return view_of(hv->pkt, V_QICMP, QICMPView_Type);
+}
+static PyObject *quote_len(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    return PyLong_FromLong(ip_end(s) - s->q3);
+}
+static PyGetSetDef quote_getset[] = {
+    {"ip", quote_ip, NULL, "the quoted IPv4 header", NULL},
+    {"l4", quote_l4, NULL, "the quoted TCP or UDP header (its first 8 bytes at least), or None", NULL},
+    {"tcp", quote_tcp, NULL, "the quoted TCP header, or None", NULL},
+    {"udp", quote_udp, NULL, "the quoted UDP header, or None", NULL},
+    {"icmp", quote_icmp, NULL, "the quoted ICMP header, or None", NULL},
+    {"len", quote_len, NULL, "bytes quoted (from the quoted IPv4 header to the end of the error)", NULL},
+    {NULL}};
+
+/* The quoted TCP/UDP checksum follows a change of one word of its pseudo-header
+ * or header: TCP when 18 bytes of it are quoted, UDP unless it is 0 ("none"). */
+static void quoted_l4_update(PktSlot *s, uint16_t old, uint16_t new_) {
+    uint8_t *d = s->data;
+    if (s->qflags & QF_TCP) {
+        if (s->q4 + 18u <= ip_end(s)) icmp_csum_fold(s, s->q4 + 16, old, new_);
+    } else if (s->qflags & QF_UDP) {
+        uint16_t c = rd16(QL4H + 6);
+        if (c == 0) return;
+        uint16_t v = csum_update16(c, old, new_);
+        icmp_put16(s, s->q4 + 6, v ? v : 0xffff);
+    }
+}
+
+static PyObject *qip_src(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromUnsignedLong(rd32(QIPH + 12)); }
+static PyObject *qip_dst(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromUnsignedLong(rd32(QIPH + 16)); }
+static PyObject *qip_proto(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QIPH[9]); }
+static PyObject *qip_ttl(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QIPH[8]); }
+static PyObject *qip_tos(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QIPH[1]); }
+static PyObject *qip_len(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QIPH + 2)); }
+static PyObject *qip_id(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QIPH + 4)); }
+static PyObject *qip_ihl(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QIPH[0] & 0xf); }
+static PyObject *qip_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QIPH + 10)); }
+static PyObject *qip_checksum_ok(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyBool_FromLong(csum_verifies(d, s->q3, s->q4));
+}
+static PyObject *qip_fragment(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    (void)d;
+    return PyBool_FromLong(s->qflags & QF_FRAG);
+}
+static PyObject *qip_df(PyObject *o, void *c) { HDR_SLOT(o); return PyBool_FromLong(QIPH[6] & 0x40); }
+static PyObject *qip_mf(PyObject *o, void *c) { HDR_SLOT(o); return PyBool_FromLong(QIPH[6] & 0x20); }
+static PyObject *qip_frag_offset(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyLong_FromLong((rd16(QIPH + 6) & 0x1fff) * 8);
+}
+static PyObject *qip_options(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    return PyBytes_FromStringAndSize((char *)QIPH + 20, (QIPH[0] & 0xf) * 4 - 20);
+}
+static int qip_set_addr(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint32_t at = s->q3 + (c ? 16 : 12);
+    uint32_t old = rd32(d + at), nw = (uint32_t)v;
+    icmp_put16(s, at, (uint16_t)(nw >> 16));
+    icmp_put16(s, at + 2, (uint16_t)nw);
+    icmp_csum_fold(s, s->q3 + 10, (uint16_t)(old >> 16), (uint16_t)(nw >> 16));
+    icmp_csum_fold(s, s->q3 + 10, (uint16_t)old, (uint16_t)nw);
+    quoted_l4_update(s, (uint16_t)(old >> 16), (uint16_t)(nw >> 16));
+    quoted_l4_update(s, (uint16_t)old, (uint16_t)nw);
+    return 0;
+}
+static PyGetSetDef qip_getset[] = {
+    {"src", qip_src, qip_set_addr, "quoted source address (int); setting it fixes the checksums", NULL},
+    {"dst", qip_dst, qip_set_addr, "quoted destination address (int); setting it fixes the checksums", (void *)1},
+    {"proto", qip_proto, NULL, "quoted protocol number", NULL},
+    {"ttl", qip_ttl, NULL, "quoted time to live", NULL},
+    {"tos", qip_tos, NULL, "quoted type of service", NULL},
+    {"len", qip_len, NULL, "quoted total length (of the original packet, not of the quote)", NULL},
+    {"id", qip_id, NULL, "quoted identification", NULL},
+    {"ihl", qip_ihl, NULL, "quoted header length in 32-bit words", NULL},
+    {"checksum", qip_checksum, NULL, "quoted header checksum", NULL},
+    {"checksum_ok", qip_checksum_ok, NULL, "True if the quoted header checksum verifies", NULL},
+    {"fragment", qip_fragment, NULL, "True if the quoted packet is a fragment", NULL},
+    {"df", qip_df, NULL, "quoted don't-fragment flag", NULL},
+    {"mf", qip_mf, NULL, "quoted more-fragments flag", NULL},
+    {"frag_offset", qip_frag_offset, NULL, "quoted fragment offset in bytes", NULL},
+    {"options", qip_options, NULL, "quoted IPv4 options bytes", NULL},
+    {NULL}};
+
+static PyObject *ql4_sport(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QL4H)); }
+static PyObject *ql4_dport(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QL4H + 2)); }
+static PyObject *ql4_checksum(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (s->qflags & QF_UDP) return PyLong_FromLong(rd16(QL4H + 6));
+    if (s->q4 + 18u > ip_end(s)) Py_RETURN_NONE;   /* TCP's is not quoted */
+    return PyLong_FromLong(rd16(QL4H + 16));
+}
+static int ql4_set_port(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    unsigned long long v;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint32_t at = s->q4 + (c ? 2 : 0);
+    uint16_t old = rd16(d + at);
+    icmp_put16(s, at, (uint16_t)v);
+    quoted_l4_update(s, old, (uint16_t)v);
+    return 0;
+}
+static PyGetSetDef ql4_getset[] = {
+    {"sport", ql4_sport, ql4_set_port, "quoted source port; setting it fixes the checksums", NULL},
+    {"dport", ql4_dport, ql4_set_port, "quoted destination port; setting it fixes the checksums", (void *)1},
+    {"checksum", ql4_checksum, NULL, "quoted TCP/UDP checksum, or None where the quote ends before it", NULL},
+    {NULL}};
+
+static PyObject *qicmp_type(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QL4H[0]); }
+static PyObject *qicmp_code(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(QL4H[1]); }
+static PyObject *qicmp_checksum(PyObject *o, void *c) { HDR_SLOT(o); return PyLong_FromLong(rd16(QL4H + 2)); }
+static PyObject *qicmp_id(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!icmp_is_query(QL4H[0])) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(QL4H + 4));
+}
+static PyObject *qicmp_seq(PyObject *o, void *c) {
+    HDR_SLOT(o);
+    if (!icmp_is_query(QL4H[0])) Py_RETURN_NONE;
+    return PyLong_FromLong(rd16(QL4H + 6));
+}
+static int qicmp_set_id(PyObject *o, PyObject *value, void *c) {
+    HDR_SLOT_SET(o);
+    if (!icmp_is_query(QL4H[0])) {
+        PyErr_SetString(PyExc_AttributeError, "only an ICMP query (echo, timestamp, ...) has an identifier");
+        return -1;
+    }
+    unsigned long long v;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    uint16_t old = rd16(QL4H + 4);
+    icmp_put16(s, s->q4 + 4, (uint16_t)v);
+    icmp_csum_fold(s, s->q4 + 2, old, (uint16_t)v);
+    return 0;
+}
+static PyGetSetDef qicmp_getset[] = {
+    {"type", qicmp_type, NULL, "quoted ICMP type", NULL},
+    {"code", qicmp_code, NULL, "quoted ICMP code", NULL},
+    {"checksum", qicmp_checksum, NULL, "quoted ICMP checksum", NULL},
+    {"id", qicmp_id, qicmp_set_id, "a quoted query's identifier, else None; setting it fixes the checksums", NULL},
+    {"seq", qicmp_seq, NULL, "a quoted query's sequence number, else None", NULL},
+    {NULL}};
 
 #define VIEW_SPEC(NAME, GETSET, DOC)                                                              \
     static PyType_Slot NAME##_slots[] = {{Py_tp_dealloc, hdr_dealloc}, {Py_tp_getset, GETSET},     \
@@ -558,6 +824,10 @@ VIEW_SPEC(EthHeader, eth_getset, "Ethernet header of a packet")
 VIEW_SPEC(IPv4Header, ip_getset, "IPv4 header of a packet")
 VIEW_SPEC(L4Header, l4_getset, "TCP or UDP header of a packet")
 VIEW_SPEC(ICMPHeader, icmp_getset, "ICMP header of a packet")
+VIEW_SPEC(ICMPQuote, quote_getset, "The packet an ICMP error quotes: its IPv4 header and the start of its L4 header")
+VIEW_SPEC(QuotedIPv4Header, qip_getset, "The IPv4 header an ICMP error quotes")
+VIEW_SPEC(QuotedL4Header, ql4_getset, "The TCP or UDP header (its first 8 bytes at least) an ICMP error quotes")
+VIEW_SPEC(QuotedICMPHeader, qicmp_getset, "The ICMP header an ICMP error quotes")
 
 int packet_types_init(PyObject *m) {
     Packet_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pkt_spec, NULL);
@@ -565,11 +835,21 @@ int packet_types_init(PyObject *m) {
     IPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &IPv4Header_spec, NULL);
     L4View_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &L4Header_spec, NULL);
     ICMPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ICMPHeader_spec, NULL);
-    if (!Packet_Type || !EthView_Type || !IPView_Type || !L4View_Type || !ICMPView_Type) return -1;
+    Quote_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &ICMPQuote_spec, NULL);
+    QIPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &QuotedIPv4Header_spec, NULL);
+    QL4View_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &QuotedL4Header_spec, NULL);
+    QICMPView_Type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &QuotedICMPHeader_spec, NULL);
+    if (!Packet_Type || !EthView_Type || !IPView_Type || !L4View_Type || !ICMPView_Type || !Quote_Type ||
+        !QIPView_Type || !QL4View_Type || !QICMPView_Type)
+        return -1;
     PyModule_AddObjectRef(m, "Packet", (PyObject *)Packet_Type);
     PyModule_AddObjectRef(m, "EthHeader", (PyObject *)EthView_Type);
     PyModule_AddObjectRef(m, "IPv4Header", (PyObject *)IPView_Type);
     PyModule_AddObjectRef(m, "L4Header", (PyObject *)L4View_Type);
     PyModule_AddObjectRef(m, "ICMPHeader", (PyObject *)ICMPView_Type);
+    PyModule_AddObjectRef(m, "ICMPQuote", (PyObject *)Quote_Type);
+    PyModule_AddObjectRef(m, "QuotedIPv4Header", (PyObject *)QIPView_Type);
+    PyModule_AddObjectRef(m, "QuotedL4Header", (PyObject *)QL4View_Type);
+    PyModule_AddObjectRef(m, "QuotedICMPHeader", (PyObject *)QICMPView_Type);
     return 0;
 }

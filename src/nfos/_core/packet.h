@@ -24,6 +24,28 @@ typedef struct {
     uint16_t hdr_len, gso_size, csum_start, csum_offset;
 } PktVnet;   /* 10 bytes: the layout of struct virtio_net_hdr */
 
+/* What an ICMP error (type 3, 11 or 12, with its 8-byte header) quotes
+ * (PktSlot.qflags): QF_IP, a whole IPv4 header (options included) at q3;
+ * then, when the quoted packet is not a later fragment and 8 bytes of its L4
+ * header follow at q4 (RFC 792's "64 bits of original data"), QF_TCP, QF_UDP
+ * or QF_ICMP (QF_ECHO too for an echo request or reply).  QF_FRAG: the
+ * quoted packet is a fragment. */
+enum quote_flags {
+    QF_IP = 1, QF_TCP = 2, QF_UDP = 4, QF_ICMP = 8, QF_ECHO = 16, QF_FRAG = 32
+};
+#define QF_PORTS (QF_TCP | QF_UDP | QF_ECHO)   /* the quote has ports, or an echo identifier */
+
+/* ICMP types (RFC 792) */
+#define ICMP_ECHO_REPLY 0
+#define ICMP_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAM_PROBLEM 12
+static inline int icmp_is_error(uint8_t type) {
+    return type == ICMP_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAM_PROBLEM;
+}
+static inline int icmp_is_echo(uint8_t type) { return type == ICMP_ECHO || type == ICMP_ECHO_REPLY; }
+
 typedef struct {
     uint8_t *data;
     uint32_t len;             /* bytes in data: the frame as captured */
@@ -34,6 +56,8 @@ typedef struct {
     uint16_t l3, l4, payload; /* offsets */
     uint8_t flags, proto;
     uint8_t has_set, keylen;
+    uint16_t q3, q4;          /* an ICMP error's quoted IPv4 and L4 headers (offsets; see qflags) */
+    uint8_t qflags;           /* enum quote_flags; 0: not an ICMP error quoting an IPv4 header */
     uint32_t rss;             /* Toeplitz hash (steering) */
     uint64_t khash;           /* table hash */
     uint64_t undo_serial;     /* header bytes saved for this attempt */
@@ -45,7 +69,7 @@ typedef struct {
 typedef struct Packet {
     PyObject_HEAD
     PktSlot *slot;            /* NULL once the handler has returned */
-    PyObject *views[4];       /* eth, ip, l4, icmp: created on first use */
+    PyObject *views[8];       /* eth, ip, l4, icmp, the quote, its ip, l4, icmp: created on first use */
 } Packet;
 
 int packet_types_init(PyObject *m);

@@ -3,7 +3,12 @@
  * A packet-set definition lists header fields per input device, in order.
  * The key is those fields' bytes concatenated in that order (plus the IP
  * protocol when ports are used), so a LAN packet A->B and the WAN reply
- * B->A, declared with reversed fields, produce the same key.  Steering is
+ * B->A, declared with reversed fields, produce the same key.  With "icmp"
+ * in the definition's protocols, ICMP belongs to sessions: an echo request
+ * or reply uses its identifier as both ports, and an error takes its key
+ * from the header it quotes with source and destination swapped (the quoted
+ * packet went the other way), so it lands on its session's worker and set
+ * (io/bpf.py computes the same in the kernel).  Steering is
  * what a NIC does: a Toeplitz hash of the key (the standard Microsoft key,
  * or the symmetric 0x6D5A key) indexes a 128-entry indirection table.
  * The hash is computed with one 256-entry table per key byte position.
@@ -70,11 +75,54 @@ static inline uint64_t key_hash64(const uint8_t *k, int len) {
     return h;
 }
 
-static inline uint32_t proto_class(const PktSlot *s) {
-    if (s->flags & PF_TCP) return 1;
-    if (s->flags & PF_UDP) return 2;
-    if (s->flags & PF_ICMP) return 4;
-    return 8;
+/* The protocol class (bit of the definition's protocol mask) of an IP
+ * protocol number: fragments without an L4 header are classed by it too, as
+ * the kernel fanout program does. */
+static inline uint32_t proto_class(uint8_t proto) {
+    switch (proto) {
+    case 6: return 1;
+    case 17: return 2;
+    case 1: return 4;
+    default: return 8;
+    }
+}
+
+/* Where the key's address, port and protocol fields come from: the packet's
+ * own headers, or (an ICMP error) the header it quotes, source and
+ * destination swapped — the quoted packet travelled the other way. */
+typedef struct {
+    const uint8_t *src, *dst, *sport, *dport;
+    uint8_t proto;
+} KeySource;
+
+/* ICMP of a definition whose protocols list "icmp": echo requests and replies
+ * use the identifier as both ports; an error (type 3, 11, 12) is keyed by the
+ * packet it quotes, if the quote has what the key needs and that packet's
+ * protocol is one of the definition's.  0: an orphan. */
+static int icmp_key_source(const PktSlot *s, int ports, KeySource *ks) {
+    const uint8_t *d = s->data;
+    int header = (s->flags & PF_ICMP) && s->payload >= s->l4 + 8;
+    uint8_t type = header ? d[s->l4] : 0xff;
+    if (header && icmp_is_echo(type)) {
+        ks->sport = ks->dport = d + s->l4 + 4;
+        return 1;
+    }
+    if (header && icmp_is_error(type)) {
+        if (!(s->qflags & QF_IP) || (ports && !(s->qflags & QF_PORTS))) return 0;
+        uint8_t qproto = d[s->q3 + 9];
+        if (!(proto_class(qproto) & proto_mask)) return 0;
+        ks->src = d + s->q3 + 16;
+        ks->dst = d + s->q3 + 12;
+        if (s->qflags & QF_ECHO) {
+            ks->sport = ks->dport = d + s->q4 + 4;
+        } else {
+            ks->sport = d + s->q4 + 2;
+            ks->dport = d + s->q4;
+        }
+        ks->proto = qproto;
+        return 1;
+    }
+    return !ports;   /* any other ICMP: keyed by its addresses when the key has no ports */
 }
 
 void set_key_extract(PktSlot *s) {
@@ -87,31 +135,43 @@ void set_key_extract(PktSlot *s) {
     }
     const DevSetDef *def = &defs[s->dev];
     if (has_sets && def->defined &&
-        (!proto_mask || ((s->flags & PF_IP) && (proto_class(s) & proto_mask)))) {
+        (!proto_mask || ((s->flags & PF_IP) && (proto_class(s->proto) & proto_mask)))) {
+        KeySource ks = {0};
+        if (s->flags & PF_IP) {
+            ks.src = d + s->l3 + 12;
+            ks.dst = d + s->l3 + 16;
+            ks.proto = s->proto;
+            if (s->flags & (PF_TCP | PF_UDP)) {
+                ks.sport = d + s->l4;
+                ks.dport = d + s->l4 + 2;
+            } else if (s->proto == 1 && (proto_mask & 4) && !icmp_key_source(s, def->ports, &ks)) {
+                goto orphan;
+            }
+        }
         uint8_t *k = s->key;
-        int n = 0, ports = 0, proto = 0;
+        int n = 0;
         for (int i = 0; i < def->nfields; i++) {
             switch (def->fields[i]) {
             case KF_ETH_SRC: memcpy(k + n, d + 6, 6); n += 6; break;
             case KF_ETH_DST: memcpy(k + n, d, 6); n += 6; break;
             case KF_IP_SRC:
-                if (!(s->flags & PF_IP)) goto orphan;
-                memcpy(k + n, d + s->l3 + 12, 4); n += 4; break;
+                if (!ks.src) goto orphan;
+                memcpy(k + n, ks.src, 4); n += 4; break;
             case KF_IP_DST:
-                if (!(s->flags & PF_IP)) goto orphan;
-                memcpy(k + n, d + s->l3 + 16, 4); n += 4; break;
+                if (!ks.dst) goto orphan;
+                memcpy(k + n, ks.dst, 4); n += 4; break;
             case KF_PROTO:
                 if (!(s->flags & PF_IP)) goto orphan;
-                k[n++] = s->proto; proto = 1; break;
+                k[n++] = ks.proto; break;
             case KF_SPORT:
-                if (!(s->flags & (PF_TCP | PF_UDP))) goto orphan;
-                memcpy(k + n, d + s->l4, 2); n += 2; ports = 1; break;
+                if (!ks.sport) goto orphan;
+                memcpy(k + n, ks.sport, 2); n += 2; break;
             case KF_DPORT:
-                if (!(s->flags & (PF_TCP | PF_UDP))) goto orphan;
-                memcpy(k + n, d + s->l4 + 2, 2); n += 2; ports = 1; break;
+                if (!ks.dport) goto orphan;
+                memcpy(k + n, ks.dport, 2); n += 2; break;
             }
         }
-        if (ports && !proto) k[n++] = s->proto;   /* TCP and UDP sessions differ */
+        if (def->ports && !def->proto) k[n++] = ks.proto;   /* TCP and UDP sessions differ */
         s->keylen = (uint8_t)n;
         s->has_set = 1;
         s->rss = toeplitz_hash(k, n);
@@ -148,6 +208,11 @@ void steer_configure(const DevSetDef *d, int ndevs, uint32_t mask, const uint8_t
     has_sets = 0;
     for (int i = 0; i < ndevs && i < NFOS_MAX_DEVS; i++) {
         defs[i] = d[i];
+        defs[i].ports = defs[i].proto = 0;
+        for (int f = 0; f < d[i].nfields; f++) {
+            if (d[i].fields[f] == KF_SPORT || d[i].fields[f] == KF_DPORT) defs[i].ports = 1;
+            if (d[i].fields[f] == KF_PROTO) defs[i].proto = 1;
+        }
         if (d[i].defined) has_sets = 1;
     }
     proto_mask = mask;

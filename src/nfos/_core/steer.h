@@ -18,6 +18,7 @@ typedef struct {
     int defined;
     int nfields;
     uint8_t fields[STEER_MAX_FIELDS];
+    uint8_t ports, proto;   /* the fields include a port / the protocol (set by steer_configure) */
 } DevSetDef;
 
 /* The NF's packet-set definitions (one per device), its protocol classes

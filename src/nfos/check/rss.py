@@ -13,6 +13,11 @@ answers:
   needs a symmetric hash: a key whose Toeplitz windows repeat every 16 bits
   (``6d:5a`` repeated) or the ``symmetric-xor`` input transformation.
   Fields no NIC hashes (``eth.src``: ethtool has no L2SA) are named.
+* ICMP, when a definition's protocols list "icmp", is keyed by what no NIC
+  hashes: an echo by its identifier, an error by the header it quotes (an
+  error from a router carries the router's address outside).  NIC RSS
+  cannot keep these with their sessions; the report says so on an ``icmp``
+  line, and the verdict covers the other protocols only.
 * **Kernel fanout** (what ``nfos run --iface`` uses) always can: the
   definition compiles to a classic-BPF PACKET_FANOUT program that computes
   the software RSS; its limits are those of nfos.io.bpf (IPv6, a second VLAN
@@ -165,10 +170,13 @@ def read_nic(name: str, flow_types: Sequence[str],
 
 
 def flow_types(proto_mask: int) -> list[str]:
-    """The ethtool flow types a definition's protocols fall in (tcp4, udp4; ip4 for the others)."""
+    """The ethtool flow types a definition's protocols fall in (tcp4, udp4; ip4 for the others).
+
+    A listed "icmp" is not among them: ICMP is then keyed by its identifier or the header an
+    error quotes, which no NIC hashes (see the module doc)."""
     if not proto_mask:
         return ["tcp4", "udp4", "ip4"]
-    out = [ft for bit, ft in ((1, "tcp4"), (2, "udp4"), (4, "ip4"), (8, "ip4")) if proto_mask & bit]
+    out = [ft for bit, ft in ((1, "tcp4"), (2, "udp4"), (8, "ip4")) if proto_mask & bit]
     return list(dict.fromkeys(out))
 
 
@@ -180,6 +188,7 @@ class DeviceReport:
     nic_ok: bool
     fanout_ok: bool
     lines: list[str]
+    icmp: bool = False   # ICMP is keyed by identifier / quoted header: NIC RSS cannot steer it
 
 
 def analyse(devices: Sequence[str], defs: Sequence[list[int] | None], proto_mask: int,
@@ -244,6 +253,10 @@ def analyse(devices: Sequence[str], defs: Sequence[list[int] | None], proto_mask
                                  "both NICs need the same key, function and indirection table, and the same "
                                  "queue -> core mapping")
             nic_ok = not problems
+            if proto_mask & 4:
+                notes.append("icmp: echo is keyed by its identifier and an error by the header it quotes; no "
+                             "NIC hashes these, so NIC RSS cannot keep them with their sessions (kernel fanout "
+                             "does); the verdict covers the other protocols")
             head = f"NIC RSS ({nic.name}, {nic.rings or '?'} queues, {nic.hfunc or '?'} hash): "
             lines.append(head + ("yes" if nic_ok else "no"))
             lines += [f"  - {p}" for p in problems] + [f"  - {n}" for n in notes]
@@ -257,7 +270,8 @@ def analyse(devices: Sequence[str], defs: Sequence[list[int] | None], proto_mask
             lines.append(f"kernel fanout: no ({e})")
             fanout_ok = False
         reports.append(DeviceReport(d, key, nic.name if nic else None, nic_ok, fanout_ok,
-                                    [f"{d}: key {shown}"] + ["  " + ln for ln in lines]))
+                                    [f"{d}: key {shown}"] + ["  " + ln for ln in lines],
+                                    icmp=key is not None and bool(proto_mask & 4)))
     return reports
 
 

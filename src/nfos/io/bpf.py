@@ -10,7 +10,12 @@ reversed fields on the two devices — land on the same worker although they
 arrive on different interfaces.
 
 Handled: one 802.1Q tag in the frame, IPv4 options (variable IHL), and
-fragments (a later fragment has no ports: it is an orphan).  IPv4 orphans
+fragments (a later fragment has no ports: it is an orphan).  With "icmp" in
+the protocols, ICMP is keyed as steer.c keys it: an echo by its identifier,
+an error by the IPv4 header (options too) and 8 L4 bytes it quotes, swapped,
+with every offset checked against the end of the IP packet (a truncated
+quote makes an orphan, never a load past the frame).  The gather code stores
+the key's sources in scratch cells and one hash code reads them.  IPv4 orphans
 are hashed on the address pair (smaller first) and protocol, as in software;
 non-IPv4 orphans use the kernel's flow hash (so their placement differs from
 a replay; they have no packet-set state, so this is harmless).  What cannot
@@ -41,7 +46,7 @@ LD, LDX, ST, ALU, JMP, RET, MISC = 0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x07
 W, H, B = 0x00, 0x08, 0x10
 IMM, ABS, IND, MEM, MSH = 0x00, 0x20, 0x40, 0x60, 0xA0
 ADD, AND, RSH, MOD, XOR = 0x00, 0x50, 0x70, 0x90, 0xA0
-JA, JEQ, JGT, JSET = 0x00, 0x10, 0x20, 0x40
+JA, JEQ, JGT, JGE, JSET = 0x00, 0x10, 0x20, 0x30, 0x40
 K, X_SRC, A_RET = 0x00, 0x08, 0x10
 TAX = MISC | 0x00
 SKF_AD_OFF, SKF_AD_RXHASH = -0x1000, 32
@@ -53,10 +58,11 @@ DEFAULT_RSS_KEY = bytes([
     0x80, 0x30, 0xF2, 0x0C, 0x6A, 0x42, 0xB7, 0x3B, 0xBE, 0xAC, 0x01, 0xFA])
 SYMMETRIC_RSS_KEY = bytes([0x6D, 0x5A] * 20)
 
-# scratch memory slots
-M_L3, M_L4, M_PROTO, M_HASH, M_TMP, M_TMP2 = 0, 1, 2, 3, 4, 5
-M_SCRATCH = 7   # cells used (6: the orphan path's second address)
-
+# scratch memory cells: the layer offsets, the protocol, the hash, temporaries, the IP end, an ICMP
+# error's quoted headers, then the key's sources (filled by the gather code, read by the hash code)
+M_L3, M_L4, M_PROTO, M_HASH, M_TMP, M_TMP2, M_PAIR, M_END, M_Q3, M_Q4 = range(10)
+M_SRC, M_DST, M_SPORT, M_DPORT, M_KPROTO = range(10, 15)
+M_SCRATCH = 15   # cells used
 
 def key_window(rss_key: bytes, bit: int) -> int:
     """The 32 key bits starting at `bit` (the key repeats cyclically), as in steer.c."""
@@ -143,14 +149,128 @@ def _finish(p: Program, workers: int) -> None:
     p.emit(RET | A_RET)
 
 
-_FIELD_LOADS: dict[int, list[tuple[int, int | None, int, int]]] = {  # key field -> [(load code, base slot or None for absolute, offset, bits)]
-    _core.KF_ETH_SRC: [(LD | W | ABS, None, 6, 32), (LD | H | ABS, None, 10, 16)],
-    _core.KF_ETH_DST: [(LD | W | ABS, None, 0, 32), (LD | H | ABS, None, 4, 16)],
-    _core.KF_IP_SRC: [(LD | W | IND, M_L3, 12, 32)],
-    _core.KF_IP_DST: [(LD | W | IND, M_L3, 16, 32)],
-    _core.KF_SPORT: [(LD | H | IND, M_L4, 0, 16)],
-    _core.KF_DPORT: [(LD | H | IND, M_L4, 2, 16)],
+_ETH_LOADS: dict[int, list[tuple[int, int]]] = {   # an Ethernet key field -> [(absolute offset, bits)]
+    _core.KF_ETH_SRC: [(6, 32), (10, 16)],
+    _core.KF_ETH_DST: [(0, 32), (4, 16)],
 }
+_KEY_CELLS: dict[int, tuple[int, int]] = {   # any other key field -> (the cell the gather code fills, bits)
+    _core.KF_IP_SRC: (M_SRC, 32),
+    _core.KF_IP_DST: (M_DST, 32),
+    _core.KF_SPORT: (M_SPORT, 16),
+    _core.KF_DPORT: (M_DPORT, 16),
+    _core.KF_PROTO: (M_KPROTO, 8),
+}
+_CLASSES = ((1, 6), (2, 17), (4, 1))   # protocol class bit -> IP protocol ("other" is bit 8)
+
+
+def _proto_check(p: Program, proto_mask: int, ok: str, fail: str) -> None:
+    """A holds an IP protocol: go to `ok` if its class is in `proto_mask` (nonzero), else to `fail`."""
+    listed = [proto for bit, proto in _CLASSES if proto_mask & bit]
+    for proto in listed:
+        p.emit(JMP | JEQ | K, proto, ok, 0)
+    if proto_mask & 8:   # "other": anything but TCP/UDP/ICMP
+        for _bit, proto in _CLASSES:
+            if proto not in listed:
+                p.emit(JMP | JEQ | K, proto, fail, 0)
+        p.ja(ok)
+    else:
+        p.ja(fail)
+
+
+def _icmp_gather(p: Program, proto_mask: int, ports: bool) -> None:
+    """ICMP of a definition whose protocols list "icmp" (label "icmp"; the outer addresses are gathered).
+
+    As steer.c: an echo request or reply (8-byte header) uses its identifier as both ports; an error
+    (type 3, 11, 12) takes the key from the IPv4 packet it quotes, addresses and ports swapped, protocol
+    the quoted one, if the quote holds a whole IPv4 header (and, for a key with ports, 8 bytes of TCP,
+    UDP or ICMP echo of a packet that is not a later fragment) and the quoted protocol is in the mask.
+    Other ICMP: keyed by the outer addresses without ports, an orphan with ports.
+    """
+    p.label("icmp")
+    p.emit(LDX | MEM, M_L3)
+    p.emit(LD | H | IND, 6)
+    p.emit(JMP | JSET | K, 0x1FFF, "icmp_other", 0)   # a later fragment: no ICMP header
+    p.emit(LD | H | IND, 2)
+    p.emit(ALU | ADD | X_SRC)
+    p.emit(ST, M_END)                                 # end = l3 + total length
+    p.emit(TAX)
+    p.emit(LD | MEM, M_L4)
+    p.emit(ALU | ADD | K, 8)
+    p.emit(JMP | JGT | X_SRC, 0, "icmp_other", 0)        # no full 8-byte header
+    p.emit(LDX | MEM, M_L4)
+    p.emit(LD | B | IND, 0)                           # the type
+    p.emit(JMP | JEQ | K, 0, "echo", 0)
+    p.emit(JMP | JEQ | K, 8, "echo", 0)
+    p.emit(JMP | JEQ | K, 3, "error", 0)
+    p.emit(JMP | JEQ | K, 11, "error", 0)
+    p.emit(JMP | JEQ | K, 12, "error", "icmp_other")
+    p.label("echo")
+    if ports:
+        p.emit(LD | H | IND, 4)                       # X = l4
+        p.emit(ST, M_SPORT)
+        p.emit(ST, M_DPORT)
+    p.ja("set")
+    p.label("icmp_other")
+    p.ja("ip_orphan" if ports else "set")
+    # --- an error: the quoted IPv4 header at q3 = l4 + 8, complete before the end
+    p.label("error")
+    p.emit(LD | MEM, M_L4)
+    p.emit(ALU | ADD | K, 8)
+    p.emit(ST, M_Q3)
+    p.emit(ALU | ADD | K, 20)
+    p.emit(LDX | MEM, M_END)
+    p.emit(JMP | JGT | X_SRC, 0, "q_orphan", 0)
+    p.emit(LDX | MEM, M_Q3)
+    p.emit(LD | B | IND, 0)
+    p.emit(ST, M_TMP)
+    p.emit(ALU | RSH | K, 4)
+    p.emit(JMP | JEQ | K, 4, 0, "q_orphan")           # IPv4
+    p.emit(LD | MEM, M_TMP)
+    p.emit(ALU | AND | K, 0x0F)
+    p.emit(ALU | 0x60 | K, 2)                         # the quoted IHL in bytes
+    p.emit(JMP | JGE | K, 20, 0, "q_orphan")
+    p.emit(ALU | ADD | X_SRC)
+    p.emit(ST, M_Q4)                                  # q4 = q3 + IHL
+    p.emit(LDX | MEM, M_END)
+    p.emit(JMP | JGT | X_SRC, 0, "q_orphan", 0)
+    p.emit(LDX | MEM, M_Q3)
+    p.emit(LD | B | IND, 9)
+    p.emit(ST, M_KPROTO)                              # the key's protocol: the quoted one
+    _proto_check(p, proto_mask, "q_class_ok", "q_orphan")
+    p.label("q_class_ok")
+    p.emit(LDX | MEM, M_Q3)
+    p.emit(LD | W | IND, 16)
+    p.emit(ST, M_SRC)                                 # swapped: the quoted packet went the other way
+    p.emit(LD | W | IND, 12)
+    p.emit(ST, M_DST)
+    if ports:
+        p.emit(LD | H | IND, 6)
+        p.emit(JMP | JSET | K, 0x1FFF, "q_orphan", 0)   # a later fragment quoted: no ports
+        p.emit(LD | MEM, M_Q4)
+        p.emit(ALU | ADD | K, 8)
+        p.emit(LDX | MEM, M_END)
+        p.emit(JMP | JGT | X_SRC, 0, "q_orphan", 0)       # fewer than 8 bytes of L4 quoted
+        p.emit(LDX | MEM, M_Q4)
+        p.emit(LD | MEM, M_KPROTO)
+        p.emit(JMP | JEQ | K, 6, "q_ports", 0)
+        p.emit(JMP | JEQ | K, 17, "q_ports", 0)
+        p.emit(JMP | JEQ | K, 1, 0, "q_orphan")
+        p.emit(LD | B | IND, 0)
+        p.emit(JMP | JEQ | K, 0, "q_echo", 0)
+        p.emit(JMP | JEQ | K, 8, "q_echo", "q_orphan")
+        p.label("q_echo")
+        p.emit(LD | H | IND, 4)
+        p.emit(ST, M_SPORT)
+        p.emit(ST, M_DPORT)
+        p.ja("set")
+        p.label("q_ports")
+        p.emit(LD | H | IND, 2)
+        p.emit(ST, M_SPORT)
+        p.emit(LD | H | IND, 0)
+        p.emit(ST, M_DPORT)
+    p.ja("set")
+    p.label("q_orphan")
+    p.ja("ip_orphan")
 
 
 def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
@@ -159,12 +279,14 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
 
     `fields` is the device's packet-set key (None: every packet is an orphan),
     `proto_mask` the packet sets' protocol classes (1 tcp, 2 udp, 4 icmp, 8 other; 0 any).
+    With "icmp" in the mask, ICMP echo and errors are keyed as steer.c keys them (`_icmp_gather`).
     """
     if workers < 1:
         raise ValueError("workers must be >= 1")
     p = Program()
     needs_ip = fields is not None and any(f not in (_core.KF_ETH_SRC, _core.KF_ETH_DST) for f in fields)
     ports = fields is not None and any(f in (_core.KF_SPORT, _core.KF_DPORT) for f in fields)
+    icmp = bool(proto_mask & 4)
     # The kernel's checker (bpf_check_classic) rejects a load of a scratch cell
     # that some path may not have stored, and it follows code after a `ret` as if
     # it fell through: so store every cell first.
@@ -191,7 +313,7 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
     p.emit(LDX | MEM, M_L3)
     p.emit(LD | B | IND, 9)
     p.emit(ST, M_PROTO)
-    p.emit(LDX | MEM, M_L3)
+    p.emit(ST, M_KPROTO)
     p.emit(LD | B | IND, 0)
     p.emit(ALU | AND | K, 0x0F)
     p.emit(ALU | 0x60 | K, 2)                   # lsh #2: IHL in bytes
@@ -202,30 +324,36 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
     else:
         if proto_mask:
             p.emit(LD | MEM, M_PROTO)
-            ok = []
-            for bit, proto in ((1, 6), (2, 17), (4, 1)):
-                if proto_mask & bit:
-                    p.emit(JMP | JEQ | K, proto, "proto_ok", 0)
-                    ok.append(proto)
-            if proto_mask & 8:   # "other": anything but TCP/UDP/ICMP
-                for proto in (6, 17, 1):
-                    if proto not in ok:
-                        p.emit(JMP | JEQ | K, proto, "ip_orphan_near", 0)
-                p.ja("proto_ok")
-            else:
-                p.ja("ip_orphan_near")
+            _proto_check(p, proto_mask, "proto_ok", "ip_orphan_near")
             p.label("proto_ok")
+        # --- gather the key's sources: the packet's own addresses, ports and protocol
+        p.emit(LD | W | IND, 12)                # X = l3
+        p.emit(ST, M_SRC)
+        p.emit(LD | W | IND, 16)
+        p.emit(ST, M_DST)
+        if icmp:
+            p.emit(LD | MEM, M_PROTO)
+            p.emit(JMP | JEQ | K, 1, "icmp_near", 0)
         if ports:   # ports need a TCP/UDP header: not ICMP, not a later fragment
             p.emit(LD | MEM, M_PROTO)
             p.emit(JMP | JEQ | K, 6, "l4_ok", 0)
             p.emit(JMP | JEQ | K, 17, "l4_ok", "ip_orphan_near")
             p.label("l4_ok")
-            p.emit(LDX | MEM, M_L3)
             p.emit(LD | H | IND, 6)
             p.emit(JMP | JSET | K, 0x1FFF, "ip_orphan_near", 0)
+            p.emit(LDX | MEM, M_L4)
+            p.emit(LD | H | IND, 0)
+            p.emit(ST, M_SPORT)
+            p.emit(LD | H | IND, 2)
+            p.emit(ST, M_DPORT)
         p.ja("set")
+        if icmp:
+            p.label("icmp_near")
+            p.ja("icmp")
         p.label("ip_orphan_near")
         p.ja("ip_orphan")
+        if icmp:
+            _icmp_gather(p, proto_mask, ports)
     # --- IPv4 orphan: Toeplitz of (min addr, max addr, proto), as steer.c
     p.label("ip_orphan")
     p.emit(LD | IMM, 0)
@@ -241,10 +369,10 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
     p.emit(LD | MEM, M_TMP2)
     p.ja("pair")
     p.label("swap")
-    p.emit(ST, 6)                               # M[6] = src (second)
+    p.emit(ST, M_PAIR)                          # M_PAIR = src (second)
     p.emit(MISC | 0x80)                         # txa: A = dst
     p.emit(ST, M_TMP2)                          # first = dst
-    p.emit(LD | MEM, 6)
+    p.emit(LD | MEM, M_PAIR)
     p.emit(TAX)                                 # X = second
     p.emit(LD | MEM, M_TMP2)
     p.label("pair")                             # A = first, X = second
@@ -266,19 +394,18 @@ def compile_steering(fields: list[int] | None, proto_mask: int, workers: int,
         p.emit(ST, M_HASH)
         bit = 0
         for f in fields:
-            if f == _core.KF_PROTO:
-                p.emit(LD | MEM, M_PROTO)
-                _hash_value(p, 8, bit, rss_key)
-                bit += 8
+            if f in _ETH_LOADS:
+                for off, nbits in _ETH_LOADS[f]:
+                    p.emit(LD | (W if nbits == 32 else H) | ABS, off)
+                    _hash_value(p, nbits, bit, rss_key)
+                    bit += nbits
                 continue
-            for code, base, off, nbits in _FIELD_LOADS[f]:
-                if base is not None:
-                    p.emit(LDX | MEM, base)
-                p.emit(code, off)
-                _hash_value(p, nbits, bit, rss_key)
-                bit += nbits
+            cell, nbits = _KEY_CELLS[f]
+            p.emit(LD | MEM, cell)
+            _hash_value(p, nbits, bit, rss_key)
+            bit += nbits
         if ports and _core.KF_PROTO not in fields:
-            p.emit(LD | MEM, M_PROTO)
+            p.emit(LD | MEM, M_KPROTO)
             _hash_value(p, 8, bit, rss_key)
         _finish(p, workers)
     else:
@@ -340,7 +467,7 @@ def run_program(prog: bytes, frame: bytes, rxhash: int = 0) -> int:
             if op == JA:
                 pc += k
             else:
-                cond = {JEQ: a == src, JGT: a > src, JSET: bool(a & src)}[op]
+                cond = {JEQ: a == src, JGT: a > src, JGE: a >= src, JSET: bool(a & src)}[op]
                 pc += jt if cond else jf
         elif cls == RET:
             return a if code & A_RET else k
