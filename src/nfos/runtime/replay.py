@@ -4,6 +4,9 @@ The whole trace is copied into the arena and steered (software RSS) into
 per-worker RX rings before the workers start (saturation mode), so the
 measured phase is processing only.  Virtual time is the capture's
 timestamps; clock ticks in every ring let idle workers expire their sets.
+Periodic handlers run in the workers at barriers at their due times, and no
+worker runs more than ``max_drift_ns`` of virtual time ahead of another (see
+nfos/runtime/session.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nfos.io.capture import Trace
-from nfos.runtime.session import OutputSink, Session
+from nfos.runtime.session import MAX_DRIFT_NS, OutputSink, Session
 
 
 @dataclass
@@ -40,14 +43,15 @@ def check_memory(trace: Trace, nslots: int) -> None:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False) -> RunResult:
+           profile: bool = False, max_drift_ns: int = MAX_DRIFT_NS) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
     trace (so a pcap can be read onto the NF's first device).
     """
     collect = bool(out_dir) or keep_output
-    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
+    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
+                      max_drift_ns=max_drift_ns)
     try:
         nf = session.nf
         if callable(trace):
@@ -95,9 +99,10 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
 
 
 def _wait_parallel(session: Session, progress: Callable[[int, int], None] | None, total: int) -> None:
-    """Until every worker has processed its ring: drain output, run the periodic handlers at the
-    slowest worker's virtual clock, report progress, collect conflict records, watch the workers."""
-    periodic = bool(session.periodics())
+    """Until every worker has processed its ring: drain output, report progress, collect conflict
+    records, watch the workers.  (Without virtual time, the control process would run the periodic
+    handlers at the slowest worker's clock; with it, the workers run them at barriers.)"""
+    periodic = bool(session.periodics()) and not session.periodics_in_workers
     pause = 0.002 if session.sink or periodic or session.profile else 0.005
     while True:
         done = session.workers_finished()
