@@ -282,29 +282,34 @@ static inline void count_out(SlotCounters *c, uint32_t mask) {
 
 /* After a commit: the text the transaction printed, in order, to the
  * process's sys.stdout / sys.stderr (the runtime's proxies write it through
- * now that no transaction runs).  A failing write is reported, not raised. */
+ * now that no transaction runs), then each stream written is flushed, so a
+ * transaction's text leaves in one write (workers share the file: lines of
+ * two workers do not mix).  A failing write is reported, not raised. */
 static void write_text(void) {
     if (!text_used) return;
     size_t used = text_used;
     text_used = 0;
+    int written = 0;
     for (size_t at = 0; at < used;) {
         uint32_t *h = (uint32_t *)(text_buf + at);
         int stream = (int)(h[0] & 3);
         PyObject *f = PySys_GetObject(stream == 2 ? "stderr" : "stdout");   /* borrowed */
-        if (f && f != Py_None) {
-            PyObject *r = NULL;
-            if (h[1]) {
-                PyObject *t = PyUnicode_DecodeUTF8((const char *)(h + 2), h[1], "surrogatepass");
-                r = t ? PyObject_CallMethod(f, "write", "O", t) : NULL;
-                Py_XDECREF(t);
-                if (r && (h[0] & TEXT_FLUSH)) Py_SETREF(r, PyObject_CallMethod(f, "flush", NULL));
-            } else {
-                r = PyObject_CallMethod(f, "flush", NULL);
-            }
+        if (f && f != Py_None && h[1]) {
+            PyObject *t = PyUnicode_DecodeUTF8((const char *)(h + 2), h[1], "surrogatepass");
+            PyObject *r = t ? PyObject_CallMethod(f, "write", "O", t) : NULL;
+            Py_XDECREF(t);
             if (!r) PyErr_WriteUnraisable(f);
             Py_XDECREF(r);
         }
+        written |= stream == 2 ? 2 : 1;
         at += 8 + ((h[1] + 7) & ~7u);
+    }
+    for (int stream = 1; stream <= 2; stream++) {
+        PyObject *f = (written & stream) ? PySys_GetObject(stream == 2 ? "stderr" : "stdout") : NULL;
+        if (!f || f == Py_None) continue;
+        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+        if (!r) PyErr_WriteUnraisable(f);
+        Py_XDECREF(r);
     }
 }
 

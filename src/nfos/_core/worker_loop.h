@@ -54,10 +54,11 @@ void loop_tx_begin(int mode, int irrevocable);   /* a transaction for Python (fr
 int loop_tx_commit(void);                        /* its commit: 0 (its text written), -1 aborted */
 PyObject *loop_register(PktSlot *s);             /* the state of the set of the new packet */
 int loop_emit(const char *frame, uint32_t len, uint32_t devmask);   /* -1: MemoryError */
-/* Text a handler printed (stream 1 stdout, 2 stderr; | TEXT_FLUSH: flush it
- * after): buffered with the transaction's output, written to sys.stdout /
- * sys.stderr at commit, discarded by an abort.  1 buffered, 0 no transaction
- * that could abort is running (write it through), -1 MemoryError. */
+/* Text a handler printed (stream 1 stdout, 2 stderr; | TEXT_FLUSH: a flush,
+ * with empty text): buffered with the transaction's output, written to
+ * sys.stdout / sys.stderr at commit and flushed, discarded by an abort.
+ * 1 buffered, 0 no transaction that could abort is running (write it
+ * through), -1 MemoryError. */
 #define TEXT_FLUSH 4
 int loop_text(int stream, const char *text, size_t len);
 /* The drift horizon's view (tests): worker w's progress (every descriptor
