@@ -280,30 +280,50 @@ static inline void count_out(SlotCounters *c, uint32_t mask) {
         if (mask & (1u << d)) c->packets_out[d]++;
 }
 
+/* Write `len` bytes of UTF-8 text to sys.stdout or sys.stderr (stream 1, 2). */
+static void write_stream(int stream, const char *text, size_t len) {
+    PyObject *f = PySys_GetObject(stream == 2 ? "stderr" : "stdout");   /* borrowed */
+    if (!f || f == Py_None || !len) return;
+    PyObject *t = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "surrogatepass");
+    PyObject *r = t ? PyObject_CallMethod(f, "write", "O", t) : NULL;
+    Py_XDECREF(t);
+    if (!r) PyErr_WriteUnraisable(f);
+    Py_XDECREF(r);
+}
+
 /* After a commit: the text the transaction printed, in order, to the
  * process's sys.stdout / sys.stderr (the runtime's proxies write it through
- * now that no transaction runs), then each stream written is flushed, so a
- * transaction's text leaves in one write (workers share the file: lines of
- * two workers do not mix).  A failing write is reported, not raised. */
+ * now that no transaction runs).  Consecutive text of one stream goes in one
+ * write() and each stream written is then flushed, so a transaction's lines
+ * leave in one system call even when the stream is unbuffered: lines of two
+ * workers sharing the file do not mix.  A failing write is reported, not
+ * raised. */
 static void write_text(void) {
     if (!text_used) return;
     size_t used = text_used;
     text_used = 0;
-    int written = 0;
+    char *run = PyMem_RawMalloc(used);   /* the text without its record headers */
+    size_t run_len = 0;
+    int run_stream = 0, written = 0;
     for (size_t at = 0; at < used;) {
         uint32_t *h = (uint32_t *)(text_buf + at);
-        int stream = (int)(h[0] & 3);
-        PyObject *f = PySys_GetObject(stream == 2 ? "stderr" : "stdout");   /* borrowed */
-        if (f && f != Py_None && h[1]) {
-            PyObject *t = PyUnicode_DecodeUTF8((const char *)(h + 2), h[1], "surrogatepass");
-            PyObject *r = t ? PyObject_CallMethod(f, "write", "O", t) : NULL;
-            Py_XDECREF(t);
-            if (!r) PyErr_WriteUnraisable(f);
-            Py_XDECREF(r);
+        int stream = (h[0] & 3) == 2 ? 2 : 1;
+        if (run_len && stream != run_stream) {
+            write_stream(run_stream, run, run_len);
+            run_len = 0;
         }
-        written |= stream == 2 ? 2 : 1;
+        run_stream = stream;
+        written |= stream;
+        if (run) {
+            memcpy(run + run_len, h + 2, h[1]);
+            run_len += h[1];
+        } else {
+            write_stream(stream, (const char *)(h + 2), h[1]);   /* no memory: record by record */
+        }
         at += 8 + ((h[1] + 7) & ~7u);
     }
+    if (run_len) write_stream(run_stream, run, run_len);
+    PyMem_RawFree(run);
     for (int stream = 1; stream <= 2; stream++) {
         PyObject *f = (written & stream) ? PySys_GetObject(stream == 2 ? "stderr" : "stdout") : NULL;
         if (!f || f == Py_None) continue;
