@@ -70,6 +70,8 @@ def test_a_periodic_scan_of_a_big_map_aborts_at_most_once_per_run(wire, nfos_liv
     assert ends == starts
     assert stats["packets_in"] > 0 and stats["handler_errors"] == 0
     # the workers never conflict here (one flow of addresses: one worker, its own keys): every abort
-    # is a scan's, and each scan aborted at most once before running alone
-    assert 1 <= stats["aborts"] == stats["aborts_by_cause"]["too_large"] <= len(starts), stats["aborts_by_cause"]
+    # is a scan's (too large, or a worker's commit met first), and each scan aborted at most once
+    # before running alone
+    assert 1 <= stats["aborts"] <= len(starts), stats["aborts_by_cause"]
+    assert stats["aborts_by_cause"]["too_large"] >= 1
     assert stats["irrevocable"] >= stats["aborts"]
