@@ -1,8 +1,9 @@
 """The runtime engine: one loaded NF, its arena and its processes.
 
     control process ── loads the NF, runs @nf.init, owns the arena, forks the
-    │                  workers, runs periodic and exit handlers, drains output,
-    │                  checks the workers, collects the counters
+    │                  workers, runs the exit handler (live: and the periodic
+    │                  handlers), drains output, checks the workers, collects
+    │                  the counters
     ├── worker 0       each: its own interpreter, RX ring, packet-set table
     └── worker N-1
 
