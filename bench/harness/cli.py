@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .configs import MEASURES, QUICK_PACKETS, parse_names, parse_workers
+from .configs import EXTRA_MEASURES, MEASURES, QUICK_PACKETS, parse_names, parse_workers
 from .measure import suite
 from .memory import NEEDS_PSUTIL, have_psutil
 from .plots import PLOTTERS, PlotUnavailable, plot_dir
@@ -29,9 +29,10 @@ def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat
         names = parse_names(nf)
         ws = parse_workers(workers)
         measures = list(MEASURES) if measure.strip() == "all" else [m.strip() for m in measure.split(",")]
-        unknown = [m for m in measures if m not in MEASURES]
+        unknown = [m for m in measures if m not in MEASURES + EXTRA_MEASURES]
         if unknown:
-            raise ValueError(f"unknown measurement {', '.join(unknown)} (known: {', '.join(MEASURES)}, or all)")
+            raise ValueError(f"unknown measurement {', '.join(unknown)} "
+                             f"(known: {', '.join(MEASURES + EXTRA_MEASURES)}, or all)")
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     packets = packets or (QUICK_PACKETS if quick else 300_000)

@@ -21,6 +21,13 @@ EXAMPLES = os.path.join(REPO, "examples")
 PEERS = os.path.join(REPO, "bench", "peers")
 
 MEASURES = ("throughput", "batching", "stm_overhead", "latency", "memory", "peers")
+#: measurements run only when named (--measure barrier): not part of "all" and --quick's set
+EXTRA_MEASURES = ("barrier",)
+NFS_DIR = os.path.join(REPO, "bench", "nfs")
+#: the barrier measurement: the firewall with no periodic handler, one every second, one every
+#: millisecond; its trace's virtual rate (frames/s) sets how many barriers a run meets
+BARRIER_PERIODS = ("none", "1s", "1ms")   # (bench/nfs/firewall_periodic.py --param period=...)
+BARRIER_RATE = 100_000
 PAPER_BATCHING_GAIN = 1.34   # NFOS paper: batching transactions gives +34%
 QUICK_PACKETS = 3000
 PACED_POOL = 50_000          # packets the paced generator cycles through (a prefix of the trace)

@@ -11,11 +11,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nfos.io.capture import Trace
+from nfos.runtime.session import MAX_DRIFT_NS
 
 from .configs import (
+    BARRIER_PERIODS,
+    BARRIER_RATE,
     EXAMPLES,
+    EXTRA_MEASURES,
     MEASURES,
     NFS,
+    NFS_DIR,
     PACED_POOL,
     TRACES,
     BenchNF,
@@ -49,6 +54,67 @@ def _nfos_point(runs: list[dict[str, Any]], workers: int, batch: int, packets: i
 def throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1, batch: int = 32) -> dict[str, Any]:
     """Saturation throughput of one NF at one worker count: the median of `repeat` runs."""
     return _nfos_point([_nfos_run(nf, trace, workers, batch) for _ in range(repeat)], workers, batch, len(trace))
+
+
+#: the drift horizon off (for the "unbounded" reference point): more virtual time than any trace spans
+UNBOUNDED_DRIFT_NS = 1 << 62
+
+
+def _barrier_run(period: str, trace: Trace, workers: int) -> dict[str, Any]:
+    """The firewall (``period`` "none"), or the firewall with a periodic handler every ``period``;
+    "unbounded": the firewall with the drift horizon off (what the horizon itself costs)."""
+    from nfos.runtime.replay import replay
+
+    if period in ("none", "unbounded"):
+        drift = UNBOUNDED_DRIFT_NS if period == "unbounded" else MAX_DRIFT_NS
+        return replay(os.path.join(EXAMPLES, "firewall.py"), trace, workers=workers, max_drift_ns=drift).stats
+    return replay(os.path.join(NFS_DIR, "firewall_periodic.py"), trace, workers=workers,
+                  params=[f"period={period}"]).stats
+
+
+def barrier(workers: Sequence[int], packets: int, repeat: int, table: Any = None) -> dict[str, Any]:
+    """What periodic handlers cost with virtual time: the firewall's saturation throughput with no
+    periodic handler, one every 1 s and one every 1 ms (each due time is a barrier of all workers),
+    at 0 (sequential: no barrier, the handler runs in the loop) and each worker count; the median of
+    ``repeat`` runs, interleaved.  ``barriers``: the due times the trace spans."""
+    from nfos.io.gen import gen_caida
+
+    period_ns = {"1s": 1_000_000_000, "1ms": 1_000_000}
+    trace = gen_caida(packets, max(1, packets // 21), reverse=0.5, rate=BARRIER_RATE, seed=1)
+    span = trace.times_ns[-1] - trace.times_ns[0] if len(trace) else 0
+    ws = sorted({0, *workers})
+    warm = gen_caida(min(packets, 3000), max(1, min(packets, 3000) // 21), reverse=0.5, rate=BARRIER_RATE, seed=2)
+    for w in ws:   # untimed: first forks and arena set-up
+        _barrier_run("1ms", warm, w)
+    periods = ("unbounded", *BARRIER_PERIODS)
+    configs = [(w, period) for w in ws for period in periods if w or period != "unbounded"]
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {c: [] for c in configs}
+    for _ in range(repeat):
+        for w, period in configs:
+            runs[w, period].append(_barrier_run(period, trace, w))
+    points = []
+    for w in ws:
+        none = _nfos_point(runs[w, "none"], w, 32, len(trace))["pps"]
+        for period in periods:
+            if (w, period) not in runs:
+                continue
+            p = _nfos_point(runs[w, period], w, 32, len(trace))
+            barriers = span // period_ns[period] if period in period_ns else 0
+            point = {"workers": w, "period": period, "barriers": barriers, "pps": p["pps"], "runs_pps": p["runs_pps"],
+                     "ratio_vs_none": p["pps"] / none if none else None,
+                     # (a few barriers cost less than the noise of a run: no figure then)
+                     "cost_per_barrier_us": ((len(trace) / p["pps"] - len(trace) / none) / barriers * 1e6
+                                             if barriers >= 100 and p["pps"] and none else None),
+                     "abort_rate": p["abort_rate"], "processes": p["processes"], "oversubscribed": p["oversubscribed"]}
+            points.append(point)
+            if table is not None:
+                table.add("firewall", f"{'seq' if w == 0 else w} +{period}", f"{p['pps'] / 1e6:.3f}", "", "",
+                          f"{p['abort_rate']:.2%}", "", "", "",
+                          (f"{point['ratio_vs_none']:.2f} of none" + (f", {barriers} barriers" if barriers else "")
+                           + (", no drift horizon" if period == "unbounded" else "")
+                           + (" * oversubscribed" if p["oversubscribed"] else "")) if period != "none" else "")
+    return {"trace": "caida", "trace_packets": len(trace), "trace_rate_pps": BARRIER_RATE, "virtual_s": span / 1e9,
+            "nf": "examples/firewall.py; bench/nfs/firewall_periodic.py --param period=P", "points": points}
 
 
 def _peer_run(nf: BenchNF, trace: Trace) -> float:
@@ -227,10 +293,11 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
           quick: bool = False) -> dict[str, dict[str, Any]]:
     """Run the requested measurements; returns {measure: JSON document}.  ``quick``: shorter
     paced-mode runs (3 search steps of 30 ms), for the smoke test."""
-    measures = [m for m in MEASURES if m in set(measures)]
-    bad = set(measures) - set(MEASURES)
+    known = MEASURES + EXTRA_MEASURES
+    bad = set(measures) - set(known)
     if bad:
-        raise ValueError(f"unknown measurement {', '.join(bad)} (known: {', '.join(MEASURES)})")
+        raise ValueError(f"unknown measurement {', '.join(bad)} (known: {', '.join(known)})")
+    measures = [m for m in known if m in set(measures)]
     workers = sorted(set(workers))
     m = machine()
     cpus = m["cpus"] or 1
@@ -256,7 +323,7 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
     peers_wanted = bool(want & {"throughput", "peers"})
 
     measuring = bool(nfos_ws or batch_ws or mem_ws or peers_wanted or lat_ws)
-    table = _Table(quiet or not measuring)
+    table = _Table(quiet or not (measuring or "barrier" in want))
     if oversubscribed(max(workers) + 1, cpus):
         table.note(f"[{cpus} CPUs] runs with more processes than CPUs are marked 'oversubscribed' (*)")
     data: dict[str, dict[str, Any]] = {}
@@ -319,9 +386,22 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
                           "max rate < 0.1% loss; at 90%: p50/p99/p99.9 "
                           + "/".join(f"{lat[k]:.0f}" if lat[k] is not None else "?" for k in ("p50", "p99", "p99.9"))
                           + " us")
+        barrier_data = barrier(workers, packets, repeat, table) if "barrier" in want else None
     finally:
         table.close()
-    return {k: build(k, data, meta) for k in measures}
+    return {k: build(k, data, meta) if k != "barrier" else barrier_doc(meta, barrier_data or {}) for k in measures}
+
+
+def barrier_doc(meta: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The barrier measurement's JSON document."""
+    return {"kind": "barrier", **meta, **data,
+            "note": "saturation throughput of the firewall replaying a trace of trace_rate_pps frames per "
+                    "virtual second, with no periodic handler ('none') and with one every 1 s / 1 ms: with "
+                    "workers, each due time is a barrier (all workers finish their packets before it, one "
+                    "runs the handler alone); 'unbounded': no periodic handler and the drift horizon off "
+                    "(max_drift = 2^62 ns instead of 1 ms): what the horizon costs; ratio_vs_none = pps / "
+                    "pps of 'none' at the same workers; cost_per_barrier_us = the extra processing time "
+                    "over the barriers met (given from 100 barriers on: fewer cost less than a run's noise)"}
 
 
 def _derive(d: dict[str, Any]) -> None:

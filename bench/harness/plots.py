@@ -288,9 +288,37 @@ def plot_case_studies(doc: dict[str, Any], png: str) -> str:
     return _save(plt, fig, png)
 
 
+def plot_barrier(doc: dict[str, Any], png: str) -> str:
+    """The barrier's cost: the firewall's throughput without / with a 1 s / 1 ms periodic handler."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    ws = sorted({p["workers"] for p in doc["points"]})
+    periods = list(dict.fromkeys(p["period"] for p in doc["points"]))
+    width = 0.8 / max(1, len(periods))
+    for k, period in enumerate(periods):
+        pts = {p["workers"]: p for p in doc["points"] if p["period"] == period}
+        at = [i for i, w in enumerate(ws) if w in pts]
+        xs = [i + (k - (len(periods) - 1) / 2) * width for i in at]
+        label = {"none": "no periodic handler", "unbounded": "none, no drift horizon"}.get(
+            period, f"periodic every {period}")
+        bars = ax.bar(xs, [pts[ws[i]]["pps"] / 1e6 for i in at], width, label=label)
+        for b, w in zip(bars, [ws[i] for i in at], strict=True):
+            r = pts[w]["ratio_vs_none"]
+            if period != "none" and r is not None:   # relative to "none" at the same workers
+                ax.annotate(f"{r:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                            va="bottom", fontsize=7)
+    ax.set_xticks(range(len(ws)), ["seq" if w == 0 else f"{w} workers" for w in ws])
+    ax.set_ylabel("Mpps (firewall)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(_title(doc, f"periodic barriers ({doc['virtual_s']:.1f} s of virtual time)"), fontsize=9)
+    return _save(plt, fig, png)
+
+
 PLOTTERS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "throughput_vs_workers": plot_scaling, "batching": plot_batching, "stm_overhead": plot_stm_overhead,
-    "latency": plot_latency, "memory": plot_memory, "peers": plot_peers, "case_studies": plot_case_studies}
+    "latency": plot_latency, "memory": plot_memory, "peers": plot_peers, "case_studies": plot_case_studies,
+    "barrier": plot_barrier}
 
 
 def plot_dir(directory: str) -> list[str]:

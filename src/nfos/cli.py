@@ -475,7 +475,8 @@ def find_checkout() -> str | None:
 @click.option("--packets", type=int, default=None, help="trace size [default: 300000; 3000 with --quick]")
 @click.option("--repeat", type=int, default=None, help="runs per point, the median is kept [default: 3; 1 with --quick]")
 @click.option("--measure", default="all", show_default=True,
-              help="measurements, comma-separated: throughput, batching, stm_overhead, latency, memory, peers")
+              help="measurements, comma-separated: throughput, batching, stm_overhead, latency, memory, peers; "
+                   "and, only when named, barrier (the cost of periodic handlers: none vs 1 s vs 1 ms)")
 @click.option("--quick", is_flag=True, help="the same measurements on tiny traces (a smoke test, seconds)")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, exists=True),
               help="only draw PNG figures from the result JSON under this directory (no measuring)")

@@ -165,7 +165,8 @@ class NF:
         return self._set("init", fn)
 
     def exit(self, fn: Handler0) -> Handler0:
-        """``@nf.exit``: ``fn()`` once at the end of the run, in a transaction."""
+        """``@nf.exit``: ``fn()`` once at the end of the run, after every worker has stopped,
+        alone (nothing to conflict with: it never retries)."""
         return self._set("exit", fn)
 
     def new_packet_set(self, fn: PacketHandler) -> PacketHandler:
@@ -196,8 +197,12 @@ class NF:
         return self._set("malformed", fn)
 
     def periodic(self, interval: object) -> Callable[[Handler0], Handler0]:
-        """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval, in the control process.
+        """``@nf.periodic(nfos.seconds(1))``: ``fn()`` every interval.
 
+        With virtual time (a replay, the test harness) the call due at T runs at a
+        barrier: after every packet before T (and every expiry up to T), before any
+        packet at or after T, alone in one worker — what a sequential run sees.  Live,
+        it runs in the control process on the monotonic clock, beside the workers.
         ``interval`` is a duration, or the name of a duration parameter
         (``@nf.periodic("report_every")`` with ``--param report_every=5s``).
         """

@@ -10,7 +10,11 @@
 
 The same test runs in the sequential reference mode (``workers=0``) and with N
 worker processes; frames are steered to workers exactly as in ``nfos run``.
-Times are seconds of virtual time starting at 0.
+Times are seconds of virtual time starting at 0.  When a frame's ``time`` or
+:meth:`Harness.advance` moves the clock, every worker gets a clock tick at the
+new time, so periodic handlers run at their barrier (in a worker, seeing
+exactly the packets before their due time, as in the sequential mode) and no
+worker is left behind the drift horizon.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nfos.nf import NF
-from nfos.runtime.session import Output, OutputSink, Session
+from nfos.runtime.session import MAX_DRIFT_NS, Output, OutputSink, Session
 
 RING_SLOTS = 1 << 16
 TX_BYTES = 8 << 20
@@ -31,20 +35,20 @@ class Harness:
     """Run an NF file in a test: ``Harness(nf_path, workers=0, params={...})``, a context manager."""
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, object] | Sequence[str] | None = None,
-                 batch: int = 32, check: bool = True) -> None:
+                 batch: int = 32, check: bool = True, max_drift: float = MAX_DRIFT_NS / 1e9) -> None:
         self.nf_path = nf_path
         self.workers = workers
         self.params = {k: str(v) for k, v in params.items()} if isinstance(params, dict) else params
         self.batch = batch
         self.check = check
+        self.max_drift_ns = int(round(max_drift * 1e9))
         self.session: Session | None = None
         self._clock_ns = 0
-        self._periodic = False
 
     # ---------------------------------------------------------- lifecycle
     def __enter__(self) -> Harness:
         s = Session(self.nf_path, self.workers, self.params, batch=self.batch, collect_output=True,
-                    check=self.check)
+                    check=self.check, max_drift_ns=self.max_drift_ns)
         try:
             s.init(start_time_ns=0)
             s.open_rings(RING_SLOTS, TX_BYTES)
@@ -54,7 +58,6 @@ class Harness:
             s.close()
             raise
         self.session = s
-        self._periodic = bool(s.periodics())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -89,12 +92,9 @@ class Harness:
             dev, frame = item[0], item[1]
             t = item[2] if len(item) > 2 else None
             devi = self._dev_index(dev)
-            self._set_time(t)
-            if not s.local and self._periodic:   # as in sequential mode: periodic work due by then runs first
-                for slot, seq in waits.items():
-                    s.wait_rx(slot, seq)
-                s.set_clock(self._clock_ns)
-                s.run_periodics(self._clock_ns)
+            if self._set_time(t) and not s.local:   # every worker moves to the new time
+                for slot in range(s.workers):
+                    waits[slot] = s.tick(slot, self._clock_ns)
             slot, seq = s.inject(bytes(frame), devi, self._clock_ns)
             if s.local:
                 s.wait_rx(slot, seq)
@@ -111,11 +111,11 @@ class Harness:
             raise ValueError("time only moves forward")
         s = self._s()
         self._clock_ns += int(round(seconds * 1e9))
-        for slot in range(1 if s.local else s.workers):
-            s.wait_rx(slot, s.tick(slot, self._clock_ns))
+        seqs = [(slot, s.tick(slot, self._clock_ns)) for slot in range(1 if s.local else s.workers)]
+        for slot, seq in seqs:
+            s.wait_rx(slot, seq)
         if not s.local:
             s.set_clock(self._clock_ns)
-            s.run_periodics(self._clock_ns)
         return self._drain()
 
     def transact(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -142,13 +142,16 @@ class Harness:
             return devices.index(dev)
         raise ValueError(f"unknown device {dev!r} (the NF's devices are {', '.join(devices)})")
 
-    def _set_time(self, t: float | None) -> None:
+    def _set_time(self, t: float | None) -> bool:
+        """Move the clock to ``t`` seconds (None: stay); True if it moved."""
         if t is None:
-            return
+            return False
         ns = int(round(t * 1e9))
         if ns < self._clock_ns:
             raise ValueError(f"time {t} s is earlier than the clock ({self.now} s)")
+        moved = ns > self._clock_ns
         self._clock_ns = ns
+        return moved
 
     def _drain(self) -> list[Output]:
         s = self._s()

@@ -16,9 +16,7 @@ def report():
 """
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.xfail(
-    strict=True, reason="periodic handlers in parallel mode see the Harness clock, not their due time "
-                        "(the periodic barrier of issue 10.1 fixes it)"))])
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("params,advance,due", [
     ({}, 3, [1, 2, 3]),
     ({"report_every": "5s"}, 20, [5, 10, 15, 20]),

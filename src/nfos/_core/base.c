@@ -1,5 +1,5 @@
 /* The name tables generated from the lists (abort_causes.def,
- * operations.def, counters.def).  Python-free. */
+ * operations.def, counters.def, handlers.def).  Python-free. */
 #include "base.h"
 
 const char *const abort_cause_names[ABORT_NCAUSES] = {
@@ -12,6 +12,18 @@ const char *const abort_cause_docs[ABORT_NCAUSES] = {
 #define ABORT_CAUSE(E, name, doc) doc,
 #include "abort_causes.def"
 #undef ABORT_CAUSE
+};
+
+const char *const handler_names[HANDLER_NKINDS] = {
+#define HANDLER(E, name, doc) #name,
+#include "handlers.def"
+#undef HANDLER
+};
+
+const char *const handler_docs[HANDLER_NKINDS] = {
+#define HANDLER(E, name, doc) doc,
+#include "handlers.def"
+#undef HANDLER
 };
 
 const char *const op_code_names[OPC_NCODES] = {

@@ -10,6 +10,7 @@
  *   abort_causes.def  why a transaction aborted
  *   operations.def    what a structure operation is called and whether it writes
  *   counters.def      every per-slot counter (the SlotCounters struct)
+ *   handlers.def      which handler a transaction runs (conflict records, the profiler)
  * Everything that names an abort cause, an operation or a counter (the C
  * struct, slot_stats(), --stats-json, the CLI summary, the live line,
  * Prometheus, the profiler, the docs' tables) comes from these lists. */
@@ -47,6 +48,21 @@ enum abort_cause {
 };
 extern const char *const abort_cause_names[ABORT_NCAUSES];
 extern const char *const abort_cause_docs[ABORT_NCAUSES];
+
+/* ---------------------------------------------------------------- handlers */
+enum handler_kind {
+#define HANDLER(E, name, doc) HANDLER_##E,
+#include "handlers.def"
+#undef HANDLER
+    HANDLER_NKINDS
+};
+extern const char *const handler_names[HANDLER_NKINDS];
+extern const char *const handler_docs[HANDLER_NKINDS];
+/* The runtime's word for "what is running" (the STM's opaque ctx): the handler
+ * kind and an index (the periodic handler's place in the schedule). */
+#define HANDLER_CTX(kind, index) ((uint64_t)(uint8_t)(kind) | ((uint64_t)(uint32_t)(index) << 8))
+#define CTX_HANDLER(ctx) ((uint8_t)((ctx) & 0xff))
+#define CTX_INDEX(ctx) ((uint32_t)((ctx) >> 8))
 
 /* -------------------------------------------------- structure operations */
 enum op_kind { OP_READ = 0, OP_WRITE = 1 };

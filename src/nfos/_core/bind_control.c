@@ -89,15 +89,15 @@ static PyObject *handler(PyObject *handlers, const char *name) {
 static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"nworkers", "defs", "proto_mask", "state_type", "state_size", "capacity",
                              "expiry_ns", "batch", "handlers", "collect_output", "local", "rss_key",
-                             "profile", "nf_file", NULL};
-    int nworkers, batch, collect, local, profile = 0;
+                             "profile", "nf_file", "sync", "max_drift_ns", NULL};
+    int nworkers, batch, collect, local, profile = 0, sync = 0;
     PyObject *defs, *state_type, *handlers, *rss_key, *nf_file = Py_None;
     unsigned int proto_mask, state_size, capacity;
-    unsigned long long expiry;
-    int ok = PyArg_ParseTupleAndKeywords(args, kw, "iO!IOIIKiO!ppO|pO", kwlist, &nworkers, &PyList_Type, &defs,
+    unsigned long long expiry, max_drift = 1000000;
+    int ok = PyArg_ParseTupleAndKeywords(args, kw, "iO!IOIIKiO!ppO|pOpK", kwlist, &nworkers, &PyList_Type, &defs,
                                          &proto_mask, &state_type, &state_size, &capacity, &expiry, &batch,
                                          &PyDict_Type, &handlers, &collect, &local, &rss_key, &profile,
-                                         &nf_file);
+                                         &nf_file, &sync, &max_drift);
     if (!ok) return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -163,6 +163,8 @@ static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     lc.expiry_ns = expiry;
     lc.batch = batch;
     lc.has_sets = has_sets;
+    lc.sync = sync;
+    lc.max_drift_ns = max_drift;
     Py_buffer key = {0};
     if (rss_key != Py_None) {
         if (PyObject_GetBuffer(rss_key, &key, PyBUF_SIMPLE) < 0) return NULL;
@@ -176,7 +178,7 @@ static PyObject *py_configure(PyObject *self, PyObject *args, PyObject *kw) {
     proc.local = local;
     steer_configure(sets, proc.ndevs, proto_mask, rss_key != Py_None ? key.buf : NULL, (int)key.len, nworkers);
     if (rss_key != Py_None) PyBuffer_Release(&key);
-    loop_configure(&lc);
+    if (loop_configure(&lc) < 0) return NULL;
     ring_collect_output(collect);
     profile_configure(profile, nf_file);
     if (has_sets && pst_alloc_all(proc.nslots, capacity, state_size) < 0) return NULL;

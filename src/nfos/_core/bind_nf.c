@@ -41,18 +41,64 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* run_in_tx(fn, *args) -> fn(*args), run in one transaction (retried). */
+/* run_in_tx(fn, *args) -> fn(*args), run in one transaction (retried; after
+ * an abort, irrevocably). */
 static PyObject *py_run_in_tx(PyObject *self, PyObject *args) {
     if (PyTuple_GET_SIZE(args) < 1) {
         PyErr_SetString(PyExc_TypeError, "run_in_tx(fn, *args)");
         return NULL;
     }
+    if (proc.tx.active) {
+        PyErr_SetString(PyExc_RuntimeError, "a transaction is already running");
+        return NULL;
+    }
     PyObject *fn = PyTuple_GET_ITEM(args, 0);
     PyObject *rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
     if (!rest) return NULL;
-    PyObject *r = loop_run_in_tx(fn, rest);
+    PyObject *r = loop_run_in_tx(fn, rest, HANDLER_TRANSACT, 0);
     Py_DECREF(rest);
     return r;
+}
+
+/* run_exit(fn) -> fn(): once, alone, in direct mode (no STM, no retries); its
+ * output is published.  An exception propagates (its effects rolled back). */
+static PyObject *py_run_exit(PyObject *self, PyObject *fn) {
+    if (proc.tx.active) {
+        PyErr_SetString(PyExc_RuntimeError, "a transaction is already running");
+        return NULL;
+    }
+    if (!proc.stm) {
+        PyErr_SetString(PyExc_RuntimeError, "create the arena first");
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    if (!empty) return NULL;
+    PyObject *r = loop_run_alone(fn, empty, HANDLER_EXIT, 0);
+    Py_DECREF(empty);
+    return r;
+}
+
+/* tx_text(stream, text) -> True if buffered with the running transaction's
+ * output (written at its commit, dropped by an abort), False if no
+ * transaction that could abort runs: the caller writes it through. */
+static PyObject *py_tx_text(PyObject *self, PyObject *args) {
+    int stream;
+    PyObject *text;
+    if (!PyArg_ParseTuple(args, "iU", &stream, &text)) return NULL;
+    if (!proc.tx.active || proc.tx.mode == TX_UNLOGGED) Py_RETURN_FALSE;
+    PyObject *b = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (!b) return NULL;
+    int r = loop_text(stream, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+    if (r < 0) return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* progress(worker) -> the worker's published progress (replay barriers), 0 without. */
+static PyObject *py_progress(PyObject *self, PyObject *arg) {
+    long w = PyLong_AsLong(arg);
+    if (w == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromUnsignedLongLong(loop_progress((int)w));
 }
 
 static PyObject *py_run_periodics(PyObject *self, PyObject *arg) {
@@ -98,7 +144,7 @@ static PyObject *py_tx_begin(PyObject *self, PyObject *args) {
 
 static PyObject *py_tx_commit(PyObject *self, PyObject *noargs) {
     if (!proc.tx.active) Py_RETURN_FALSE;
-    return PyBool_FromLong(stm_commit(&proc.tx) == 0);
+    return PyBool_FromLong(loop_tx_commit() == 0);
 }
 
 static PyObject *py_tx_abort(PyObject *self, PyObject *noargs) {
@@ -139,6 +185,9 @@ PyMethodDef bind_nf_methods[] = {
     {"register", py_register, METH_O, NULL},
     {"emit", py_emit, METH_VARARGS, NULL},
     {"run_in_tx", py_run_in_tx, METH_VARARGS, NULL},
+    {"run_exit", py_run_exit, METH_O, "run_exit(fn): fn() once, alone, in direct mode"},
+    {"tx_text", py_tx_text, METH_VARARGS, "tx_text(stream, text) -> buffered with the transaction?"},
+    {"progress", py_progress, METH_O, "progress(worker) -> its published progress (ns)"},
     {"run_periodics", py_run_periodics, METH_O, NULL},
     {"sweep", py_sweep, METH_NOARGS, NULL},
     {"now", py_now, METH_NOARGS, "virtual or monotonic time of this process, in ns"},

@@ -7,6 +7,16 @@
  * buckets, or another hash function (CRC32C or a seeded multiplicative mix).
  * A full bucket raises MapFull (a TableFull), never corrupts.
  *
+ * Capacity: the Map accepts exactly `capacity` entries, counted without a
+ * global hot spot, as the Allocator's pools do: one entry budget per slot
+ * (an object each; reported as element nbuckets + slot), the capacity split
+ * evenly among the slots at creation.  Inserting a new key takes one entry
+ * from the caller's budget (its own object: no conflict); an empty budget
+ * steals half of the richest one (reading every budget: the only conflict,
+ * "budget ran dry", recipe: over-provision capacity); every budget empty is
+ * MapFull "Map 'x' is full (capacity N entries)".  A delete gives its entry
+ * back to the caller's budget.  len() reads every budget.
+ *
  * Each bucket also records the hash of the key last written, so a conflict
  * can be told apart as "same key" (use a DistributedObj) or "collision"
  * (more buckets / other hash).
@@ -34,6 +44,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     char *base;
+    char *budgets;        /* one Budget object per slot */
+    uint32_t capacity, nslots, budget_stride;
     uint32_t nbuckets, slots, payload, stride, slot_size;
     uint16_t sid;
     uint32_t gen;
@@ -52,6 +64,11 @@ typedef struct {
     uint32_t used;
     uint32_t hash;
 } SlotHdr;
+
+typedef struct {
+    uint32_t avail;       /* entries this slot may still insert */
+    uint32_t pad;
+} Budget;
 
 /* ------------------------------------------------------------------ hash */
 
@@ -148,12 +165,21 @@ static PyObject *unpack_key(Layout *L, const uint8_t *k) {
 static int map_init(PyObject *self, PyObject *args, PyObject *kw) {
     Map *m = (Map *)self;
     PyObject *kspec, *vspec;
-    unsigned int nbuckets, slots;
+    unsigned int nbuckets, slots, capacity;
     int hash_kind;
     unsigned long long seed;
-    if (!PyArg_ParseTuple(args, "OOIIiK", &kspec, &vspec, &nbuckets, &slots, &hash_kind, &seed)) return -1;
+    if (!PyArg_ParseTuple(args, "OOIIiKI", &kspec, &vspec, &nbuckets, &slots, &hash_kind, &seed, &capacity))
+        return -1;
     if (nbuckets == 0 || (nbuckets & (nbuckets - 1)) || slots == 0 || slots > 64) {
         PyErr_SetString(PyExc_ValueError, "buckets must be a power of two and slots 1..64");
+        return -1;
+    }
+    if (capacity == 0 || capacity > 0x7fffffff) {
+        PyErr_SetString(PyExc_ValueError, "Map capacity must be 1..2^31-1");
+        return -1;
+    }
+    if (!proc.shared) {
+        PyErr_SetString(PyExc_RuntimeError, "nfos structures must be created while an NF is loaded");
         return -1;
     }
     if (parse_layout(kspec, &m->key) < 0 || parse_layout(vspec, &m->val) < 0) return -1;
@@ -170,12 +196,86 @@ static int map_init(PyObject *self, PyObject *args, PyObject *kw) {
     m->seed = seed;
     m->base = proc_alloc((size_t)m->stride * nbuckets, NFOS_CACHELINE);
     if (!m->base) return -1;
+    /* the entry budgets: the capacity split evenly among the slots (the control process's
+     * included, so its transactions insert without stealing) */
+    m->capacity = capacity;
+    m->nslots = proc.nslots;
+    m->budget_stride = (uint32_t)obj_stride(sizeof(Budget));
+    m->budgets = proc_alloc((size_t)m->budget_stride * m->nslots, NFOS_CACHELINE);
+    if (!m->budgets) return -1;
+    for (uint32_t s = 0; s < m->nslots; s++)
+        ((Budget *)OBJ_DATA(m->budgets + (size_t)s * m->budget_stride))->avail =
+            capacity / m->nslots + (s < capacity % m->nslots);
     m->sid = struct_register();
     m->gen = proc.arena_gen;
     return 0;
 }
 
 static int map_live(Map *m) { return struct_live(m->base, m->gen, "Map"); }
+
+/* "Map 'x'" (or "Map at nf.py:12"): the Python side's label, for errors. */
+static PyObject *map_label(Map *m) {
+    PyObject *info = PyObject_GetAttrString((PyObject *)m, "info");
+    PyObject *label = info ? PyObject_GetAttrString(info, "label") : NULL;
+    Py_XDECREF(info);
+    if (!label || !PyUnicode_Check(label)) {
+        Py_XDECREF(label);
+        PyErr_Clear();
+        return PyUnicode_FromString("Map");
+    }
+    return label;
+}
+
+static Budget *open_budget(Map *m, uint32_t s, int write, int op) {
+    return (Budget *)tx_open((ObjHdr *)(m->budgets + (size_t)s * m->budget_stride), sizeof(Budget), m->sid,
+                             m->nbuckets + s, write, OP_TAG(op, 0));
+}
+
+static uint32_t my_budget(Map *m) {
+    return proc.slot >= 0 && (uint32_t)proc.slot < m->nslots ? (uint32_t)proc.slot : 0;
+}
+
+/* One entry for a new key from the caller's budget (stealing half of the
+ * richest one when it is empty): 0, or -1 (MapFull: every budget is empty;
+ * or an abort). */
+static int take_entry(Map *m) {
+    uint32_t me = my_budget(m);
+    Budget *b = open_budget(m, me, OP_WRITE, OPC_MAP_SET);
+    if (!b) return -1;
+    if (b->avail == 0) {
+        uint32_t best = UINT32_MAX, most = 0;
+        for (uint32_t s = 0; s < m->nslots; s++) {
+            if (s == me) continue;
+            Budget *o = open_budget(m, s, OP_READ, OPC_MAP_SET);
+            if (!o) return -1;
+            if (o->avail > most) {
+                most = o->avail;
+                best = s;
+            }
+        }
+        if (best == UINT32_MAX) {
+            PyObject *label = map_label(m);
+            PyErr_Format(MapFull, "%U is full (capacity %u entries)", label, m->capacity);
+            Py_XDECREF(label);
+            return -1;
+        }
+        Budget *v = open_budget(m, best, OP_WRITE, OPC_MAP_SET);
+        if (!v) return -1;
+        uint32_t k = (v->avail + 1) / 2;
+        v->avail -= k;
+        b->avail += k;
+    }
+    b->avail--;
+    return 0;
+}
+
+/* A deleted key's entry goes back to the caller's budget. */
+static int give_entry(Map *m) {
+    Budget *b = open_budget(m, my_budget(m), OP_WRITE, OPC_MAP_DELETE);
+    if (!b) return -1;
+    b->avail++;
+    return 0;
+}
 
 /* Open the key's bucket; returns its payload (NULL on abort). */
 static char *open_bucket(Map *m, const uint8_t *k, uint32_t *hash, uint32_t *bi, ObjHdr **obj, int op, int write) {
@@ -274,11 +374,14 @@ static PyObject *map_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         for (uint32_t j = 0; j < m->slots && i < 0; j++)
             if (!slot_at(m, b, j)->used) i = (int)j;
         if (i < 0) {
+            PyObject *label = map_label(m);
             PyErr_Format(MapFull,
-                         "Map bucket %u is full (%u entries per bucket); raise buckets= or use another hash=", bi,
-                         m->slots);
+                         "%U: bucket %u is full (%u entries per bucket, capacity %u entries); raise buckets= or "
+                         "use another hash=", label, bi, m->slots, m->capacity);
+            Py_XDECREF(label);
             return NULL;
         }
+        if (take_entry(m) < 0) return NULL;
         SlotHdr *s = slot_at(m, b, (uint32_t)i);
         s->used = 1;
         s->hash = h;
@@ -328,6 +431,7 @@ static PyObject *map_delete_impl(Map *m, PyObject *key, int raise) {
     slot_at(m, b, (uint32_t)i)->used = 0;
     ((BucketHdr *)b)->count--;
     ((BucketHdr *)b)->last_key_hash = h;
+    if (give_entry(m) < 0) return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -360,6 +464,21 @@ static PyObject *map_items(PyObject *self, PyObject *noargs) {
     }
     return out;
 }
+
+/* len(m): the entries held (capacity minus every budget: reads them all). */
+static Py_ssize_t map_length(PyObject *self) {
+    Map *m = (Map *)self;
+    if (map_live(m) < 0) return -1;
+    uint64_t avail = 0;
+    for (uint32_t s = 0; s < m->nslots; s++) {
+        Budget *b = open_budget(m, s, OP_READ, OPC_MAP_GET);
+        if (!b) return -1;
+        avail += b->avail;
+    }
+    return (Py_ssize_t)(m->capacity - (avail < m->capacity ? avail : m->capacity));
+}
+
+static int map_bool(PyObject *self) { return 1; }   /* a Map is true even when empty (no transaction needed) */
 
 /* bucket_of(key) -> bucket index (for tests and the profiler). */
 static PyObject *map_bucket_of(PyObject *self, PyObject *key) {
@@ -412,6 +531,7 @@ static PyMethodDef map_methods[] = {
 static PyGetSetDef map_getset[] = {{"_struct_id", map_sid, NULL, NULL, NULL}, {NULL}};
 static PyMemberDef map_members[] = {{"__dictoffset__", T_PYSSIZET, offsetof(Map, dict), READONLY},
                                     {"buckets", T_UINT, offsetof(Map, nbuckets), READONLY},
+                                    {"capacity", T_UINT, offsetof(Map, capacity), READONLY},
                                     {"slots_per_bucket", T_UINT, offsetof(Map, slots), READONLY},
                                     {NULL}};
 
@@ -419,13 +539,15 @@ static PyType_Slot map_slots[] = {
     {Py_tp_init, map_init},           {Py_tp_new, PyType_GenericNew},     {Py_tp_methods, map_methods},
     {Py_tp_dealloc, map_dealloc},     {Py_tp_traverse, map_traverse},     {Py_tp_clear, map_clear},
     {Py_tp_getset, map_getset},       {Py_tp_members, map_members},       {Py_mp_subscript, map_subscript},
-    {Py_mp_ass_subscript, map_ass_subscript}, {Py_sq_contains, map_contains}, {0, NULL}};
+    {Py_mp_ass_subscript, map_ass_subscript}, {Py_sq_contains, map_contains}, {Py_mp_length, map_length},
+    {Py_nb_bool, map_bool},           {0, NULL}};
 static PyType_Spec map_spec = {"nfos._core.MapBase", sizeof(Map), 0,
                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, map_slots};
 
 int map_module_init(PyObject *m) {
     crc32c_init();
-    MapFull = PyErr_NewExceptionWithDoc("nfos.MapFull", "The key's Map bucket is full (raise buckets=).",
+    MapFull = PyErr_NewExceptionWithDoc("nfos.MapFull",
+                                        "The Map holds its capacity of entries, or the key's bucket is full.",
                                         proc.TableFull, NULL);
     if (!MapFull) return -1;
     PyModule_AddObjectRef(m, "MapFull", MapFull);

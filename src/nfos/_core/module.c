@@ -15,6 +15,16 @@ static PyObject *abort_causes(void) {
     return t;
 }
 
+static PyObject *handlers(void) {
+    PyObject *t = PyTuple_New(HANDLER_NKINDS);
+    for (int i = 0; t && i < HANDLER_NKINDS; i++) {
+        PyObject *e = Py_BuildValue("(ss)", handler_names[i], handler_docs[i]);
+        if (!e) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, e);
+    }
+    return t;
+}
+
 static PyObject *operations(void) {
     PyObject *t = PyTuple_New(OPC_NCODES);
     for (int i = 0; t && i < OPC_NCODES; i++) {
@@ -92,6 +102,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     NFOS_KEY_FIELDS(ADD_KEY_FIELD)
 #undef ADD_KEY_FIELD
     if (add_tuple(m, "ABORT_CAUSES", abort_causes()) < 0 || add_tuple(m, "OPERATIONS", operations()) < 0 ||
+        add_tuple(m, "HANDLERS", handlers()) < 0 ||
         add_tuple(m, "COUNTERS", counters()) < 0 || add_tuple(m, "COUNTER_ALIASES", counter_aliases()) < 0)
         goto fail;
     return m;

@@ -20,7 +20,8 @@ typedef struct {
 enum pktio_event {
     PKTIO_BATCH,      /* n packets in items (their PktSlots parsed, keys extracted) */
     PKTIO_TICK,       /* advance the clock to `time` (expire idle sets), then done() */
-    PKTIO_PERIODIC,   /* sequential mode: periodic handlers are due up to `time`, before the next packet */
+    PKTIO_PERIODIC,   /* periodic handlers are due before the next descriptor (its time: `time`) */
+    PKTIO_WAIT,       /* the next descriptor (time `time`) is past the drift horizon: wait, receive again */
     PKTIO_IDLE,       /* nothing to receive; `time`: the current time to advance to (0: none); then wait() */
     PKTIO_END,        /* the input is closed and fully processed */
     PKTIO_STOP        /* the control process asked the workers to stop */
@@ -28,8 +29,10 @@ enum pktio_event {
 
 typedef struct {
     Item *items;      /* room for `max` items (the loop's) */
+    uint64_t horizon; /* in: take no descriptor with a later time (UINT64_MAX: no limit) */
     int n;            /* PKTIO_BATCH: items filled */
     uint64_t time;
+    uint64_t last;    /* PKTIO_BATCH: the time of its last descriptor */
     uint64_t count;   /* input units consumed (counted against worker_run's budget) */
     uint64_t mark;    /* the backend's own: where the batch was taken from */
     uint64_t t0;      /* the backend's own: when the batch was taken */
@@ -50,7 +53,9 @@ typedef struct {
      * 0 go, -1 stopped (worker_run returns -1), -2 exception set. */
     int (*enter)(int spin);
     /* The next batch, of at most `max` packets; `periodic_due` is the time
-     * the next periodic handler is due (sequential mode; else UINT64_MAX). */
+     * the next periodic handler is due (sequential mode and replay barriers;
+     * else UINT64_MAX): a descriptor at or after it is PKTIO_PERIODIC first.
+     * A descriptor later than rx->horizon is PKTIO_WAIT (replay rings only). */
     int (*rx)(PktioRx *rx, int max, uint64_t periodic_due);
     /* The last batch or tick is committed and its output published. */
     void (*done)(PktioRx *rx);

@@ -283,10 +283,17 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     uint64_t consumed = 0;
     for (uint64_t k = 0; k < take; k++) {
         RxDesc *d = &rx->descs[(tail + k) & rx->mask];
-        if (d->time >= due) {   /* sequential mode: periodic handlers come first */
+        if (d->time >= due) {   /* periodic handlers come first (at a barrier with workers) */
             if (n == 0) {
                 b->time = d->time;
                 return PKTIO_PERIODIC;
+            }
+            break;
+        }
+        if (d->time > b->horizon) {   /* past the drift horizon: others are too far behind */
+            if (n == 0) {
+                b->time = d->time;
+                return PKTIO_WAIT;
             }
             break;
         }
@@ -317,6 +324,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     }
     b->n = n;
     b->time = slots[0].time;
+    b->last = slots[n - 1].time;
     b->count = consumed;
     b->mark = tail;
     return PKTIO_BATCH;

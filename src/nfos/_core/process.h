@@ -23,10 +23,11 @@
 #define CONFLICT_RING 16384
 typedef struct {
     uint16_t cause, struct_id;
-    uint8_t own_op, other_slot, other_op, pad;
+    uint8_t own_op, other_slot, other_op, handler;   /* handler: handlers.def */
     uint32_t index;
     uint32_t own_site, other_site;
     uint32_t own_detail, other_detail;
+    uint32_t handler_index;                          /* a periodic handler's place in the schedule */
 } ConflictRecord;
 
 /* Latency histogram (paced mode): log-linear buckets, 16 per power of two. */

@@ -7,8 +7,9 @@
  * open.
  *
  * Abort hook (always): the STM hands over what the abort met — the cause,
- * the object, this transaction's tag and site, the object's last-writer word
- * — and this file decodes the tags (base.h OP_TAG) into a ConflictRecord in
+ * the object, this transaction's tag and site, the object's last-writer word,
+ * the running handler (the descriptor's ctx word, base.h HANDLER_CTX) — and
+ * this file decodes the tags (base.h OP_TAG) into a ConflictRecord in
  * the slot's ring in the arena, which the control process drains. */
 #include "profile.h"
 
@@ -52,6 +53,8 @@ static void record_abort(StmTx *tx, const StmConflict *c, void *arg) {
     r.other_op = TAG_OP(c->other_info);
     r.other_site = INFO_SITE(c->other_info);
     r.other_detail = TAG_DETAIL(c->other_info);
+    r.handler = CTX_HANDLER(c->ctx) < HANDLER_NKINDS ? CTX_HANDLER(c->ctx) : HANDLER_TRANSACT;
+    r.handler_index = CTX_INDEX(c->ctx);
     uint64_t n = atomic_fetch_add(&me->conflict_count, 1);
     me->conflicts[n % CONFLICT_RING] = r;
 }
@@ -79,10 +82,11 @@ PyObject *profile_conflicts(uint32_t slot, uint64_t since, uint64_t *cursor, uin
     if (!out) return NULL;
     for (uint64_t i = start; i < n; i++) {
         ConflictRecord *c = &sh->conflicts[i % CONFLICT_RING];
-        PyObject *t = Py_BuildValue("(siissiIIII)", abort_cause_names[c->cause], c->struct_id, c->index,
+        PyObject *t = Py_BuildValue("(siissiIIsIII)", abort_cause_names[c->cause], c->struct_id, c->index,
                                     op_name(c->own_op), op_name(c->other_op),
                                     c->other_slot == 0xff ? -1 : (int)c->other_slot, c->own_site,
-                                    c->other_site, c->own_detail, c->other_detail);
+                                    c->other_site, handler_names[c->handler < HANDLER_NKINDS ? c->handler : 0],
+                                    c->handler_index, c->own_detail, c->other_detail);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(out);

@@ -12,8 +12,8 @@ void profile_init(void);
  * every structure access; nf_file: the NF's file name) or off. */
 void profile_configure(int on, PyObject *nf_file);
 /* The conflict records of `slot` from `since` on, as tuples (cause, struct
- * id, index, own op, other op, other slot, own site, other site, own detail,
- * other detail); *cursor is where to start next time, *lost counts records
+ * id, index, own op, other op, other slot, own site, other site, handler,
+ * handler index, own detail, other detail); *cursor is where to start next time, *lost counts records
  * overwritten before they were read. */
 PyObject *profile_conflicts(uint32_t slot, uint64_t since, uint64_t *cursor, uint64_t *lost);
 

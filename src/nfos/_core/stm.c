@@ -191,7 +191,7 @@ void stm_begin(StmTx *tx, int mode, int irrevocable) {
                 if (spins > 64) sched_yield();
         }
         atomic_store(&me->in_tx, 1);
-        tx->counters->irrevocable[0]++;
+        if (irrevocable == STM_IRREVOCABLE) tx->counters->irrevocable[0]++;
     } else {
         for (;;) {
             wait_irrevocable_free(tx);
@@ -295,6 +295,7 @@ static void doom(StmTx *tx, int cause, ObjHdr *obj, uint16_t struct_id, uint32_t
     c->index = index;
     c->own_tag = tx->tag;
     c->own_site = tx->site;
+    c->ctx = tx->ctx;
     c->other_slot = 0xff;
     if (obj) {
         int32_t e = entry_find(tx, obj, 0);

@@ -129,6 +129,7 @@ typedef struct {
     uint32_t own_site;
     uint8_t other_slot;       /* who holds or last wrote the object (0xff: unknown) */
     uint64_t other_info;      /* the object's info word when met (0: no object) */
+    uint64_t ctx;             /* the descriptor's ctx word when the attempt was doomed */
 } StmConflict;
 
 typedef struct StmTx StmTx;
@@ -177,6 +178,7 @@ struct StmTx {
     int conflict_valid;
     StmConflict conflict;
     uint32_t site;            /* the current access site (site hook) */
+    uint64_t ctx;             /* the runtime's: what is running (copied into a conflict; opaque here) */
     uint64_t tag;             /* the tag of the current open */
     int sampled;              /* this transaction is timed (1 in STM_SAMPLE) */
     uint64_t count;           /* transactions begun by this descriptor */
@@ -189,6 +191,11 @@ void stm_tx_free(StmTx *tx);
 /* Run as `slot` of `shared`, counting into `counters` (NULL, NULL: no arena). */
 void stm_tx_bind(StmTx *tx, StmShared *shared, uint32_t slot, SlotCounters *counters);
 
+/* `irrevocable`: 0, or STM_IRREVOCABLE (take the global token and wait until
+ * no other slot is inside a transaction: a fallback, counted in
+ * `irrevocable`), or STM_ALONE (the same exclusion, for work that is meant to
+ * run alone, e.g. a periodic handler at a barrier: not counted). */
+enum { STM_IRREVOCABLE = 1, STM_ALONE = 2 };
 void stm_begin(StmTx *tx, int mode, int irrevocable);
 /* Open `obj` (payload `size` bytes) for reading or writing; returns where to
  * access its payload, or NULL (tx->fail says why). */

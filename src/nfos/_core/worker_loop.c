@@ -6,30 +6,53 @@
  * Batches: up to `batch` (<= 32) packets run in one transaction.  On an
  * abort the batch is retried; after SPLIT_AFTER aborts it is split in two
  * halves (each run the same way); a single packet that aborted
- * IRREVOCABLE_AFTER times runs irrevocably, so every packet commits.
- * A handler that raises (not an abort) rolls back the batch, which is then
- * re-run one packet per transaction so that only the faulty packet is
- * dropped and counted.
+ * IRREVOCABLE_AFTER times runs irrevocably, so every packet commits.  A
+ * transaction too large for the descriptor (`too_large`) splits at once, and
+ * a single packet that is too large runs irrevocably at once.  A handler
+ * that raises (not an abort) rolls back the batch, which is then re-run one
+ * packet per transaction so that only the faulty packet is dropped and
+ * counted.
  *
  * Time: a packet's handlers see now() = max(clock, packet time).  The clock
  * of an attempt is reset to the batch's starting clock, so a retry sees the
  * same times.  Expired packet sets are swept oldest-first between batches
  * (and on clock ticks, and while idle live) and also on lookup, so a set's
- * fate does not depend on when the sweep ran.  In the sequential mode,
- * periodic handlers due before a packet run before it.
+ * fate does not depend on when the sweep ran.
+ *
+ * Periodic handlers (sequential mode, and workers with `sync`: replay and the
+ * test harness): before the first descriptor with time >= T, where T is the
+ * next due time, the clock moves to T and expired sets are swept at T; then
+ * the handlers due at T run.  With workers this is a barrier: each worker
+ * publishes its progress (the time of its next descriptor; UINT64_MAX once
+ * its ring is closed and drained) and waits until every worker's progress
+ * is >= T; then the lowest-numbered worker that still has input (progress
+ * finite) runs the handlers due at T alone, in direct mode (nothing else
+ * runs: no STM, no retries), publishes their output through its own TX path
+ * and releases the others.  So a periodic handler reads and writes exactly
+ * what it does in the sequential run.  Every process keeps the schedule
+ * (configured before the fork), so no one asks anyone when T is.
+ *
+ * Drift horizon (the same `sync`): before taking a descriptor with time t, a
+ * worker waits until every other worker's progress is >= t - max_drift, so
+ * no worker runs ahead of another by more than Δ of virtual time.  The
+ * worker with the smallest progress never waits (no deadlock); the check is
+ * per batch.  Live and paced runs have neither (real time has no barrier).
  *
  * Output: at commit, the packets' output decisions and the frames emitted by
- * nf.emit() (buffered here, discarded by an abort) go to the packet I/O, and
- * the counters (counters.def) move; in paced mode the queue-to-commit
- * latency of each packet is histogrammed.
+ * nf.emit() (buffered here, discarded by an abort) go to the packet I/O, the
+ * text the handlers printed (the runtime's sys.stdout / sys.stderr proxies,
+ * nfos/runtime/streams.py) is written, and the counters (counters.def) move;
+ * in paced mode the queue-to-commit latency of each packet is histogrammed.
  */
 #include "worker_loop.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #define SPLIT_AFTER 2
 #define IRREVOCABLE_AFTER 8
 #define EMIT_BYTES (1u << 20)
+#define TEXT_BYTES (64u << 10)
 
 static const Pktio *io = &pktio_ring;
 
@@ -46,6 +69,27 @@ static int has_sets;
 /* frames from nf.emit(), published at commit */
 static char *emit_buf;
 static size_t emit_used, emit_cap;
+/* text printed by handlers, written at commit: records {stream, len, bytes} */
+static char *text_buf;
+static size_t text_used, text_cap;
+
+/* The workers' meeting point in the arena (sync: replay, test harness). */
+typedef struct {
+    _Atomic uint64_t v;
+    char pad[NFOS_CACHELINE - sizeof(uint64_t)];
+} PaddedTime;
+typedef struct {
+    _Atomic uint64_t led;        /* the last barrier time a worker took the lead of */
+    char pad0[NFOS_CACHELINE - sizeof(uint64_t)];
+    _Atomic uint64_t released;   /* the last barrier time whose periodic handlers have run */
+    _Atomic uint64_t next_event; /* at that barrier: the earliest next descriptor of any worker */
+    char pad1[NFOS_CACHELINE - 2 * sizeof(uint64_t)];
+    PaddedTime progress[];       /* per worker: every descriptor before it is processed */
+} LoopSync;
+static LoopSync *lsync;          /* NULL: no barriers (sequential, live, paced) */
+static uint64_t max_drift;
+static uint64_t my_progress;     /* what this worker last published */
+static uint64_t last_rx_time;    /* the time of the last descriptor taken */
 
 static PktSlot *cur_new;          /* the packet in the new-packet-set handler */
 typedef struct {
@@ -56,7 +100,9 @@ static Pending pend;              /* counts of the running attempt */
 int loop_init(void) {
     emit_cap = EMIT_BYTES;
     emit_buf = PyMem_RawMalloc(emit_cap);
-    if (!emit_buf) {
+    text_cap = TEXT_BYTES;
+    text_buf = PyMem_RawMalloc(text_cap);
+    if (!emit_buf || !text_buf) {
         PyErr_NoMemory();
         return -1;
     }
@@ -72,7 +118,7 @@ static void clear_periodics(void) {
 
 static void set_ref(PyObject **field, PyObject *v) { Py_XSETREF(*field, v ? Py_NewRef(v) : NULL); }
 
-void loop_configure(const LoopConfig *c) {
+int loop_configure(const LoopConfig *c) {
     set_ref(&h_new, c->h_new);
     set_ref(&h_packet, c->h_packet);
     set_ref(&h_expired, c->h_expired);
@@ -90,10 +136,19 @@ void loop_configure(const LoopConfig *c) {
     expiry_ns = c->expiry_ns;
     batch = c->batch;
     has_sets = c->has_sets;
+    lsync = NULL;
+    my_progress = last_rx_time = 0;
+    max_drift = c->max_drift_ns;
+    if (c->sync && !proc.local && proc.nworkers > 0) {
+        lsync = proc_alloc(sizeof(LoopSync) + sizeof(PaddedTime) * (size_t)proc.nworkers, NFOS_CACHELINE);
+        if (!lsync) return -1;
+    }
+    return 0;
 }
 
 void loop_reset(void) {
     has_sets = 0;
+    lsync = NULL;
     Py_CLEAR(h_new);
     Py_CLEAR(h_packet);
     Py_CLEAR(h_expired);
@@ -105,6 +160,9 @@ void loop_reset(void) {
 }
 
 /* ------------------------------------------------------------- handlers */
+
+/* The handler about to run (what a conflict record names). */
+static inline void running(int handler) { proc.tx.ctx = HANDLER_CTX(handler, 0); }
 
 /* Call a handler; 0 ok, -1 abort (exception cleared), -2 handler error
  * (exception set). */
@@ -131,6 +189,7 @@ static PyObject *state_view(int32_t id) {
 
 static int run_expired_handler(int32_t id) {
     if (!h_expired) return 0;
+    running(HANDLER_EXPIRED);
     PyObject *st = state_view(id);
     if (!st) return -2;
     int r = call(h_expired, &st, 1);
@@ -150,6 +209,7 @@ static int process_packet(PktSlot *s) {
     if (!pkt) return -2;
     int r = 0;
     if (s->flags & PF_MALFORMED) {   /* @nf.malformed: the frame, no IP or L4 view */
+        running(HANDLER_MALFORMED);
         r = call(h_malformed, &pkt, 1);
     } else if (s->has_set) {
         int32_t id = pst_lookup(s);
@@ -165,6 +225,7 @@ static int process_packet(PktSlot *s) {
             if (id >= 0) {
                 pst_touch(id, proc.clock);
                 if (h_packet) {
+                    running(HANDLER_PACKET);
                     PyObject *args[2] = {pkt, state_view(id)};
                     if (!args[1]) r = -2;
                     else {
@@ -173,12 +234,14 @@ static int process_packet(PktSlot *s) {
                     }
                 }
             } else if (h_new) {
+                running(HANDLER_NEW_PACKET_SET);
                 cur_new = s;
                 r = call(h_new, &pkt, 1);
                 cur_new = NULL;
             }
         }
     } else if (h_orphan) {
+        running(HANDLER_ORPHAN);
         r = call(h_orphan, &pkt, 1);
     }
     packet_invalidate(pkt);
@@ -196,9 +259,10 @@ static int process_item(Item *it) {
     return r;
 }
 
-/* Log a handler error once per NF source line (across all processes). */
-static void report_handler_error(void) {
-    PyObject *exc = nfos_fetch_exc();
+/* Log a handler error once per NF source line (across all processes): the
+ * exception fetched before the attempt was rolled back (so the log is not
+ * buffered with the attempt's text); steals the reference. */
+static void report_handler_error(PyObject *exc) {
     if (h_error && exc) {
         PyObject *r = PyObject_CallOneArg(h_error, exc);
         if (!r) PyErr_WriteUnraisable(h_error);
@@ -227,6 +291,85 @@ static inline void count_in(SlotCounters *c, const PktSlot *s) {
 static inline void count_out(SlotCounters *c, uint32_t mask) {
     for (int d = 0; d < proc.ndevs; d++)
         if (mask & (1u << d)) c->packets_out[d]++;
+}
+
+/* Write `len` bytes of UTF-8 text to sys.stdout or sys.stderr (stream 1, 2). */
+static void write_stream(int stream, const char *text, size_t len) {
+    PyObject *f = PySys_GetObject(stream == 2 ? "stderr" : "stdout");   /* borrowed */
+    if (!f || f == Py_None || !len) return;
+    PyObject *t = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "surrogatepass");
+    PyObject *r = t ? PyObject_CallMethod(f, "write", "O", t) : NULL;
+    Py_XDECREF(t);
+    if (!r) PyErr_WriteUnraisable(f);
+    Py_XDECREF(r);
+}
+
+/* After a commit: the text the transaction printed, in order, to the
+ * process's sys.stdout / sys.stderr (the runtime's proxies write it through
+ * now that no transaction runs).  Consecutive text of one stream goes in one
+ * write() and each stream written is then flushed, so a transaction's lines
+ * leave in one system call even when the stream is unbuffered: lines of two
+ * workers sharing the file do not mix.  A failing write is reported, not
+ * raised. */
+static void write_text(void) {
+    if (!text_used) return;
+    size_t used = text_used;
+    text_used = 0;
+    char *run = PyMem_RawMalloc(used);   /* the text without its record headers */
+    size_t run_len = 0;
+    int run_stream = 0, written = 0;
+    for (size_t at = 0; at < used;) {
+        uint32_t *h = (uint32_t *)(text_buf + at);
+        int stream = (h[0] & 3) == 2 ? 2 : 1;
+        if (run_len && stream != run_stream) {
+            write_stream(run_stream, run, run_len);
+            run_len = 0;
+        }
+        run_stream = stream;
+        written |= stream;
+        if (run) {
+            memcpy(run + run_len, h + 2, h[1]);
+            run_len += h[1];
+        } else {
+            write_stream(stream, (const char *)(h + 2), h[1]);   /* no memory: record by record */
+        }
+        at += 8 + ((h[1] + 7) & ~7u);
+    }
+    if (run_len) write_stream(run_stream, run, run_len);
+    PyMem_RawFree(run);
+    for (int stream = 1; stream <= 2; stream++) {
+        PyObject *f = (written & stream) ? PySys_GetObject(stream == 2 ? "stderr" : "stdout") : NULL;
+        if (!f || f == Py_None) continue;
+        PyObject *r = PyObject_CallMethod(f, "flush", NULL);
+        if (!r) PyErr_WriteUnraisable(f);
+        Py_XDECREF(r);
+    }
+}
+
+int loop_text(int stream, const char *text, size_t len) {
+    if (!proc.tx.active || proc.tx.mode == TX_UNLOGGED) return 0;
+    size_t need = 8 + ((len + 7) & ~(size_t)7);
+    if (len > UINT32_MAX || text_used + need > ((size_t)1 << 32)) {
+        PyErr_SetString(PyExc_MemoryError, "too much text printed in one transaction");
+        return -1;
+    }
+    if (text_used + need > text_cap) {
+        size_t n = text_cap;
+        while (n < text_used + need) n *= 2;
+        char *p = PyMem_RawRealloc(text_buf, n);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        text_buf = p;
+        text_cap = n;
+    }
+    uint32_t *h = (uint32_t *)(text_buf + text_used);
+    h[0] = (uint32_t)stream;
+    h[1] = (uint32_t)len;
+    memcpy(h + 2, text, len);
+    text_used += need;
+    return 1;
 }
 
 /* After a commit: output and counters of the committed transaction. */
@@ -274,26 +417,38 @@ static void publish(Item *items, int n) {
     c->table_full[0] += pend.table_full;
     c->packet_sets_live[0] = pst_count();
     if (io->flush) io->flush();
+    write_text();
 }
 
 /* --------------------------------------------------------- transactions */
 
 static int tx_mode(void) { return proc.local ? TX_DIRECT : TX_STM; }
 
-static void begin(int mode, int irrevocable) {
+static void begin(int mode, int irrevocable, int handler, uint32_t index) {
     emit_used = 0;
+    text_used = 0;
     stm_begin(&proc.tx, mode, irrevocable);
+    proc.tx.ctx = HANDLER_CTX(handler, index);
 }
 
-void loop_tx_begin(int mode, int irrevocable) { begin(mode, irrevocable); }
+void loop_tx_begin(int mode, int irrevocable) {
+    begin(mode, irrevocable, mode == TX_UNLOGGED ? HANDLER_INIT : HANDLER_TRANSACT, 0);
+}
+
+int loop_tx_commit(void) {
+    if (stm_commit(&proc.tx) < 0) return -1;
+    write_text();
+    return 0;
+}
 
 static void run_batch(Item *items, int n) {
     uint64_t start_clock = proc.clock;
+    int too_large = 0;
     for (int aborts = 0;;) {
-        int irrevocable = !proc.local && n == 1 && aborts >= IRREVOCABLE_AFTER;
+        int irrevocable = !proc.local && n == 1 && (aborts >= IRREVOCABLE_AFTER || too_large);
         proc.clock = start_clock;
         memset(&pend, 0, sizeof pend);
-        begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable);
+        begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable ? STM_IRREVOCABLE : 0, HANDLER_PACKET, 0);
         int r = 0, i;
         for (i = 0; i < n && r == 0; i++) r = process_item(&items[i]);
         if (r == -2) {
@@ -305,8 +460,9 @@ static void run_batch(Item *items, int n) {
                 return;
             }
             Pending keep = pend;
-            report_handler_error();
+            PyObject *exc = nfos_fetch_exc();
             stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
+            report_handler_error(exc);
             SlotCounters *c = &proc.me->counters;
             c->handler_errors[0]++;
             c->table_full[0] += keep.table_full;
@@ -315,7 +471,7 @@ static void run_batch(Item *items, int n) {
                 if (items[0].pkt->flags & PF_MALFORMED) c->malformed[0]++;
                 c->dropped[0]++;
             } else {   /* a failing expiry handler: the set goes anyway */
-                begin(tx_mode(), 0);
+                begin(tx_mode(), 0, HANDLER_EXPIRED, 0);
                 pst_remove(items[0].expire_id);
                 stm_commit(&proc.tx);
                 c->packet_sets_expired[0]++;
@@ -329,7 +485,9 @@ static void run_batch(Item *items, int n) {
         }
         if (r == -1) stm_abort(&proc.tx);
         aborts++;
-        if (n > 1 && aborts >= SPLIT_AFTER) {
+        /* too large for one transaction: retrying cannot help; split, or run alone */
+        too_large = proc.tx.fail_cause == ABORT_TOO_LARGE;
+        if (n > 1 && (aborts >= SPLIT_AFTER || too_large)) {
             int h = n / 2;
             proc.me->counters.batch_splits[0]++;
             proc.clock = start_clock;
@@ -375,11 +533,13 @@ static uint64_t next_periodic_due(void) {
     return due;
 }
 
-PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
+PyObject *loop_run_in_tx(PyObject *fn, PyObject *args, int handler, uint32_t index) {
     memset(&pend, 0, sizeof pend);
     for (int aborts = 0;; aborts++) {
-        int irrevocable = !proc.local && aborts >= IRREVOCABLE_AFTER;
-        begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable);
+        /* the control process: its transactions are rare and may be large (a scan); after an
+         * abort of any cause, run alone rather than risk aborting again */
+        int irrevocable = !proc.local && aborts >= 1;
+        begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable ? STM_IRREVOCABLE : 0, handler, index);
         PyObject *r = PyObject_Call(fn, args, NULL);
         if (!r && !proc.tx.doomed && !PyErr_ExceptionMatches(proc.TransactionAborted)) {
             PyObject *exc = nfos_fetch_exc();
@@ -397,13 +557,66 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
     }
 }
 
-/* Periodic handlers due up to `upto`, in time order, each at its due time.
- * A handler the clock left more than PERIODIC_MAX_BEHIND intervals behind
- * (a capture's clock jumped: years, not seconds) skips the runs in between
- * and runs once, at its last due time (counted: periodic_skipped), so a
- * jump costs a bounded number of runs. */
+PyObject *loop_run_alone(PyObject *fn, PyObject *args, int handler, uint32_t index) {
+    memset(&pend, 0, sizeof pend);
+    begin(TX_DIRECT, STM_ALONE, handler, index);
+    PyObject *r = PyObject_Call(fn, args, NULL);
+    if (r && !proc.tx.doomed && stm_commit(&proc.tx) == 0) {
+        publish(NULL, 0);
+        return r;
+    }
+    Py_XDECREF(r);
+    PyObject *exc = r ? NULL : nfos_fetch_exc();
+    if (proc.tx.active) stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
+    if (exc) nfos_restore_exc(exc);
+    else PyErr_SetString(PyExc_RuntimeError, "a transaction run alone aborted (out of memory for its undo log)");
+    return NULL;
+}
+
+/* A schedule the clock would leave more than PERIODIC_MAX_BEHIND intervals
+ * behind (a capture's clock jumped: years, not seconds) skips the runs in
+ * between: each handler runs once, at its last due time before the next event,
+ * and the runs skipped are counted (periodic_skipped), so a jump costs a
+ * bounded number of runs and barriers. */
 #define PERIODIC_MAX_BEHIND (1ull << 20)
 
+/* Skip the schedule ahead as above, given the time of the next event `g` (the
+ * same g gives the same schedule in every process); `count` in one process
+ * only.  Returns the next due time. */
+static uint64_t skip_behind(uint64_t g, int count) {
+    for (int i = 0; i < nperiodic; i++) {
+        Periodic *p = &periodics[i];
+        uint64_t behind = g > p->next ? (g - p->next) / p->interval : 0;
+        if (behind > PERIODIC_MAX_BEHIND) {
+            p->next += behind * p->interval;
+            if (count) proc.me->counters.periodic_skipped[0] += behind;
+        }
+    }
+    return next_periodic_due();
+}
+
+/* Run the periodic handlers due at T (those whose next due time is T), in
+ * schedule order, each alone in direct mode; or, `run` 0, only move the
+ * schedule past T (another worker ran them).  The clock is T. */
+static void periodics_at(uint64_t T, int run) {
+    if (T > proc.clock) proc.clock = T;
+    for (int i = 0; i < nperiodic; i++) {
+        Periodic *p = &periodics[i];
+        if (p->next > T) continue;
+        p->next += p->interval;
+        if (!run) continue;
+        PyObject *empty = PyTuple_New(0);
+        PyObject *r = empty ? loop_run_alone(p->fn, empty, HANDLER_PERIODIC, (uint32_t)i) : NULL;
+        Py_XDECREF(empty);
+        if (!r) {
+            proc.me->counters.handler_errors[0]++;
+            report_handler_error(nfos_fetch_exc());
+        }
+        Py_XDECREF(r);
+    }
+}
+
+/* The control process (live mode): the handlers due up to `upto`, each in a transaction. */
 static int run_due_periodics(uint64_t upto) {
     for (;;) {
         int best = -1;
@@ -419,11 +632,11 @@ static int run_due_periodics(uint64_t upto) {
         if (p->next > proc.clock) proc.clock = p->next;
         p->next += p->interval;
         PyObject *empty = PyTuple_New(0);
-        PyObject *r = loop_run_in_tx(p->fn, empty);
+        PyObject *r = loop_run_in_tx(p->fn, empty, HANDLER_PERIODIC, (uint32_t)best);
         Py_DECREF(empty);
         if (!r) {
             proc.me->counters.handler_errors[0]++;
-            report_handler_error();
+            report_handler_error(nfos_fetch_exc());
         }
         Py_XDECREF(r);
     }
@@ -432,6 +645,90 @@ static int run_due_periodics(uint64_t upto) {
 int loop_run_periodics(uint64_t upto) {
     run_due_periodics(upto);
     return PyErr_Occurred() ? -1 : 0;
+}
+
+/* ------------------------------------------------- barriers and the horizon */
+
+uint64_t loop_progress(int w) {
+    return lsync && w >= 0 && w < proc.nworkers ? atomic_load(&lsync->progress[w].v) : 0;
+}
+
+/* Everything of this worker before `t` is processed (t only grows). */
+static inline void publish_progress(uint64_t t) {
+    if (lsync && t > my_progress) {
+        my_progress = t;
+        atomic_store(&lsync->progress[proc.slot].v, t);
+    }
+}
+
+/* The latest time this worker may take: every other worker's progress + Δ. */
+static uint64_t horizon(void) {
+    uint64_t m = UINT64_MAX;
+    for (int w = 0; w < proc.nworkers; w++) {
+        if (w == proc.slot) continue;
+        uint64_t p = atomic_load(&lsync->progress[w].v);
+        if (p < m) m = p;
+    }
+    return m > UINT64_MAX - max_drift ? UINT64_MAX : m + max_drift;
+}
+
+/* Waiting for other workers: spin briefly, then yield, then sleep a little
+ * (two cores may be shared by more processes than that). */
+static void pause_waiting(unsigned spins) {
+    if (spins < 16) return;
+    if (spins < 2000) sched_yield();
+    else usleep(spins < 20000 ? 10 : 100);
+}
+
+/* The periodic handlers due at T, before a descriptor at `next` >= T: the
+ * clock moves to T and expired sets are swept at T; with workers, the
+ * barrier (see the top of the file).  0, -1 the run stops, -2 exception set. */
+static int advance(uint64_t t);
+static int periodic_barrier(uint64_t T, uint64_t next) {
+    if (advance(T) < 0) return -2;
+    if (!lsync) {
+        periodics_at(skip_behind(next, 1), 1);
+        return PyErr_Occurred() ? -2 : 0;
+    }
+    publish_progress(next);
+    int leader = -1;
+    for (unsigned spins = 0;; spins++) {
+        if (atomic_load(&lsync->released) >= T) break;   /* led already */
+        int all = 1;
+        leader = -1;
+        for (int w = 0; w < proc.nworkers; w++) {
+            uint64_t p = atomic_load(&lsync->progress[w].v);
+            if (p < T) {
+                all = 0;
+                break;
+            }
+            if (p != UINT64_MAX && leader < 0) leader = w;   /* the lowest worker that has input left */
+        }
+        if (all) break;
+        if (proc_stopping()) return -1;
+        pause_waiting(spins);
+    }
+    if (leader == proc.slot) {   /* claim T: once (a late worker may see the leader finished since) */
+        uint64_t led = atomic_load(&lsync->led);
+        while (led < T && !atomic_compare_exchange_weak(&lsync->led, &led, T)) {}
+        if (led < T) {
+            uint64_t g = UINT64_MAX;   /* the next event of any worker (all wait: it stays put) */
+            for (int w = 0; w < proc.nworkers; w++) {
+                uint64_t p = atomic_load(&lsync->progress[w].v);
+                if (p < g) g = p;
+            }
+            atomic_store(&lsync->next_event, g);
+            periodics_at(skip_behind(g, 1), 1);
+            atomic_store(&lsync->released, T);
+            return PyErr_Occurred() ? -2 : 0;
+        }
+    }
+    for (unsigned spins = 0; atomic_load(&lsync->released) < T; spins++) {
+        if (proc_stopping()) return -1;
+        pause_waiting(spins);
+    }
+    periodics_at(skip_behind(atomic_load(&lsync->next_event), 0), 0);
+    return 0;
 }
 
 /* ------------------------------------------------------------ main loop */
@@ -453,20 +750,34 @@ long long loop_run(long long budget, int spin) {
     SlotCounters *c = &proc.me->counters;
     Item items[NFOS_BATCH_MAX];
     int max = batch > 0 ? batch : NFOS_BATCH_MAX;
+    int timed = proc.local || lsync;   /* periodic handlers run in this loop */
+    unsigned waits = 0;
     long long done = 0;
     while (done < budget) {
-        PktioRx rx = {.items = items};
-        switch (io->rx(&rx, max, proc.local ? next_periodic_due() : UINT64_MAX)) {
+        PktioRx rx = {.items = items, .horizon = lsync ? horizon() : UINT64_MAX};
+        switch (io->rx(&rx, max, timed ? next_periodic_due() : UINT64_MAX)) {
         case PKTIO_STOP:
+            publish_progress(UINT64_MAX);
             return -1;
         case PKTIO_END:
+            publish_progress(UINT64_MAX);
             if (io->leave) io->leave();
             return done ? done : -1;
         case PKTIO_PERIODIC:
-            run_due_periodics(rx.time);
-            if (PyErr_Occurred()) return -2;
+            r = periodic_barrier(next_periodic_due(), rx.time);
+            if (r == -1) {
+                publish_progress(UINT64_MAX);
+                return -1;
+            }
+            if (r < 0 || PyErr_Occurred()) return -2;
+            c->clock_ns[0] = proc.clock;
+            continue;
+        case PKTIO_WAIT:   /* others are more than Δ behind: let them catch up */
+            publish_progress(rx.time);
+            pause_waiting(waits++);
             continue;
         case PKTIO_IDLE:
+            publish_progress(last_rx_time);
             if (rx.time) {
                 if (advance(rx.time) < 0) return -2;
                 c->clock_ns[0] = proc.clock;
@@ -476,14 +787,19 @@ long long loop_run(long long budget, int spin) {
             if (r > 0) goto leave;
             continue;
         case PKTIO_TICK:
+            publish_progress(rx.time);
+            if (rx.time > last_rx_time) last_rx_time = rx.time;
             if (rx.time > proc.clock) proc.clock = rx.time;
             sweep_expired();
             break;
         case PKTIO_BATCH:
+            publish_progress(rx.time);
+            if (rx.last > last_rx_time) last_rx_time = rx.last;
             if (advance(rx.time) < 0) return -2;
             run_batch(items, rx.n);
             break;
         }
+        waits = 0;
         if (PyErr_Occurred()) return -2;
         c->clock_ns[0] = proc.clock;
         io->done(&rx);

@@ -22,27 +22,47 @@ typedef struct {
     uint64_t expiry_ns;         /* 0: never */
     int batch;                  /* packets per transaction, 1..NFOS_BATCH_MAX */
     int has_sets;
+    int sync;                   /* workers meet at periodic barriers and keep within the drift horizon
+                                 * (virtual time: replay and the test harness; not live or paced) */
+    uint64_t max_drift_ns;      /* the drift horizon Δ */
 } LoopConfig;
 
-int loop_init(void);                        /* module init: the emit buffer */
-void loop_configure(const LoopConfig *c);
+int loop_init(void);                        /* module init: the output buffers */
+int loop_configure(const LoopConfig *c);    /* -1: exception set (the arena is full) */
 void loop_reset(void);                      /* the NF is unloaded */
 void loop_set_io(const Pktio *io);          /* the packet I/O of this process (default: pktio_ring) */
 
 /* Process input for up to `budget` units: the count, -1 when the input is
  * finished (or the run stopped), -2 with an exception set. */
 long long loop_run(long long budget, int spin);
-/* Run fn(*args) in one transaction (retried; irrevocably after repeated
- * aborts) and publish its output: the result, or NULL with its exception. */
-PyObject *loop_run_in_tx(PyObject *fn, PyObject *args);
+/* Run fn(*args) in one transaction of the control process (retried; after
+ * its first abort, irrevocably) and publish its output: the result, or NULL
+ * with its exception.  `handler` (handlers.def) and `index` (a periodic
+ * handler's place in the schedule): what the profiler names. */
+PyObject *loop_run_in_tx(PyObject *fn, PyObject *args, int handler, uint32_t index);
+/* Run fn(*args) once, alone (every other slot outside its transactions), in
+ * direct mode: no STM, no retries; publish its output.  The result, or NULL
+ * with its exception (its effects rolled back).  The exit handler. */
+PyObject *loop_run_alone(PyObject *fn, PyObject *args, int handler, uint32_t index);
 /* Periodic handlers due up to `upto` (-1: exception set). */
 int loop_run_periodics(uint64_t upto);
 /* Expire this worker's idle packet sets (-1: exception set). */
 int loop_sweep(void);
 
 /* The NF API inside handlers. */
-void loop_tx_begin(int mode, int irrevocable);   /* a transaction for Python (output discarded) */
+void loop_tx_begin(int mode, int irrevocable);   /* a transaction for Python (frames discarded) */
+int loop_tx_commit(void);                        /* its commit: 0 (its text written), -1 aborted */
 PyObject *loop_register(PktSlot *s);             /* the state of the set of the new packet */
 int loop_emit(const char *frame, uint32_t len, uint32_t devmask);   /* -1: MemoryError */
+/* Text a handler printed (stream 1 stdout, 2 stderr; | TEXT_FLUSH: a flush,
+ * with empty text): buffered with the transaction's output, written to
+ * sys.stdout / sys.stderr at commit and flushed, discarded by an abort.
+ * 1 buffered, 0 no transaction that could abort is running (write it
+ * through), -1 MemoryError. */
+#define TEXT_FLUSH 4
+int loop_text(int stream, const char *text, size_t len);
+/* The drift horizon's view (tests): worker w's progress (every descriptor
+ * before it processed; UINT64_MAX: finished), or 0 without barriers. */
+uint64_t loop_progress(int w);
 
 #endif

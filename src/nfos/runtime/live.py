@@ -337,7 +337,8 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
     session = None
     metrics = None
     try:
-        session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check)
+        # real time: no barriers; the control process runs periodic handlers (see _serve)
+        session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check, sync=False)
         nf = session.nf
         devices = list(nf.devices)
         offloads = offloads_supported()

@@ -54,7 +54,7 @@ def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: f
               params: Sequence[str] = ()) -> dict[str, Any]:
     """Offer `rate` packets/s for `duration` seconds: loss, latency percentiles (µs), the
     latency histogram, and the rate the generator really achieved (it may fall behind)."""
-    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True)
+    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True, sync=False)
     try:
         s.init(start_time_ns=time.monotonic_ns())
         s.open_rings(RING, 64)

@@ -4,6 +4,9 @@ The whole trace is copied into the arena and steered (software RSS) into
 per-worker RX rings before the workers start (saturation mode), so the
 measured phase is processing only.  Virtual time is the capture's
 timestamps; clock ticks in every ring let idle workers expire their sets.
+Periodic handlers run in the workers at barriers at their due times, and no
+worker runs more than ``max_drift_ns`` of virtual time ahead of another (see
+nfos/runtime/session.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from nfos.io.capture import Trace
 from nfos.runtime.progress import Phases
-from nfos.runtime.session import OutputSink, Session
+from nfos.runtime.session import MAX_DRIFT_NS, OutputSink, Session
 
 
 @dataclass
@@ -41,7 +44,7 @@ def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False, phases: Phases | None = None) -> RunResult:
+           profile: bool = False, phases: Phases | None = None, max_drift_ns: int = MAX_DRIFT_NS) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
@@ -51,7 +54,8 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
     """
     ph = phases or Phases()
     collect = bool(out_dir) or keep_output
-    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
+    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
+                      max_drift_ns=max_drift_ns)
     try:
         nf = session.nf
         if callable(trace):
@@ -139,9 +143,10 @@ def _control(session: Session) -> list[dict[str, Any]]:
 
 
 def _wait_parallel(session: Session, progress: Callable[[int], None], total: int) -> None:
-    """Until every worker has processed its ring: drain output, run the periodic handlers at the
-    slowest worker's virtual clock, report progress, collect conflict records, watch the workers."""
-    periodic = bool(session.periodics())
+    """Until every worker has processed its ring: drain output, report progress, collect conflict
+    records, watch the workers.  (Without virtual time, the control process would run the periodic
+    handlers at the slowest worker's clock; with it, the workers run them at barriers.)"""
+    periodic = bool(session.periodics()) and not session.periodics_in_workers
     pause = 0.002 if session.sink or periodic or session.profile else 0.005
     while True:
         done = session.workers_finished()

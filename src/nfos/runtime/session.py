@@ -1,8 +1,9 @@
 """The runtime engine: one loaded NF, its arena and its processes.
 
     control process ── loads the NF, runs @nf.init, owns the arena, forks the
-    │                  workers, runs periodic and exit handlers, drains output,
-    │                  checks the workers, collects the counters
+    │                  workers, runs the exit handler (live: and the periodic
+    │                  handlers), drains output, checks the workers, collects
+    │                  the counters
     ├── worker 0       each: its own interpreter, RX ring, packet-set table
     └── worker N-1
 
@@ -25,6 +26,17 @@ forks the workers → the driver's loop (:meth:`~Session.drain`,
 same C loop with direct writes (and an undo log so a raising handler still
 loses only its packet).  Slots: workers are 0..N-1 and the control process
 is N; in sequential mode everything is slot 0.
+
+Virtual time (``sync=True``: replay and the Harness): periodic handlers run in
+the workers, at a barrier at their due time T (every worker has processed all
+its packets before T and none after; the lowest-numbered worker with input
+left runs them alone), and no worker runs more than ``max_drift_ns`` of
+virtual time ahead of another.  Live and paced runs pass ``sync=False``: the
+control process runs periodic handlers on the monotonic clock.
+
+While a session is open, ``sys.stdout`` and ``sys.stderr`` are proxies
+(:mod:`nfos.runtime.streams`): what a handler prints is written once, when its
+transaction commits.
 
 Process-wide state is the session's: the NF's structure registry (with their
 housekeeping and the worker count they are built for) is ``Session.registry``,
@@ -52,11 +64,13 @@ from nfos.check import check_file
 from nfos.io.capture import PcapWriter
 from nfos.nf import NF, NFError
 from nfos.params import ParamError
+from nfos.runtime import streams
 from nfos.structures.base import Registry, release, set_current
 
 DEFAULT_ARENA = 64 << 30   # virtual; pages are backed only when touched
 TX_RING_BYTES = 8 << 20
 RUN_BUDGET = 1 << 16       # RX descriptors per call of the loop in the sequential mode
+MAX_DRIFT_NS = 1_000_000   # the drift horizon Δ: how far in virtual time a worker may run ahead
 
 Output = tuple[str, bytes]   # (device, frame)
 
@@ -197,17 +211,22 @@ class Session:
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
-                 check: bool = True, profile: bool = False, busy_poll: bool = False) -> None:
+                 check: bool = True, profile: bool = False, busy_poll: bool = False, sync: bool = True,
+                 max_drift_ns: int = MAX_DRIFT_NS) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
             raise ValueError(f"batch must be 1..{_core.BATCH_MAX}")
+        if isinstance(max_drift_ns, bool) or not isinstance(max_drift_ns, int) or max_drift_ns < 0:
+            raise ValueError(f"max_drift_ns must be an int >= 0, got {max_drift_ns!r}")
         self.path = os.path.abspath(nf_path)
         self.workers = workers
         self.batch = batch
         self.collect_output = collect_output
         self.profile = profile
         self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
+        self.sync = sync             # virtual time: periodic barriers and the drift horizon in the workers
+        self.max_drift_ns = max_drift_ns
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -222,6 +241,8 @@ class Session:
         self.closed = False
         _core.arena_create(arena_size, self.nslots)
         set_current(self)
+        # before the NF is imported: a logging handler it creates writes through the proxy
+        self._streams = streams.install()
         try:
             _core.set_slot(self.control_slot)
             name = f"nfos_nf_{id(self):x}_{os.path.splitext(os.path.basename(self.path))[0]}"
@@ -232,6 +253,7 @@ class Session:
                 raise LoadError(f"{nf_path}: {e}") from None
             _core.set_devices(self.nf.devices)
         except BaseException:
+            streams.restore(self._streams)
             release(self)
             _core.arena_destroy()
             raise
@@ -272,7 +294,8 @@ class Session:
             state_type=state_type, state_size=state_type.__nfos_size__ if state_type else 8,
             capacity=sets.capacity if sets else 1, expiry_ns=sets.expiry_ns if sets else 0,
             batch=self.batch, handlers=handlers, collect_output=self.collect_output, local=self.local,
-            rss_key=None, profile=self.profile, nf_file=self.path)
+            rss_key=None, profile=self.profile, nf_file=self.path, sync=self.sync,
+            max_drift_ns=self.max_drift_ns)
         self.tick_ns = self._tick_interval()
 
     def _tick_interval(self) -> int:
@@ -284,8 +307,15 @@ class Session:
         return min(candidates)
 
     def periodics(self) -> list[tuple[Callable[[], object], int]]:
-        """The NF's periodic handlers and its structures' housekeeping: (function, interval ns)."""
+        """The NF's periodic handlers and its structures' housekeeping: (function, interval ns),
+        in schedule order (a conflict record's periodic index is a place in this list)."""
         return self.nf.handlers.periodic + self.registry.periodics()
+
+    @property
+    def periodics_in_workers(self) -> bool:
+        """Periodic handlers run in the workers' loop (at barriers, or in the sequential mode's
+        one process), not in the control process."""
+        return self.local or self.sync
 
     # ------------------------------------------------------------ feeding
     def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int],
@@ -381,6 +411,11 @@ class Session:
         """Every worker has processed its closed RX ring to the end."""
         return all(_core.rx_finished(w) for w in range(self.workers))
 
+    def progress(self) -> list[int]:
+        """Each worker's published progress (replay barriers): every descriptor before it is
+        processed; 2**64 - 1 once its ring is closed and drained."""
+        return [_core.progress(w) for w in range(self.workers)]
+
     def slowest_clock(self) -> int | None:
         """The virtual clock of the slowest worker still running (None: all finished)."""
         clocks = [read_counters(w)["clock_ns"] for w in range(self.workers) if not _core.rx_finished(w)]
@@ -421,7 +456,8 @@ class Session:
         _core.set_clock(now_ns)
 
     def run_periodics(self, now_ns: int) -> None:
-        """Run the periodic handlers and housekeeping due by ``now_ns``, each in a transaction."""
+        """The control process runs the periodic handlers and housekeeping due by ``now_ns``, each
+        in a transaction (live mode; with virtual time the workers run them at barriers)."""
         _core.run_periodics(now_ns)
 
     def run_in_tx(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -454,12 +490,17 @@ class Session:
             self.conflicts.drain()
 
     def run_exit_handler(self) -> None:
+        """@nf.exit, once, after the workers have stopped: alone, in direct mode (nothing is left
+        to conflict with: no STM, no retries).  An exception is logged and the run goes on."""
         if self.nf.handlers.exit is None:
             return
         if not self.local:   # the exit handler sees the time the workers reached
             _core.set_clock(max(c["clock_ns"] for c in self.slot_counters()))
+            for w, p in enumerate(self.procs):
+                if not p.is_alive():   # a dead worker's transaction flag must not hold it up
+                    _core.recover_slot(w)
         try:
-            _core.run_in_tx(self.nf.handlers.exit)
+            _core.run_exit(self.nf.handlers.exit)
         except Exception as e:
             self._log_error(e, "@nf.exit")
 
@@ -483,6 +524,7 @@ class Session:
         finally:
             _core.arena_destroy()
             sys.modules.pop(self.module.__name__, None)
+            streams.restore(self._streams)
             release(self)
 
     # ------------------------------------------------------------ errors
@@ -496,10 +538,12 @@ class Session:
     def _log_error(self, exc: BaseException, what: str) -> None:
         file, line = _nf_frame(exc.__traceback__, self.path)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        sys.stderr.write(
-            f"nfos: {what} error at {os.path.basename(file)}:{line}: {type(exc).__name__}: {exc}\n"
-            f"nfos: the packet was dropped; later errors at this line are only counted\n{tb}")
-        sys.stderr.flush()
+        then = ("the run goes on" if what == "@nf.exit" else
+                "the packet was dropped; later errors at this line are only counted")
+        err = streams.real(sys.stderr)   # the runtime's own message: never buffered with a transaction
+        err.write(f"nfos: {what} error at {os.path.basename(file)}:{line}: {type(exc).__name__}: {exc}\n"
+                  f"nfos: {then}\n{tb}")
+        err.flush()
 
     # ------------------------------------------------------------ stats
     def slot_counters(self) -> list[SlotCounters]:
@@ -570,7 +614,16 @@ class Session:
             raise RuntimeError("profile_report() needs a session made with profile=True")
         self.conflicts.drain()
         log = self.conflicts
-        return analyze(stats, log.records, log.lost, self.registry, self.path, dict(self.nf.params))
+        return analyze(stats, log.records, log.lost, self.registry, self.path, dict(self.nf.params),
+                       handlers=self.handler_functions())
+
+    def handler_functions(self) -> dict[str, Any]:
+        """The NF's handlers by handlers.def name; "periodic" is the schedule's list (the profiler
+        names a transaction by its handler and line)."""
+        h = self.nf.handlers
+        return {"packet": h.packet, "new_packet_set": h.new_packet_set, "expired": h.expired,
+                "orphan": h.orphan, "exit": h.exit, "init": h.init,
+                "periodic": [fn for fn, _iv in self.periodics()]}
 
 
 def memory_kb() -> tuple[int, int]:

@@ -161,6 +161,8 @@ class Conflict(NamedTuple):
     other_slot: int
     own_site: int       # NF source lines (0: unknown)
     other_site: int
+    handler: str        # the handler the aborted transaction ran (handlers.def; _core.HANDLERS)
+    handler_index: int  # a periodic handler's place in the schedule (Session.periodics())
     own_detail: int     # e.g. the hash of the Map key
     other_detail: int
 

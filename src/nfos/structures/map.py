@@ -3,13 +3,29 @@
 ``Map(key, value, capacity, buckets=None, hash="crc32c", slots=8)``: keys and
 values are Record types or scalar types.  ``m.get(k)`` returns the value (a
 record view you can write in place, or an int), ``m.set(k, v)`` inserts or
-updates and returns the value view, ``m.delete(k)``, ``k in m``, ``m[k]``.
-A record key can also be given as a tuple of its field values.
+updates and returns the value view, ``m.delete(k)``, ``k in m``, ``m[k]``,
+``len(m)`` (reads every worker's entry budget: not for hot paths).  A record
+key can also be given as a tuple of its field values.
+
+Limits: ``capacity`` is the number of entries the Map accepts, exactly: the
+insert of one more new key raises ``nfos.MapFull`` ("Map 'x' is full
+(capacity N entries)"); a delete frees room.  It is counted per worker, as
+the Allocator's pools are: each worker (and the control process) has an
+entry budget (the capacity split evenly at creation), an insert takes one
+from the caller's budget without any conflict, an empty budget steals half
+of the richest one.  Separately, each of the ``buckets`` objects holds at
+most ``slots`` entries inline, and a key lives only in its own bucket, so a
+bucket can fill before the Map does: that also raises ``MapFull`` (naming the
+bucket).  ``buckets`` defaults to the next power of two >= capacity (on
+average at most one key per bucket when full), which makes a full bucket of
+8 rare; raise ``buckets`` if it happens.  Memory is ``buckets`` x ``slots``
+entries (pages are backed only when touched).
 
 Recipes: two operations conflict when their keys share a bucket.  The same
 key → keep that value in a DistributedObj; different keys (a collision) →
 more ``buckets`` or another ``hash`` ("crc32c" or "mult", with ``seed``).
-A full bucket raises ``nfos.MapFull`` (a ``nfos.TableFull``).
+A worker whose entry budget ran dry steals from another's (reading every
+budget: a conflict with their inserts) → over-provision ``capacity``.
 """
 
 from __future__ import annotations
@@ -62,8 +78,8 @@ class Map(_core.MapBase, Structure):
             raise ValueError(f"Map buckets must be a power of two, got {buckets}")
         if not 1 <= slots <= 64:
             raise ValueError("Map slots (entries per bucket) must be 1..64")
-        super().__init__(layout(key, "key"), layout(value, "value"), buckets, slots, HASHES[hash], seed)
-        self.key_type, self.value_type, self.capacity = key, value, capacity
+        super().__init__(layout(key, "key"), layout(value, "value"), buckets, slots, HASHES[hash], seed, capacity)
+        self.key_type, self.value_type = key, value
         self.info = record(self, "Map", capacity=capacity, buckets=buckets, hash=hash, seed=seed, slots=slots)
 
     def __repr__(self) -> str:
@@ -72,11 +88,19 @@ class Map(_core.MapBase, Structure):
     @classmethod
     def classify(cls, c: Conflict, info: StructInfo, params: dict[str, object]) -> Diagnosis:
         ops = f"{c.own_op} vs {c.other_op}"
+        b, h, cap = info.params.get("buckets"), info.params.get("hash"), info.params.get("capacity")
+        if b is not None and c.element >= b:   # an entry budget (reported as buckets + slot)
+            if "get" in (c.own_op, c.other_op):   # len() reads every budget
+                return Diagnosis(ops, "len() read every worker's entry budget while another worker inserted "
+                                      "or deleted a key", f"call len({info.called}) less often (e.g. from a "
+                                      "periodic handler)", "", f"budget of slot {c.element - b}")
+            return Diagnosis(ops, "a worker's entry budget ran dry and it took entries from another's",
+                             f"over-provision capacity of {info.called}, now {cap}{param_hint('capacity', cap, params)}",
+                             "capacity", f"budget of slot {c.element - b}")
         if c.own_detail and c.own_detail == c.other_detail:   # the key hashes the operations carried
             return Diagnosis(ops, "two transactions used the same key and at least one wrote it",
                              f"keep the value of this hot key of {info.called} in an nfos.DistributedObj",
                              "DistributedObj")
-        b, h = info.params.get("buckets"), info.params.get("hash")
         return Diagnosis(ops, "different keys collide in one bucket",
                          f"give {info.called} more buckets (now {b}{param_hint('buckets', b, params)}) or another "
                          f"hash (now {h}: try {'mult' if h == 'crc32c' else 'crc32c'}, or a seed)", "buckets",
