@@ -133,8 +133,8 @@ def test_forced_records_name_every_handler(write_nf, handler, index, words):
         s.close()
     # (cause, struct, element, own op, other op, other slot, own site, other site, handler, index, details)
     rec = ("too_large", 0, 0, "get", "none", -1, 0, 0, handler, index, 0, 0)
-    assert [h for h, _doc in _core.HANDLERS] == ["packet", "new_packet_set", "expired", "orphan", "periodic",
-                                                  "exit", "init", "transact"]
+    assert [h for h, _doc in _core.HANDLERS] == ["packet", "new_packet_set", "expired", "orphan", "malformed",
+                                                  "periodic", "exit", "init", "transact"]
     stats = {"nf": "named", "workers": 1, "transactions": 2, "commits": 1, "aborts": 1, "abort_rate": 0.5,
              "imbalance": 1.0, "per_worker": [{"packets": 0, "transactions": 2, "aborts": 1}]}
     p = analyze(stats, [rec], 0, {}, "nf.py", {}, handlers=handlers)
