@@ -110,6 +110,7 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
         PyObject *f = PyList_GET_ITEM(frames, i);
         char *buf;
         Py_ssize_t len;
+        if ((i & 4095) == 0 && proc_poll_stop() < 0) goto done;   /* Ctrl-C while loading 10^7 frames */
         if (PyBytes_AsStringAndSize(f, &buf, &len) < 0) goto done;
         long dev = PyLong_AsLong(PyList_GET_ITEM(devs, i));
         uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
@@ -170,7 +171,7 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
     PyBuffer_Release(&b);
     if (!p) return NULL;
     int slot = ring_steer(p, len, (uint16_t)dev);
-    ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1);
+    if (ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1) < 0) return NULL;
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }
 
@@ -180,7 +181,7 @@ static PyObject *py_tick(PyObject *self, PyObject *args) {
     unsigned long long t;
     if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
     if (check_ring_slot(slot) < 0) return NULL;
-    ring_push(slot, NULL, 0, 0, DESC_TICK, t, 0, 1);
+    if (ring_push(slot, NULL, 0, 0, DESC_TICK, t, 0, 1) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
 }
 
@@ -194,6 +195,13 @@ static PyObject *py_rx_finished(PyObject *self, PyObject *arg) {
     long s = PyLong_AsLong(arg);
     if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
     return PyBool_FromLong(ring_rx_finished((int)s));
+}
+
+/* rx_pending(slot) -> packets queued and not processed (an interrupted run's "unprocessed"). */
+static PyObject *py_rx_pending(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(ring_rx_pending_packets((int)s));
 }
 
 static PyObject *py_close_rx(PyObject *self, PyObject *noargs) {
@@ -243,11 +251,15 @@ static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
     if (!ring_pool_loaded() || !ring_ready() || rate <= 0)
         return PyErr_Format(PyExc_ValueError, "load_pool() first, and a rate > 0");
-    uint64_t queued = 0, lost = 0;
-    Py_BEGIN_ALLOW_THREADS
-    ring_feed_paced(rate, duration, &queued, &lost);
-    Py_END_ALLOW_THREADS
-    return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
+    PacedFeed f;
+    ring_feed_paced_begin(&f, rate, duration);
+    for (int finished = 0; !finished;) {   /* 5 ms at a time: Ctrl-C is seen in between */
+        Py_BEGIN_ALLOW_THREADS
+        finished = ring_feed_paced_step(&f, mono_ns() + 5000000ull);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) return NULL;
+    }
+    return Py_BuildValue("(KK)", (unsigned long long)f.queued, (unsigned long long)f.lost);
 }
 
 PyMethodDef bind_feed_methods[] = {
@@ -257,6 +269,7 @@ PyMethodDef bind_feed_methods[] = {
     {"tick", py_tick, METH_VARARGS, NULL},
     {"rx_done", py_rx_done, METH_O, NULL},
     {"rx_finished", py_rx_finished, METH_O, NULL},
+    {"rx_pending", py_rx_pending, METH_O, "rx_pending(slot) -> packets queued and not processed"},
     {"close_rx", py_close_rx, METH_NOARGS, NULL},
     {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
     {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},

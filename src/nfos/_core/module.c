@@ -83,6 +83,12 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX) < 0 ||
         PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY) < 0)
         goto fail;
+    /* the handler codes of a slot's heartbeat (worker_loop.h), for the watchdog's names */
+    if (PyModule_AddIntConstant(m, "H_NEW", LOOP_H_NEW) < 0 || PyModule_AddIntConstant(m, "H_PACKET", LOOP_H_PACKET) < 0 ||
+        PyModule_AddIntConstant(m, "H_EXPIRED", LOOP_H_EXPIRED) < 0 ||
+        PyModule_AddIntConstant(m, "H_ORPHAN", LOOP_H_ORPHAN) < 0 || PyModule_AddIntConstant(m, "H_CALL", LOOP_H_CALL) < 0 ||
+        PyModule_AddIntConstant(m, "H_PERIODIC", LOOP_H_PERIODIC) < 0)
+        goto fail;
 #define ADD_KIND(k) \
     if (PyModule_AddIntConstant(m, "K_" #k, K_##k) < 0) goto fail;
     NFOS_FIELD_KINDS(ADD_KIND)

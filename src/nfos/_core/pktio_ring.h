@@ -18,7 +18,9 @@ void ring_collect_output(int on);
 uint8_t *ring_pool_copy(const char *frame, size_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
 int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
-/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room). */
+/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room;
+ * -2 with an exception set on a stop request or when this process would wait
+ * on itself). */
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
               uint64_t enq_ns, int wait);
 void ring_close(uint32_t slot);
@@ -26,6 +28,8 @@ void ring_close_all(void);
 uint64_t ring_rx_head(int slot);
 uint64_t ring_rx_tail(int slot);    /* descriptors consumed and committed */
 int ring_rx_finished(int slot);
+/* Packets queued on slot's RX ring and not processed (ticks not counted). */
+uint64_t ring_rx_pending_packets(int slot);
 
 /* The TX ring of a slot, read by the control process: records from `*at`
  * (start at ring_tx_tail) to ring_tx_head; ring_tx_next returns 1 with a
@@ -36,6 +40,12 @@ typedef struct {
     uint64_t time;
 } RingFrame;
 uint64_t ring_tx_tail(int slot);
+/* Records spilled by this process (its own slot, drained by itself: see
+ * pktio_ring.c), read after the ring's: bytes spilled, the next one from *at
+ * (start at 0; 0 when none is left), and forget them after the drain. */
+uint64_t ring_tx_spilled(int slot);
+int ring_tx_spill_next(int slot, uint64_t *at, RingFrame *f);
+void ring_tx_spill_clear(int slot);
 uint64_t ring_tx_head(int slot);
 int ring_tx_next(int slot, uint64_t *at, RingFrame *f);
 void ring_tx_release(int slot, uint64_t at);
@@ -47,7 +57,15 @@ void ring_prefault(int slot);
 int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n);   /* takes the arrays */
 int ring_pool_loaded(void);
 /* Queue the pool (cycling) at rate_pps for duration_s on the monotonic clock;
- * a full ring is a loss.  No Python (call it with the GIL released). */
-void ring_feed_paced(double rate_pps, double duration_s, uint64_t *queued, uint64_t *lost);
+ * a full ring is a loss.  In steps (each up to the monotonic time `until`,
+ * so the caller can look for a stop request in between): 1 once finished.
+ * No Python (call it with the GIL released). */
+typedef struct {
+    uint64_t t0, end, k, queued, lost;
+    size_t i;
+    double gap;
+} PacedFeed;
+void ring_feed_paced_begin(PacedFeed *f, double rate_pps, double duration_s);
+int ring_feed_paced_step(PacedFeed *f, uint64_t until);
 
 #endif

@@ -104,15 +104,33 @@ void loop_reset(void) {
 
 /* ------------------------------------------------------------- handlers */
 
+/* KeyboardInterrupt or SystemExit: a stop request, not a handler error. */
+static int stop_exception(void) {
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) || PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+/* The watchdog's heartbeat: which handler runs (0: none), and one more call. */
+static inline void heartbeat(uint32_t code) {
+    SlotShared *me = proc.me;
+    if (!me) return;
+    atomic_store_explicit(&me->hb_handler, code, memory_order_relaxed);
+    if (code)
+        atomic_store_explicit(&me->hb_calls, atomic_load_explicit(&me->hb_calls, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+
 /* Call a handler; 0 ok, -1 abort (exception cleared), -2 handler error
- * (exception set). */
-static int call(PyObject *h, PyObject **args, size_t nargs) {
+ * (exception set), -3 a stop request (KeyboardInterrupt / SystemExit set). */
+static int call(PyObject *h, PyObject **args, size_t nargs, uint32_t code) {
+    heartbeat(code);
     PyObject *r = PyObject_Vectorcall(h, args, nargs, NULL);
+    heartbeat(0);
     if (r) {
         Py_DECREF(r);
         if (proc.tx.doomed) return -1;   /* an abort was swallowed by NF code */
         return 0;
     }
+    if (stop_exception()) return -3;
     if (proc.tx.doomed || PyErr_ExceptionMatches(proc.TransactionAborted)) {
         PyErr_Clear();
         proc.tx.doomed = 1;
@@ -131,7 +149,7 @@ static int run_expired_handler(int32_t id) {
     if (!h_expired) return 0;
     PyObject *st = state_view(id);
     if (!st) return -2;
-    int r = call(h_expired, &st, 1);
+    int r = call(h_expired, &st, 1, LOOP_H_EXPIRED);
     Py_DECREF(st);
     return r;
 }
@@ -164,18 +182,18 @@ static int process_packet(PktSlot *s) {
                     PyObject *args[2] = {pkt, state_view(id)};
                     if (!args[1]) r = -2;
                     else {
-                        r = call(h_packet, args, 2);
+                        r = call(h_packet, args, 2, LOOP_H_PACKET);
                         Py_DECREF(args[1]);
                     }
                 }
             } else if (h_new) {
                 cur_new = s;
-                r = call(h_new, &pkt, 1);
+                r = call(h_new, &pkt, 1, LOOP_H_NEW);
                 cur_new = NULL;
             }
         }
     } else if (h_orphan) {
-        r = call(h_orphan, &pkt, 1);
+        r = call(h_orphan, &pkt, 1, LOOP_H_ORPHAN);
     }
     packet_invalidate(pkt);
     Py_DECREF(pkt);
@@ -278,7 +296,12 @@ static void begin(int mode, int irrevocable) {
 
 void loop_tx_begin(int mode, int irrevocable) { begin(mode, irrevocable); }
 
-static void run_batch(Item *items, int n) {
+/* Run `n` items in one transaction (split, retried, irrevocable, or one per
+ * transaction after a handler error: see the top).  Returns how many leading
+ * items are done: n, or fewer when a stop request interrupted it (the
+ * interrupted attempt is rolled back as if it never began, and a
+ * KeyboardInterrupt / SystemExit from a handler stays set). */
+static int run_batch(Item *items, int n) {
     uint64_t start_clock = proc.clock;
     for (int aborts = 0;;) {
         int irrevocable = !proc.local && n == 1 && aborts >= IRREVOCABLE_AFTER;
@@ -286,14 +309,28 @@ static void run_batch(Item *items, int n) {
         memset(&pend, 0, sizeof pend);
         begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable);
         int r = 0, i;
-        for (i = 0; i < n && r == 0; i++) r = process_item(&items[i]);
+        for (i = 0; i < n && r == 0; i++) {
+            if (proc_stopping()) {   /* the control process asked: leave now, even mid-batch */
+                r = -3;
+                break;
+            }
+            r = process_item(&items[i]);
+        }
+        if (r == -3) {
+            PyObject *exc = nfos_fetch_exc();
+            stm_rollback(&proc.tx);
+            nfos_restore_exc(exc);
+            proc.clock = start_clock;
+            return 0;
+        }
         if (r == -2) {
             if (n > 1) {   /* find the faulty packet: one transaction each */
                 PyErr_Clear();
                 stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
                 proc.clock = start_clock;
-                for (i = 0; i < n; i++) run_batch(&items[i], 1);
-                return;
+                for (i = 0; i < n; i++)
+                    if (run_batch(&items[i], 1) == 0) return i;
+                return n;
             }
             Pending keep = pend;
             report_handler_error();
@@ -311,11 +348,11 @@ static void run_batch(Item *items, int n) {
                 c->packet_sets_expired[0]++;
                 c->packet_sets_live[0] = pst_count();
             }
-            return;
+            return 1;
         }
         if (r == 0 && stm_commit(&proc.tx) == 0) {
             publish(items, n);
-            return;
+            return n;
         }
         if (r == -1) stm_abort(&proc.tx);
         aborts++;
@@ -323,9 +360,9 @@ static void run_batch(Item *items, int n) {
             int h = n / 2;
             proc.me->counters.batch_splits[0]++;
             proc.clock = start_clock;
-            run_batch(items, h);
-            run_batch(items + h, n - h);
-            return;
+            int k = run_batch(items, h);
+            if (k < h) return k;
+            return h + run_batch(items + h, n - h);
         }
         if (aborts > 4) sched_yield();
     }
@@ -333,10 +370,13 @@ static void run_batch(Item *items, int n) {
 
 /* ----------------------------------------------------------- expiry sweep */
 
-static void sweep_expired(void) {
-    if (!expiry_ns || !has_sets) return;
+/* 0, or -1 when a stop request interrupted it (an exception may be set). */
+static int sweep_expired(void) {
+    if (!expiry_ns || !has_sets) return 0;
     Item items[NFOS_BATCH_MAX];
     for (;;) {
+        int ps = proc_poll_stop();   /* many sets with no handler to run: no Python in between */
+        if (ps) return -1;
         int n = 0;
         int32_t id = pst_oldest();
         /* walk oldest-first; collect up to a batch of expired sets */
@@ -346,8 +386,8 @@ static void sweep_expired(void) {
             n++;
             id = pst_next_lru(id);
         }
-        if (n == 0) return;
-        run_batch(items, n);
+        if (n == 0) return 0;
+        if (run_batch(items, n) < n) return -1;
     }
 }
 
@@ -365,12 +405,20 @@ static uint64_t next_periodic_due(void) {
     return due;
 }
 
-PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
+static PyObject *run_in_tx(PyObject *fn, PyObject *args, uint32_t code) {
     memset(&pend, 0, sizeof pend);
     for (int aborts = 0;; aborts++) {
         int irrevocable = !proc.local && aborts >= IRREVOCABLE_AFTER;
         begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable);
+        heartbeat(code);
         PyObject *r = PyObject_Call(fn, args, NULL);
+        heartbeat(0);
+        if (!r && stop_exception()) {   /* Ctrl-C: the attempt never happened */
+            PyObject *exc = nfos_fetch_exc();
+            stm_rollback(&proc.tx);
+            nfos_restore_exc(exc);
+            return NULL;
+        }
         if (!r && !proc.tx.doomed && !PyErr_ExceptionMatches(proc.TransactionAborted)) {
             PyObject *exc = nfos_fetch_exc();
             stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
@@ -387,6 +435,9 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) {
     }
 }
 
+PyObject *loop_run_in_tx(PyObject *fn, PyObject *args) { return run_in_tx(fn, args, LOOP_H_CALL); }
+
+/* 0, or -1 with KeyboardInterrupt / SystemExit set (a stop request). */
 static int run_due_periodics(uint64_t upto) {
     for (;;) {
         int best = -1;
@@ -394,12 +445,17 @@ static int run_due_periodics(uint64_t upto) {
             if (periodics[i].next <= upto && (best < 0 || periodics[i].next < periodics[best].next)) best = i;
         if (best < 0) return 0;
         Periodic *p = &periodics[best];
+        uint64_t next = p->next;
         if (p->next > proc.clock) proc.clock = p->next;
         p->next += p->interval;
         PyObject *empty = PyTuple_New(0);
-        PyObject *r = loop_run_in_tx(p->fn, empty);
+        PyObject *r = run_in_tx(p->fn, empty, LOOP_H_PERIODIC + (uint32_t)best);
         Py_DECREF(empty);
         if (!r) {
+            if (stop_exception()) {   /* due again next time */
+                p->next = next;
+                return -1;
+            }
             proc.me->counters.handler_errors[0]++;
             report_handler_error();
         }
@@ -414,13 +470,14 @@ int loop_run_periodics(uint64_t upto) {
 
 /* ------------------------------------------------------------ main loop */
 
-/* Advance the clock to `t` (expiring idle sets first).  -1: exception set. */
+/* Advance the clock to `t` (expiring idle sets first).  -1: stopped (an
+ * exception may be set). */
 static int advance(uint64_t t) {
     if (t > proc.clock) {
         proc.clock = t;
-        sweep_expired();
+        int r = sweep_expired();
         proc.clock = t;
-        if (PyErr_Occurred()) return -1;
+        if (r < 0 || PyErr_Occurred()) return -1;
     }
     return 0;
 }
@@ -433,6 +490,11 @@ long long loop_run(long long budget, int spin) {
     int max = batch > 0 ? batch : NFOS_BATCH_MAX;
     long long done = 0;
     while (done < budget) {
+        /* A stop request: a signal (Ctrl-C in the sequential mode: KeyboardInterrupt
+         * raised here), or the parent gone; the arena's stop flag is the backend's STOP. */
+        int ps = proc_poll_stop();
+        if (ps < 0) return -2;
+        if (ps > 0 && !proc_stopping()) return -1;
         PktioRx rx = {.items = items};
         switch (io->rx(&rx, max, proc.local ? next_periodic_due() : UINT64_MAX)) {
         case PKTIO_STOP:
@@ -441,12 +503,14 @@ long long loop_run(long long budget, int spin) {
             if (io->leave) io->leave();
             return done ? done : -1;
         case PKTIO_PERIODIC:
-            run_due_periodics(rx.time);
-            if (PyErr_Occurred()) return -2;
+            if (run_due_periodics(rx.time) < 0 || PyErr_Occurred()) return -2;
             continue;
         case PKTIO_IDLE:
             if (rx.time) {
-                if (advance(rx.time) < 0) return -2;
+                if (advance(rx.time) < 0) {
+                    if (PyErr_Occurred()) return -2;
+                    continue;   /* the backend says STOP next */
+                }
                 c->clock_ns[0] = proc.clock;
             }
             r = io->wait();
@@ -455,12 +519,29 @@ long long loop_run(long long budget, int spin) {
             continue;
         case PKTIO_TICK:
             if (rx.time > proc.clock) proc.clock = rx.time;
-            sweep_expired();
+            if (sweep_expired() < 0) {
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
             break;
-        case PKTIO_BATCH:
-            if (advance(rx.time) < 0) return -2;
-            run_batch(items, rx.n);
+        case PKTIO_BATCH: {
+            if (advance(rx.time) < 0) {
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
+            int k = run_batch(items, rx.n);
+            if (k < rx.n) {   /* stopped mid-batch: the leading k packets are done */
+                if (k) {
+                    c->clock_ns[0] = proc.clock;
+                    rx.count = (uint64_t)k;
+                    io->done(&rx);
+                    done += k;
+                }
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
             break;
+        }
         }
         if (PyErr_Occurred()) return -2;
         c->clock_ns[0] = proc.clock;

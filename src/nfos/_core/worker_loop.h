@@ -7,6 +7,17 @@
 
 #define LOOP_MAX_PERIODIC 16
 
+/* The handler a slot is in (its heartbeat for the watchdog, process.h). */
+enum {
+    LOOP_H_NONE = 0,
+    LOOP_H_NEW = 1,          /* @nf.new_packet_set */
+    LOOP_H_PACKET = 2,       /* @nf.packet */
+    LOOP_H_EXPIRED = 3,      /* @nf.expired */
+    LOOP_H_ORPHAN = 4,       /* @nf.orphan */
+    LOOP_H_CALL = 15,        /* run_in_tx(fn): @nf.exit, a test's transaction */
+    LOOP_H_PERIODIC = 16     /* + its index: @nf.periodic */
+};
+
 typedef struct {
     PyObject *fn;
     uint64_t interval, next;

@@ -17,6 +17,16 @@ from nfos.io.capture import Trace
 from nfos.runtime.session import OutputSink, Session
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the replay; ``stats`` is its summary up to there (``interrupted``:
+    true, ``unprocessed``: the packets queued and not processed, so ``packets_in + unprocessed``
+    is the trace's length)."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.stats = stats
+
+
 @dataclass
 class RunResult:
     stats: dict[str, Any]
@@ -40,14 +50,18 @@ def check_memory(trace: Trace, nslots: int) -> None:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False) -> RunResult:
+           profile: bool = False, watchdog: float = 0.0) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
-    trace (so a pcap can be read onto the NF's first device).
+    trace (so a pcap can be read onto the NF's first device).  ``watchdog``: name a
+    worker stuck in one handler call that long on stderr (0: off).  Ctrl-C (a
+    KeyboardInterrupt) during the processing stops the workers at once and raises
+    :class:`Interrupted` with the summary so far.
     """
     collect = bool(out_dir) or keep_output
-    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
+    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
+                      watchdog=watchdog)
     try:
         nf = session.nf
         if callable(trace):
@@ -69,18 +83,25 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
         total = len(trace)
         t0 = time.perf_counter()
-        session.start()
-        if session.local:
-            while True:
-                n = session.run_local()
-                session.drain()
-                if progress:
-                    progress(session.packets_done(), total)
-                if n < 0:
-                    break
-        else:
-            _wait_parallel(session, progress, total)
-            session.join_workers()   # they report their memory use as they leave
+        try:
+            session.start()
+            if session.local:
+                while True:
+                    n = session.run_local()
+                    session.drain()
+                    if progress:
+                        progress(session.packets_done(), total)
+                    if n < 0:
+                        break
+            else:
+                _wait_parallel(session, progress, total)
+                session.join_workers()   # they report their memory use as they leave
+        except KeyboardInterrupt:
+            session.halt()   # now, mid-batch; a worker stuck in a handler is killed
+            session.drain()
+            raise Interrupted(session.summarize(time.perf_counter() - t0, total, {
+                "packets_per_worker_steered": per_worker, "warnings": list(trace.warnings),
+                "interrupted": True, "unprocessed": session.unprocessed()})) from None
         wall = session.processing_seconds() or (time.perf_counter() - t0)
         session.drain()
         session.run_exit_handler()
