@@ -10,7 +10,9 @@ static void handshake_reset(void) {
     proc.shared->start_ns = 0;
 }
 
-static int setup_rings(PyObject *caps, unsigned long long txbytes) {
+#define STREAM_DATA_BYTES (8u << 20)   /* per slot: frames injected and not yet processed */
+
+static int setup_rings(PyObject *caps, unsigned long long txbytes, unsigned long long data_bytes) {
     uint32_t nslots = proc.nslots;
     if (PyList_GET_SIZE(caps) != nslots) {
         PyErr_SetString(PyExc_ValueError, "one RX capacity per slot");
@@ -21,7 +23,7 @@ static int setup_rings(PyObject *caps, unsigned long long txbytes) {
         c[s] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(caps, s));
         if (PyErr_Occurred()) return -1;
     }
-    if (ring_setup(c, nslots, txbytes) < 0) return -1;
+    if (ring_setup(c, nslots, txbytes, data_bytes) < 0) return -1;
     handshake_reset();
     return 0;
 }
@@ -35,7 +37,7 @@ static PyObject *py_rings_setup(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
         return NULL;
     }
-    if (setup_rings(caps, txbytes) < 0) return NULL;
+    if (setup_rings(caps, txbytes, STREAM_DATA_BYTES) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -131,7 +133,7 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)
         PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + 1 : 1));
-    if (setup_rings(caps, txbytes) < 0) goto done;
+    if (setup_rings(caps, txbytes, 0) < 0) goto done;
     uint64_t next_tick = tick_ns ? first + tick_ns : UINT64_MAX;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
@@ -155,7 +157,9 @@ done:
 }
 
 /* inject(frame, dev, time) -> (slot, seq): one frame into its worker's ring
- * (streaming: the test harness).  seq is the ring position to wait for. */
+ * (streaming: the test harness), copied into the ring's data ring, which is
+ * reused as the worker consumes (a long stream does not grow the arena).
+ * seq is the ring position to wait for. */
 static PyObject *py_inject(PyObject *self, PyObject *args) {
     Py_buffer b;
     int dev;
@@ -166,11 +170,11 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
         PyBuffer_Release(&b);
         return NULL;
     }
-    uint8_t *p = ring_pool_copy(b.buf, (size_t)b.len);
     uint32_t len = (uint32_t)b.len;
+    int slot = ring_steer(b.buf, len, (uint16_t)dev);   /* steering only reads the frame */
+    uint8_t *p = ring_data_copy(slot, b.buf, len);
     PyBuffer_Release(&b);
     if (!p) return NULL;
-    int slot = ring_steer(p, len, (uint16_t)dev);
     if (ring_push(slot, p, len, (uint16_t)dev, DESC_PACKET, t, 0, 1) < 0) return NULL;
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }

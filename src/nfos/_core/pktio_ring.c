@@ -41,6 +41,7 @@ typedef struct {
     uint16_t kind;
     uint64_t time;
     uint64_t enq_ns;   /* paced mode: when the generator queued it; 0 otherwise */
+    uint64_t dend;     /* the slot's data-ring position after this descriptor's frame */
 } RxDesc;
 
 typedef struct {
@@ -52,6 +53,11 @@ typedef struct {
     _Atomic uint32_t finished;
     uint64_t mask;
     RxDesc *descs;
+    /* Streaming (inject): frames are copied into this byte ring, reused once their
+     * descriptors are consumed, so a long stream does not grow the arena. */
+    _Atomic uint64_t dtail;  /* written by the consumer: data before it is free */
+    uint64_t dhead, dcap;    /* the producer's */
+    uint8_t *data;           /* NULL: frames live in the pool (a replayed trace) */
 } RxRing;
 
 typedef struct {
@@ -101,7 +107,7 @@ static uint64_t next_pow2(uint64_t x) {
     return p;
 }
 
-int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes, uint64_t data_bytes) {
     Rings *r = proc_alloc(sizeof(Rings), NFOS_CACHELINE);
     if (!r) return -1;
     r->nslots = nslots;
@@ -116,6 +122,11 @@ int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
         r->tx[s].cap = txbytes;
         r->tx[s].buf = proc_alloc(txbytes, NFOS_CACHELINE);
         if (!r->rx[s].descs || !r->tx[s].buf) return -1;
+        if (data_bytes) {
+            r->rx[s].dcap = data_bytes;
+            r->rx[s].data = proc_alloc(data_bytes, NFOS_CACHELINE);
+            if (!r->rx[s].data) return -1;
+        }
     }
     R = r;
     spill_reset();
@@ -166,6 +177,7 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16
             d->kind = kind;
             d->time = time;
             d->enq_ns = enq;
+            d->dend = rx->dhead;
             atomic_store_explicit(&rx->head, head + 1, memory_order_release);
             return 0;
         }
@@ -183,6 +195,38 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16
         }
         if (spins > 64) usleep(20);
     }
+}
+
+uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len) {
+    RxRing *rx = &R->rx[slot];
+    if (!rx->data) return ring_pool_copy(frame, len);
+    uint64_t need = (len + 7) & ~7ull;
+    if (need > rx->dcap / 2) {
+        PyErr_Format(PyExc_ValueError, "a %u-byte frame is larger than the RX data ring allows", len);
+        return NULL;
+    }
+    uint64_t off = rx->dhead % rx->dcap, skip = off + need > rx->dcap ? rx->dcap - off : 0;
+    for (unsigned spins = 0;; spins++) {   /* room: wait for the worker to consume (as ring_push) */
+        uint64_t tail = atomic_load_explicit(&rx->dtail, memory_order_acquire);
+        if (rx->dhead + skip + need - tail <= rx->dcap) break;
+        if (slot == proc.slot && proc.local) {
+            PyErr_SetString(PyExc_RuntimeError, "the RX data ring is full and its consumer is this process "
+                                                "(sequential mode): process it before queueing more");
+            return NULL;
+        }
+        int ps = proc_poll_stop();
+        if (ps < 0) return NULL;
+        if (ps > 0) {
+            PyErr_SetString(PyExc_RuntimeError, "stopped while waiting for room in an RX ring");
+            return NULL;
+        }
+        if (spins > 64) usleep(20);
+    }
+    rx->dhead += skip;
+    uint8_t *p = rx->data + rx->dhead % rx->dcap;
+    memcpy(p, frame, len);
+    rx->dhead += need;
+    return p;
 }
 
 void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
@@ -391,6 +435,10 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
 
 static void ring_done(PktioRx *b) {
     RxRing *rx = &R->rx[proc.slot];
+    if (b->count) {   /* the data of what was consumed is free */
+        uint64_t dend = rx->descs[(b->mark + b->count - 1) & rx->mask].dend;
+        atomic_store_explicit(&rx->dtail, dend, memory_order_release);
+    }
     atomic_store_explicit(&rx->tail, b->mark + b->count, memory_order_release);
     proc.me->counters.rx_done[0] = b->mark + b->count;
 }

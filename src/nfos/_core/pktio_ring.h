@@ -6,9 +6,10 @@
 
 enum { DESC_PACKET = 0, DESC_TICK = 1 };
 
-/* One RX ring per slot (room for rx_caps[s] descriptors) and one TX ring of
- * tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
-int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t tx_bytes);
+/* One RX ring per slot (room for rx_caps[s] descriptors), with a data ring of
+ * data_bytes for streamed frames (0: none, frames are in the pool), and one
+ * TX ring of tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t tx_bytes, uint64_t data_bytes);
 int ring_ready(void);
 void ring_reset(void);
 /* Output is collected in the TX rings (else discarded). */
@@ -16,6 +17,9 @@ void ring_collect_output(int on);
 
 /* Copy a frame into the arena (the replayed trace); NULL: exception set. */
 uint8_t *ring_pool_copy(const char *frame, size_t len);
+/* Streaming: copy a frame into slot's data ring, reused once consumed (waits
+ * for room as ring_push does; no data ring: into the pool); NULL: exception set. */
+uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
 int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
 /* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room;
