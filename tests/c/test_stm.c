@@ -166,6 +166,23 @@ static void test_commit_abort(void) {
     stm_abort_cause(&tx, ABORT_HANDLER_ERROR);
     CHECK(counters[0].aborts_by_cause[ABORT_HANDLER_ERROR] == 1, "handler_error aborts: %llu",
           (unsigned long long)counters[0].aborts_by_cause[ABORT_HANDLER_ERROR]);
+
+    /* rollback (a stop request): undone as an abort, but neither it nor its begin counted */
+    uint64_t aborts = counters[0].aborts[0], txs = counters[0].transactions[0];
+    priv = 1;
+    stm_begin(&tx, TX_STM, 0);
+    pa = (uint64_t *)stm_open(&tx, a, 8, 1, 0, OP_WRITE, tag);
+    *pa = 100;
+    CHECK(stm_save_private(&tx, &priv, sizeof priv) == 0, "save_private failed");
+    priv = 3;
+    stm_rollback(&tx);
+    CHECK(!tx.active && *val(a) == 5 && priv == 1, "rollback: active %d a=%llu priv=%llu", tx.active,
+          (unsigned long long)*val(a), (unsigned long long)priv);
+    CHECK(counters[0].aborts[0] == aborts && counters[0].transactions[0] == txs,
+          "rollback counted: aborts %llu -> %llu, transactions %llu -> %llu", (unsigned long long)aborts,
+          (unsigned long long)counters[0].aborts[0], (unsigned long long)txs,
+          (unsigned long long)counters[0].transactions[0]);
+    CHECK(atomic_load(&sh->slots[0].in_tx) == 0, "rollback left the slot inside a transaction");
     stm_tx_free(&tx);
 }
 
