@@ -22,6 +22,14 @@
  * nf.emit() (buffered here, discarded by an abort) go to the packet I/O, and
  * the counters (counters.def) move; in paced mode the queue-to-commit
  * latency of each packet is histogrammed.
+ *
+ * Stops: a stop request — the arena's stop flag (seen before each packet), a
+ * signal whose Python handler raised (seen per batch: proc_poll_stop), the
+ * parent gone — ends the loop at once.  The attempt in progress is rolled
+ * back as if it never began (stm_rollback): its packets stay unprocessed,
+ * neither dropped nor counted.  A KeyboardInterrupt or SystemExit out of a
+ * handler is such a stop, not a handler error.  Each handler call updates
+ * the slot's heartbeat, which the watchdog (watchdog.c) reads.
  */
 #include "worker_loop.h"
 
