@@ -100,6 +100,20 @@ def test_bad_lengths_are_a_warning_within_bounds(tmp_path, name):
         assert trace.warnings[0].endswith("the rest is ignored")
 
 
+@pytest.mark.parametrize("code, claimed", [(14, 8), (9, 6), (2, 300)])
+def test_an_interface_option_past_its_block_ends_the_options(tmp_path, code, claimed):
+    """Found by fuzzing (tests/fuzz/fuzz_captures.py): an if_tsoffset option claiming 8 bytes
+    in a block that ends sooner made read_capture raise struct.error.  Now the options end
+    there (the interface keeps its defaults)."""
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", code, claimed) + b"\x09\x00")
+    path = tmp_path / "opt.pcapng"
+    path.write_bytes(shb + idb + epb(FRAME))
+    trace = read_bounded(path)
+    assert trace.frames == [FRAME] and trace.times_ns == [1000 * 1000] and trace.warnings == []
+    assert trace.dev_names == ["lan", "wan", "if0"]
+
+
 def test_nfos_run_says_it_in_one_line(tmp_path):
     path = tmp_path / "cut.pcap"
     path.write_bytes(pcap([(len(FRAME), FRAME), (TWO_GB, FRAME)]))

@@ -204,6 +204,8 @@ def _interface(path: StrPath, data: bytes, off: int, blen: int, order: str, ifid
     p, end = off + 16, off + blen - 4
     while p + 4 <= end:
         code, length = struct.unpack_from(order + "HH", data, p)
+        if p + 4 + length > end:   # an option past its block: the options end here (found by fuzzing)
+            break
         value = data[p + 4:p + 4 + length]
         if code == 0:
             break
