@@ -114,6 +114,17 @@ def test_an_interface_option_past_its_block_ends_the_options(tmp_path, code, cla
     assert trace.dev_names == ["lan", "wan", "if0"]
 
 
+def test_an_interface_block_too_short_for_its_fields_ends_the_reading(tmp_path):
+    """Found by fuzzing: an interface block of 12 bytes (no room for link type and snaplen)
+    made read_capture raise struct.error.  Now it is a bad block: a warning, the rest ignored."""
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    path = tmp_path / "short-idb.pcapng"
+    path.write_bytes(pcapng(epb(FRAME)) + shb + block(1, b"", 12) + epb(FRAME))
+    trace = read_bounded(path)
+    assert trace.frames == [FRAME]
+    assert len(trace.warnings) == 1 and "bad record at byte" in trace.warnings[0] and "block length 12" in trace.warnings[0]
+
+
 def test_nfos_run_says_it_in_one_line(tmp_path):
     path = tmp_path / "cut.pcap"
     path.write_bytes(pcap([(len(FRAME), FRAME), (TWO_GB, FRAME)]))

@@ -184,6 +184,9 @@ def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None) 
             times.append(times[-1] if times else 0)
             devs.append(dev)
         elif btype == 1:
+            if blen < 20:   # shorter than an interface block's fixed fields (found by fuzzing)
+                why = f"block length {blen}"
+                break
             if len(ifaces) == MAX_INTERFACES:
                 raise CaptureError(f"{os.fspath(path)}: more than {MAX_INTERFACES:,} interface blocks in one "
                                    f"section (at byte {off}); nfos reads at most {MAX_INTERFACES:,}")
