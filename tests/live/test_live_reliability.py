@@ -131,3 +131,33 @@ def test_user_errors_are_one_line(lab):
                 "no-such-user-nfos", "--duration", "1", "-q", check=False, timeout=30)
     assert r.returncode == 2 and r.stderr.strip() == "nfos: error: --user no-such-user-nfos: no such user"
     assert lab.pids_in(box) == []
+
+
+def test_a_stuck_live_handler_is_named_and_ctrl_c_stops_the_run(wire, tmp_path):
+    """The watchdog live: a handler in an endless loop is named; SIGINT ends the run within
+    about a second (the stuck worker is killed after a short grace), with its summary."""
+    import json
+    import signal
+
+    from .conftest import LiveRun
+
+    stuck = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "nf" / "nfs" / "stuck.py")
+    lab = wire.lab
+    run = LiveRun(lab, wire.box, stuck, wire.ifaces, 2, tmp_path, extra=("--watchdog", "1"))
+    run.wait_ready()
+    lab.python(wire.lan, r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"x" * 200, (sys.argv[1], 7007))
+""", WAN_IP)
+    deadline = time.monotonic() + 20
+    while not any("has been in" in line for line in run.err) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next((line for line in run.err if "has been in" in line), None)
+    assert line is not None and "@nf.orphan forward (stuck.py:" in line, run.err
+    run.proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    assert run.proc.wait(timeout=20) == 0
+    assert time.monotonic() - t0 < 2.5
+    assert json.loads(run.stats_path.read_text())["stopped_by"] == "SIGINT"
+    assert lab.pids_in(wire.box) == []
