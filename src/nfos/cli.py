@@ -6,6 +6,7 @@ status 2; a finished run exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -26,6 +27,7 @@ from nfos.params import ParamError
 from nfos.runtime.progress import Phase, Phases, PlainPhases
 from nfos.runtime.session import LoadError
 
+DEFAULT_WATCHDOG = 10.0   # seconds in one handler call before `nfos run` names the worker
 err = Console(stderr=True)
 out = Console()
 USER_ERRORS = (LoadError, CaptureError, ParamError, NFError, ValueError, FileNotFoundError,
@@ -186,11 +188,18 @@ def _summary(stats: dict[str, Any]) -> Table:
               help="live: print the counters (rx, tx, drops, aborts, per worker) every SECONDS")
 @click.option("--metrics-port", type=int, default=None, metavar="PORT",
               help="live: serve the counters to Prometheus on PORT (needs nfos[live])")
+@click.option("--metrics-addr", default=None, metavar="ADDR",
+              help="live: the address --metrics-port binds to [default: 127.0.0.1]")
 @click.option("--duration", type=float, default=None, metavar="SECONDS",
               help="live: stop after SECONDS (default: Ctrl-C or SIGTERM)")
+@click.option("--user", "user", default=None, metavar="NAME",
+              help="live: once the packet sockets are open, run as this user (e.g. nobody)")
+@click.option("--watchdog", type=float, default=DEFAULT_WATCHDOG, show_default=True, metavar="SECONDS",
+              help="name on stderr a worker stuck in one handler call this long (0: off)")
 def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers: int | None, out_dir: str | None,
         params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool, profile: bool,
-        stats_interval: float | None, metrics_port: int | None, duration: float | None) -> None:
+        stats_interval: float | None, metrics_port: int | None, metrics_addr: str | None, duration: float | None,
+        user: str | None, watchdog: float) -> None:
     """Replay a capture through NF_FILE on N worker processes (--in), or run it on interfaces (--iface)."""
     if inputs and ifaces:
         fail("--in and --iface are mutually exclusive: replay a capture or run on interfaces")
@@ -202,23 +211,38 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
             fail(f"--stats-json {stats_json}: directory {where} does not exist")
         if not os.access(where, os.W_OK):
             fail(f"--stats-json {stats_json}: directory {where} is not writable")
+    if watchdog < 0:
+        fail("--watchdog must be >= 0 (0: off)")
     if ifaces:
         for name, value in (("--out", out_dir), ("--profile", profile)):
             if value:
                 fail(f"{name} is for replays (--in), not live runs")
-        stats = _run_live(nf_file, ifaces, workers, params, batch, stats_interval, metrics_port, duration)
-        if stats_json:
-            with open(stats_json, "w") as f:
-                json.dump(stats, f, indent=2)
+        if metrics_addr is not None and metrics_port is None:
+            fail("--metrics-addr goes with --metrics-port")
+        # opened now: after --user drops privileges, the directory may not be writable
+        stats_file = open(stats_json, "w") if stats_json else None   # noqa: SIM115
+        try:
+            stats = _run_live(nf_file, ifaces, workers, params, batch, stats_interval, metrics_port, duration,
+                              metrics_addr=metrics_addr, user=user, watchdog=watchdog)
+        except BaseException:
+            if stats_file is not None and stats_json:
+                stats_file.close()
+                with contextlib.suppress(OSError):   # (no longer ours to remove after --user)
+                    os.unlink(stats_json)
+            raise
+        if stats_file is not None:
+            with stats_file:
+                json.dump(stats, stats_file, indent=2)
         if not quiet:
             out.print(_summary(stats))
         return
-    live_only: tuple[tuple[str, float | None], ...] = (
-        ("--stats-interval", stats_interval), ("--metrics-port", metrics_port), ("--duration", duration))
+    live_only: tuple[tuple[str, object], ...] = (
+        ("--stats-interval", stats_interval), ("--metrics-port", metrics_port), ("--metrics-addr", metrics_addr),
+        ("--duration", duration), ("--user", user))
     for name, given in live_only:
         if given is not None:
             fail(f"{name} is for live runs (--iface), not replays")
-    result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile)
+    result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile, watchdog, stats_json)
     stats = result.stats
     if stats_json:
         with open(stats_json, "w") as f:
@@ -234,9 +258,12 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
 
 
 def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
-         params: tuple[str, ...], batch: int, quiet: bool, profile: bool):
-    """Replay with a progress bar; user errors end the command with one line."""
-    from nfos.runtime.replay import replay
+         params: tuple[str, ...], batch: int, quiet: bool, profile: bool, watchdog: float = 0.0,
+         stats_json: str | None = None):
+    """Replay with a progress bar; user errors end the command with one line.  Ctrl-C or
+    SIGTERM: the workers stop at once; the summary so far (with ``interrupted`` and
+    ``unprocessed``) goes to ``stats_json`` and, unless quiet, to stdout; exit status 2."""
+    from nfos.runtime.replay import Interrupted, replay
 
     if workers is None:
         workers = os.cpu_count() or 1
@@ -248,7 +275,18 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
     phases: Phases | None = None if quiet else RichPhases(err) if sys.stderr.isatty() else PlainPhases()
     try:
         result = replay(nf_file, _trace_loader(inputs, phases), workers=workers, params=list(params),
-                        out_dir=out_dir, batch=batch, profile=profile, phases=phases)
+                        out_dir=out_dir, batch=batch, profile=profile, phases=phases, watchdog=watchdog)
+    except Interrupted as e:
+        if phases is not None:
+            phases.close()
+            phases = None
+        stats = dict(e.stats, stopped_by=signal.Signals(_signals[-1]).name if _signals else "SIGINT")
+        if stats_json:
+            with open(stats_json, "w") as f:
+                json.dump(stats, f, indent=2)
+        if not quiet:
+            out.print(_summary(stats))
+        fail("interrupted; workers stopped, nothing left behind")
     except KeyboardInterrupt:
         fail("interrupted; workers stopped, nothing left behind")
     except USER_ERRORS as e:
@@ -278,7 +316,7 @@ def profile(nf_file: str, inputs: tuple[str, ...], workers: int | None, params: 
     """Why does NF_FILE not scale? Aborts per line, ranked conflict causes and their recipes."""
     from nfos.profiler import render_html, render_text, to_json
 
-    result = _run(nf_file, inputs, workers, None, params, batch, True, True)
+    result = _run(nf_file, inputs, workers, None, params, batch, True, True, DEFAULT_WATCHDOG)
     render_text(result.profile, out)
     if json_path:
         with open(json_path, "w") as f:
@@ -289,7 +327,8 @@ def profile(nf_file: str, inputs: tuple[str, ...], workers: int | None, params: 
 
 
 def _run_live(nf_file: str, ifaces: tuple[str, ...], workers: int | None, params: tuple[str, ...], batch: int,
-              stats_interval: float | None, metrics_port: int | None, duration: float | None) -> dict[str, Any]:
+              stats_interval: float | None, metrics_port: int | None, duration: float | None,
+              metrics_addr: str | None = None, user: str | None = None, watchdog: float = 0.0) -> dict[str, Any]:
     """A live run; it stops on Ctrl-C, SIGTERM or --duration.  User errors end with one line."""
     from nfos.runtime.live import LiveError, parse_ifaces, run_live
 
@@ -297,7 +336,8 @@ def _run_live(nf_file: str, ifaces: tuple[str, ...], workers: int | None, params
         say(f"nfos: note: {workers} workers on {os.cpu_count()} CPUs: they will share cores", sys.stderr)
     try:
         return run_live(nf_file, parse_ifaces(ifaces), workers=workers, params=list(params),
-                        stats_interval=stats_interval, metrics_port=metrics_port, duration=duration, batch=batch)
+                        stats_interval=stats_interval, metrics_port=metrics_port, duration=duration, batch=batch,
+                        metrics_addr=metrics_addr or "127.0.0.1", user=user, watchdog=watchdog)
     except KeyboardInterrupt:
         fail("interrupted while starting; workers stopped, nothing left behind")
     except (LiveError, *USER_ERRORS) as e:
@@ -307,10 +347,16 @@ def _run_live(nf_file: str, ifaces: tuple[str, ...], workers: int | None, params
     raise AssertionError("unreachable")
 
 
+_signals: list[int] = []   # the signals that interrupted the run
+
+
 def _sigterm_as_interrupt() -> None:
+    """SIGTERM is a Ctrl-C (KeyboardInterrupt); which one came is remembered (``stopped_by``)."""
     def handler(signum, frame):
+        _signals.append(signum)
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 # ---------------------------------------------------------------- check

@@ -169,6 +169,31 @@ static void test_commit_abort(void) {
     stm_tx_free(&tx);
 }
 
+/* rollback (a stop request): undone as an abort, but neither it nor its begin counted */
+static void test_rollback(void) {
+    StmTx tx;
+    tx_init(&tx, 0);
+    ObjHdr *a = new_obj(8);
+    const uint64_t tag = 0x1234567800004200ull;
+    uint64_t aborts = counters[0].aborts[0], txs = counters[0].transactions[0], before = *val(a);
+    uint64_t priv = 1;
+    stm_begin(&tx, TX_STM, 0);
+    uint64_t *pa = (uint64_t *)stm_open(&tx, a, 8, 1, 0, OP_WRITE, tag);
+    CHECK(pa != NULL, "open for writing failed (fail %d)", tx.fail);
+    *pa = 100;
+    CHECK(stm_save_private(&tx, &priv, sizeof priv) == 0, "save_private failed");
+    priv = 3;
+    stm_rollback(&tx);
+    CHECK(!tx.active && *val(a) == before && priv == 1, "rollback: active %d a=%llu priv=%llu", tx.active,
+          (unsigned long long)*val(a), (unsigned long long)priv);
+    CHECK(counters[0].aborts[0] == aborts && counters[0].transactions[0] == txs,
+          "rollback counted: aborts %llu -> %llu, transactions %llu -> %llu", (unsigned long long)aborts,
+          (unsigned long long)counters[0].aborts[0], (unsigned long long)txs,
+          (unsigned long long)counters[0].transactions[0]);
+    CHECK(atomic_load(&sh->slots[0].in_tx) == 0, "rollback left the slot inside a transaction");
+    stm_tx_free(&tx);
+}
+
 /* too many objects: too_large, and later opens of the attempt fail as doomed */
 static void test_too_large(void) {
     StmTx tx;
@@ -497,6 +522,8 @@ int main(int argc, char **argv) {
     CHECK(sh && counters && flags, "the test arena is too small");
     test_commit_abort();
     puts("commit/abort: ok");
+    test_rollback();
+    puts("rollback: ok");
     test_too_large();
     puts("too_large: ok");
     test_validation_and_snapshot();

@@ -8,6 +8,7 @@
 #include "pktio_ring.h"
 #include "profile.h"
 #include "structures.h"
+#include "watchdog.h"
 #include "worker_loop.h"
 
 extern PyMethodDef bind_control_methods[];   /* arena, configure, attach, start/stop, recovery */

@@ -17,9 +17,19 @@ int bind_slot_arg(PyObject *arg, long *slot) {
     return 0;
 }
 
-/* A forked worker dies with its control process (no orphans left behind). */
-static PyObject *py_die_with_parent(PyObject *self, PyObject *noargs) {
+/* die_with_parent(parent_pid=0): a forked worker dies with its control
+ * process (no orphans left behind).  A parent that died before the request
+ * took effect is seen by the check that follows it (this process was
+ * reparented): leave at once.  Long C loops also stop when the parent is
+ * gone.  Call it again after a change of user (the request is cleared). */
+static PyObject *py_die_with_parent(PyObject *self, PyObject *args) {
+    long parent = 0;
+    if (!PyArg_ParseTuple(args, "|l", &parent)) return NULL;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    if (parent) {
+        if (getppid() != (pid_t)parent) _exit(1);
+        proc_set_parent(parent);
+    }
     Py_RETURN_NONE;
 }
 
@@ -41,6 +51,7 @@ static PyObject *py_arena_destroy(PyObject *self, PyObject *noargs) {
         PyErr_SetString(PyExc_RuntimeError, "cannot destroy the arena inside a transaction");
         return NULL;
     }
+    watchdog_stop();
     loop_reset();
     ring_reset();
     steer_reset();
@@ -216,7 +227,8 @@ static PyObject *py_wait_start(PyObject *self, PyObject *noargs) {
     Py_BEGIN_ALLOW_THREADS
     atomic_fetch_add(&sh->ready, 1);
     uint64_t t0 = mono_ns();
-    while (!atomic_load(&sh->start)) {
+    for (unsigned spins = 0; !atomic_load(&sh->start); spins++) {
+        if (spins % 256 == 255 && proc_stop_nogil()) break;   /* the control process is gone */
         if (mono_ns() - t0 < 2000000000ull) sched_yield();
         else usleep(1000);
     }
@@ -231,10 +243,13 @@ static PyObject *py_signal_start(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "|I", &n)) return NULL;
     ProcShared *sh = proc.shared;
     if (!sh) Py_RETURN_NONE;
-    Py_BEGIN_ALLOW_THREADS
     uint64_t t0 = mono_ns();
-    while (atomic_load(&sh->ready) < n && mono_ns() - t0 < 10000000000ull) usleep(100);
-    Py_END_ALLOW_THREADS
+    while (atomic_load(&sh->ready) < n && mono_ns() - t0 < 10000000000ull) {
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < 20 && atomic_load(&sh->ready) < n; i++) usleep(100);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) return NULL;   /* Ctrl-C while a worker is slow to start */
+    }
     sh->start_ns = mono_ns();
     atomic_store(&sh->start, 1);
     Py_RETURN_NONE;
@@ -256,8 +271,53 @@ static PyObject *py_recover_slot(PyObject *self, PyObject *arg) {
     return PyLong_FromLong(stm_recover_slot(proc.stm, (uint32_t)s));
 }
 
+/* heartbeat(slot) -> (handler code, handler calls): what the watchdog reads. */
+static PyObject *py_heartbeat(PyObject *self, PyObject *arg) {
+    long s;
+    if (bind_slot_arg(arg, &s) < 0) return NULL;
+    SlotShared *me = &proc.shared->slots[s];
+    return Py_BuildValue("(IK)", (unsigned)atomic_load(&me->hb_handler), (unsigned long long)atomic_load(&me->hb_calls));
+}
+
+/* watchdog_start(seconds, nslots, names: dict[code, str]): name on stderr a
+ * slot stuck in one handler call for `seconds` (watchdog.c). */
+static PyObject *py_watchdog_start(PyObject *self, PyObject *args) {
+    double seconds;
+    int nslots;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "diO!", &seconds, &nslots, &PyDict_Type, &names)) return NULL;
+    if (!(seconds > 0)) return PyErr_Format(PyExc_ValueError, "the watchdog's time is > 0 s");
+    const char *cn[WATCHDOG_CODES] = {0};
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(names, &pos, &k, &v)) {
+        long code = PyLong_AsLong(k);
+        if (code == -1 && PyErr_Occurred()) return NULL;
+        if (code < 0 || code >= WATCHDOG_CODES) return PyErr_Format(PyExc_ValueError, "bad handler code %ld", code);
+        cn[code] = PyUnicode_AsUTF8(v);
+        if (!cn[code]) return NULL;
+    }
+    if (watchdog_start((uint64_t)(seconds * 1e9), nslots, cn) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_watchdog_stop(PyObject *self, PyObject *noargs) {
+    Py_BEGIN_ALLOW_THREADS
+    watchdog_stop();
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_watchdog_reports(PyObject *self, PyObject *noargs) {
+    return PyLong_FromUnsignedLongLong(watchdog_reports());
+}
+
 PyMethodDef bind_control_methods[] = {
-    {"die_with_parent", py_die_with_parent, METH_NOARGS, NULL},
+    {"die_with_parent", py_die_with_parent, METH_VARARGS, "die_with_parent(parent_pid=0)"},
+    {"heartbeat", py_heartbeat, METH_O, "heartbeat(slot) -> (handler code, handler calls)"},
+    {"watchdog_start", py_watchdog_start, METH_VARARGS, "watchdog_start(seconds, nslots, names)"},
+    {"watchdog_stop", py_watchdog_stop, METH_NOARGS, NULL},
+    {"watchdog_reports", py_watchdog_reports, METH_NOARGS, NULL},
     {"arena_create", py_arena_create, METH_VARARGS, "arena_create(size, nslots)"},
     {"arena_destroy", py_arena_destroy, METH_NOARGS, "unmap the arena (after the run)"},
     {"arena_used", py_arena_used, METH_NOARGS, "bytes of the arena in use"},

@@ -10,7 +10,9 @@ static void handshake_reset(void) {
     proc.shared->start_ns = 0;
 }
 
-static int setup_rings(PyObject *caps, unsigned long long txbytes) {
+#define STREAM_DATA_BYTES (8u << 20)   /* per slot: frames injected and not yet processed */
+
+static int setup_rings(PyObject *caps, unsigned long long txbytes, unsigned long long data_bytes) {
     uint32_t nslots = proc.nslots;
     if (PyList_GET_SIZE(caps) != nslots) {
         PyErr_SetString(PyExc_ValueError, "one RX capacity per slot");
@@ -21,7 +23,7 @@ static int setup_rings(PyObject *caps, unsigned long long txbytes) {
         c[s] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(caps, s));
         if (PyErr_Occurred()) return -1;
     }
-    if (ring_setup(c, nslots, txbytes) < 0) return -1;
+    if (ring_setup(c, nslots, txbytes, data_bytes) < 0) return -1;
     handshake_reset();
     return 0;
 }
@@ -35,7 +37,7 @@ static PyObject *py_rings_setup(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
         return NULL;
     }
-    if (setup_rings(caps, txbytes) < 0) return NULL;
+    if (setup_rings(caps, txbytes, STREAM_DATA_BYTES) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -206,11 +208,12 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         PyErr_NoMemory();
         goto done;
     }
-    TickPlan plan;
+    TickPlan plan = {0};
     for (Py_ssize_t i = 0; i < n; i++) {   /* copy, steer, clamp the time, count the descriptors */
         PyObject *f = PyList_GET_ITEM(frames, i);
         char *buf;
         Py_ssize_t len;
+        if ((i & 4095) == 0 && proc_poll_stop() < 0) goto done;   /* Ctrl-C while loading 10^7 frames */
         if (PyBytes_AsStringAndSize(f, &buf, &len) < 0) goto done;
         long dev = PyLong_AsLong(PyList_GET_ITEM(devs, i));
         uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
@@ -243,7 +246,7 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)
         PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks : 0));
-    if (setup_rings(caps, txbytes) < 0) goto done;
+    if (setup_rings(caps, txbytes, 0) < 0) goto done;
     TickPush tp = {nw, 0};
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i == 0) plan_start(&plan, tick_ns, horizon_ns, when[0]);
@@ -271,9 +274,11 @@ done:
     return out;
 }
 
-/* inject(frame, dev, time, wire=0) -> (slot, seq): one frame into its
- * worker's ring (streaming: the test harness).  seq is the ring position to
- * wait for; wire > len(frame): the frame was cut by a capture. */
+/* inject(frame, dev, time, wire=0) -> (slot, seq): one frame into its worker's
+ * ring (streaming: the test harness), copied into the ring's data ring, which
+ * is reused as the worker consumes (a long stream does not grow the arena).
+ * seq is the ring position to wait for; wire > len(frame): the frame was cut
+ * by a capture. */
 static PyObject *py_inject(PyObject *self, PyObject *args) {
     Py_buffer b;
     int dev;
@@ -285,13 +290,13 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
         PyBuffer_Release(&b);
         return NULL;
     }
-    uint8_t *p = ring_pool_copy(b.buf, (size_t)b.len);
     uint32_t len = (uint32_t)b.len;
+    if (wire < len) wire = len;
+    int slot = ring_steer(b.buf, len, wire, (uint16_t)dev);   /* steering only reads the frame */
+    uint8_t *p = ring_data_copy(slot, b.buf, len);
     PyBuffer_Release(&b);
     if (!p) return NULL;
-    if (wire < len) wire = len;
-    int slot = ring_steer(p, len, wire, (uint16_t)dev);
-    ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 1);
+    if (ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 1) < 0) return NULL;
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }
 
@@ -301,7 +306,7 @@ static PyObject *py_tick(PyObject *self, PyObject *args) {
     unsigned long long t;
     if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
     if (check_ring_slot(slot) < 0) return NULL;
-    ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 1);
+    if (ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 1) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
 }
 
@@ -315,6 +320,13 @@ static PyObject *py_rx_finished(PyObject *self, PyObject *arg) {
     long s = PyLong_AsLong(arg);
     if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
     return PyBool_FromLong(ring_rx_finished((int)s));
+}
+
+/* rx_pending(slot) -> packets queued and not processed (an interrupted run's "unprocessed"). */
+static PyObject *py_rx_pending(PyObject *self, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if ((s == -1 && PyErr_Occurred()) || check_ring_slot(s) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(ring_rx_pending_packets((int)s));
 }
 
 static PyObject *py_close_rx(PyObject *self, PyObject *noargs) {
@@ -364,11 +376,15 @@ static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
     if (!ring_pool_loaded() || !ring_ready() || rate <= 0)
         return PyErr_Format(PyExc_ValueError, "load_pool() first, and a rate > 0");
-    uint64_t queued = 0, lost = 0;
-    Py_BEGIN_ALLOW_THREADS
-    ring_feed_paced(rate, duration, &queued, &lost);
-    Py_END_ALLOW_THREADS
-    return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
+    PacedFeed f;
+    ring_feed_paced_begin(&f, rate, duration);
+    for (int finished = 0; !finished;) {   /* 5 ms at a time: Ctrl-C is seen in between */
+        Py_BEGIN_ALLOW_THREADS
+        finished = ring_feed_paced_step(&f, mono_ns() + 5000000ull);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) return NULL;
+    }
+    return Py_BuildValue("(KK)", (unsigned long long)f.queued, (unsigned long long)f.lost);
 }
 
 PyMethodDef bind_feed_methods[] = {
@@ -378,6 +394,7 @@ PyMethodDef bind_feed_methods[] = {
     {"tick", py_tick, METH_VARARGS, NULL},
     {"rx_done", py_rx_done, METH_O, NULL},
     {"rx_finished", py_rx_finished, METH_O, NULL},
+    {"rx_pending", py_rx_pending, METH_O, "rx_pending(slot) -> packets queued and not processed"},
     {"close_rx", py_close_rx, METH_NOARGS, NULL},
     {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
     {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},

@@ -181,7 +181,68 @@ static PyObject *py_first_error_at(PyObject *self, PyObject *arg) {
     Py_RETURN_FALSE;
 }
 
+/* probe(frame, dev, fn) -> (fn's result, frame after, out, flags, in_a_set, key, worker,
+ * (l3, l4, payload offsets)):
+ * INTERNAL, a test hook (the fuzzers, tests/fuzz): the frame is copied into a
+ * buffer of exactly its length (so a sanitizer sees any read past its end),
+ * parsed, its key extracted and steered as the configured NF would, and
+ * fn(pkt) runs on its packet view in one direct transaction, committed. */
+static PyObject *py_probe(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    int dev;
+    PyObject *fn;
+    if (!PyArg_ParseTuple(args, "y*iO", &b, &dev, &fn)) return NULL;
+    if (dev < 0 || dev >= proc.ndevs || proc.tx.active) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, proc.tx.active ? "probe() runs outside a transaction" : "bad device index");
+        return NULL;
+    }
+    uint8_t *buf = PyMem_RawMalloc(b.len ? (size_t)b.len : 1);
+    if (!buf) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    memcpy(buf, b.buf, (size_t)b.len);
+    PktSlot s;
+    memset(&s, 0, sizeof s);
+    s.data = buf;
+    s.len = (uint32_t)b.len;
+    s.dev = (uint16_t)dev;
+    s.out = -1;
+    PyBuffer_Release(&b);
+    pkt_parse(&s);
+    set_key_extract(&s);
+    int worker = steer_worker(&s);
+    PyObject *r = NULL, *out = NULL;
+    if (!(s.flags & PF_MALFORMED) && fn != Py_None) {
+        loop_tx_begin(TX_DIRECT, 0);
+        PyObject *pkt = packet_new(&s);
+        if (pkt) {
+            r = PyObject_CallOneArg(fn, pkt);
+            packet_invalidate(pkt);
+            Py_DECREF(pkt);
+        }
+        if (!r) {
+            PyObject *exc = nfos_fetch_exc();
+            stm_abort(&proc.tx);
+            nfos_restore_exc(exc);
+            goto done;
+        }
+        stm_commit(&proc.tx);
+    } else {
+        r = Py_NewRef(Py_None);
+    }
+    out = Py_BuildValue("(Oy#iiiy#i(iii))", r, (const char *)buf, (Py_ssize_t)s.len, (int)s.out, (int)s.flags,
+                        (int)s.has_set, (const char *)s.key, (Py_ssize_t)s.keylen, worker, (int)s.l3, (int)s.l4,
+                        (int)s.payload);
+done:
+    Py_XDECREF(r);
+    PyMem_RawFree(buf);
+    return out;
+}
+
 PyMethodDef bind_nf_methods[] = {
+    {"probe", py_probe, METH_VARARGS, "INTERNAL test hook: probe(frame, dev, fn) (tests/fuzz)"},
     {"register", py_register, METH_O, NULL},
     {"emit", py_emit, METH_VARARGS, NULL},
     {"run_in_tx", py_run_in_tx, METH_VARARGS, NULL},

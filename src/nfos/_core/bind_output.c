@@ -9,7 +9,19 @@ static int tx_slot(long slot) {
     return 0;
 }
 
-/* drain_tx(slot) -> list of (devmask, frame bytes, time, indev, wire length) */
+static int append_frame(PyObject *out, const RingFrame *f) {
+    PyObject *item = Py_BuildValue("(Iy#KII)", f->devmask, (const char *)f->frame, (Py_ssize_t)f->len,
+                                   (unsigned long long)f->time, f->indev, f->wire);
+    if (!item || PyList_Append(out, item) < 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* drain_tx(slot) -> list of (devmask, frame bytes, time, indev, wire length): the
+ * ring's records, then those this process spilled (pktio_ring.c). */
 static PyObject *py_drain_tx(PyObject *self, PyObject *arg) {
     long slot = PyLong_AsLong(arg);
     if ((slot == -1 && PyErr_Occurred()) || tx_slot(slot) < 0) return NULL;
@@ -19,16 +31,18 @@ static PyObject *py_drain_tx(PyObject *self, PyObject *arg) {
     RingFrame f;
     while (at < head) {
         if (!ring_tx_next((int)slot, &at, &f)) continue;
-        PyObject *item = Py_BuildValue("(Iy#KII)", f.devmask, (const char *)f.frame, (Py_ssize_t)f.len,
-                                       (unsigned long long)f.time, f.indev, f.wire);
-        if (!item || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
+        if (append_frame(out, &f) < 0) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(item);
     }
+    for (uint64_t sp = 0; ring_tx_spill_next((int)slot, &sp, &f);)
+        if (append_frame(out, &f) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
     ring_tx_release((int)slot, at);
+    ring_tx_spill_clear((int)slot);
     return out;
 }
 
@@ -48,6 +62,9 @@ static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
         for (int d = 0; d < ndevs; d++)
             if (f.devmask >> d & 1) need[d] += 16 + f.len;
     }
+    for (uint64_t sp = 0; ring_tx_spill_next(slot, &sp, &f);)
+        for (int d = 0; d < ndevs; d++)
+            if (f.devmask >> d & 1) need[d] += 16 + f.len;
     PyObject *out = PyList_New(ndevs);
     if (!out) return NULL;
     char *w[NFOS_MAX_DEVS];
@@ -60,8 +77,13 @@ static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(out, d, b);
         w[d] = PyBytes_AS_STRING(b);
     }
-    for (uint64_t at = tail; at < head;) {
-        if (!ring_tx_next(slot, &at, &f)) continue;
+    uint64_t at = tail, sp = 0;
+    for (;;) {
+        if (at < head) {
+            if (!ring_tx_next(slot, &at, &f)) continue;
+        } else if (!ring_tx_spill_next(slot, &sp, &f)) {
+            break;
+        }
         uint32_t hdr[4] = {(uint32_t)(f.time / 1000000000ull), (uint32_t)(f.time % 1000000000ull), f.len, f.wire};
         for (int d = 0; d < ndevs; d++)
             if (f.devmask >> d & 1) {
@@ -71,6 +93,7 @@ static PyObject *py_drain_tx_pcap(PyObject *self, PyObject *args) {
             }
     }
     ring_tx_release(slot, head);
+    ring_tx_spill_clear(slot);
     return out;
 }
 

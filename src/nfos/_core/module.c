@@ -93,6 +93,11 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX) < 0 ||
         PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY) < 0)
         goto fail;
+    /* the heartbeat code of each handler kind (worker_loop.h: HB_CODE), for the watchdog's names */
+#define HANDLER(E, name, doc) \
+    if (PyModule_AddIntConstant(m, "H_" #E, (long)HB_CODE(HANDLER_CTX(HANDLER_##E, 0))) < 0) goto fail;
+#include "handlers.def"
+#undef HANDLER
 #define ADD_KIND(k) \
     if (PyModule_AddIntConstant(m, "K_" #k, K_##k) < 0) goto fail;
     NFOS_FIELD_KINDS(ADD_KIND)

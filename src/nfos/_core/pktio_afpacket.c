@@ -407,7 +407,7 @@ int afp_join(double timeout) {
     }
     uint64_t deadline = mono_ns() + (uint64_t)(timeout * 1e9);
     while (atomic_load(&LS->turn) != (uint32_t)proc.slot) {
-        if (atomic_load(&LS->failed) || proc_stopping()) {
+        if (atomic_load(&LS->failed) || proc_stop_nogil()) {
             PyErr_SetString(PyExc_RuntimeError, "another worker failed to start");
             return -1;
         }
@@ -650,7 +650,7 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
  * frames in (drop the filter installed by live_open). */
 static int live_begin(void) {
     while (atomic_load(&LS->turn) < LS->nworkers) {
-        if (atomic_load(&LS->failed) || proc_stopping()) return -1;
+        if (atomic_load(&LS->failed) || proc_stop_nogil()) return -1;
         usleep(200);
     }
     for (int i = 0; i < proc.ndevs; i++) {

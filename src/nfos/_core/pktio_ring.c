@@ -9,6 +9,15 @@
  * descriptor is consumed (the tail moves) only once its batch committed, so
  * rx_done() tells the control process what is finished.
  *
+ * A process never waits on itself: when the TX ring of its own slot is full
+ * and this process is also its consumer (the sequential mode's slot 0; the
+ * control process's slot, where periodic and exit handlers publish), the
+ * record goes to a private, growable spill buffer instead, and stays there
+ * (with every later record, to keep the order) until the drain, which returns
+ * the ring's records, then the spilled ones.  A worker waiting for room (the
+ * control process drains) or the control process waiting for room in an RX
+ * ring leaves on a stop request.
+ *
  * Paced mode: the control process is the traffic generator: ring_pool_load()
  * copies and steers a trace once; ring_feed_paced() then queues it (cycling)
  * into the workers' RX rings at a fixed rate on the monotonic clock.  A full
@@ -33,7 +42,8 @@ typedef struct {
     uint16_t dev;
     uint16_t kind;     /* DESC_PACKET or DESC_TICK, | DESC_TIMED */
     uint32_t pad;
-} RxDesc;   /* 32 bytes */
+    uint64_t dend;     /* the slot's data-ring position after this descriptor's frame */
+} RxDesc;   /* 40 bytes */
 
 typedef struct {
     _Atomic uint64_t head;   /* written by the producer */
@@ -44,6 +54,11 @@ typedef struct {
     _Atomic uint32_t finished;
     uint64_t mask;
     RxDesc *descs;
+    /* Streaming (inject): frames are copied into this byte ring, reused once their
+     * descriptors are consumed, so a long stream does not grow the arena. */
+    _Atomic uint64_t dtail;  /* written by the consumer: data before it is free */
+    uint64_t dhead, dcap;    /* the producer's */
+    uint8_t *data;           /* NULL: frames live in the pool (a replayed trace) */
 } RxRing;
 
 typedef struct {
@@ -71,6 +86,21 @@ typedef struct {
 static Rings *R;             /* in the arena */
 static int collect;          /* output goes to the TX rings */
 
+/* This process's spill buffer: TxRecs back to back (no padding, no wrap) of
+ * its own slot's TX ring, when it is also the ring's consumer. */
+static struct {
+    char *buf;
+    uint64_t used, cap;
+    int slot;
+} spill = {.slot = -1};
+
+static void spill_reset(void) {
+    PyMem_RawFree(spill.buf);
+    spill.buf = NULL;
+    spill.used = spill.cap = 0;
+    spill.slot = -1;
+}
+
 /* ------------------------------------------------------------ control side */
 
 static uint64_t next_pow2(uint64_t x) {
@@ -79,7 +109,7 @@ static uint64_t next_pow2(uint64_t x) {
     return p;
 }
 
-int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes, uint64_t data_bytes) {
     Rings *r = proc_alloc(sizeof(Rings), NFOS_CACHELINE);
     if (!r) return -1;
     r->nslots = nslots;
@@ -94,13 +124,22 @@ int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
         r->tx[s].cap = txbytes;
         r->tx[s].buf = proc_alloc(txbytes, NFOS_CACHELINE);
         if (!r->rx[s].descs || !r->tx[s].buf) return -1;
+        if (data_bytes) {
+            r->rx[s].dcap = data_bytes;
+            r->rx[s].data = proc_alloc(data_bytes, NFOS_CACHELINE);
+            if (!r->rx[s].data) return -1;
+        }
     }
     R = r;
+    spill_reset();
     return 0;
 }
 
 int ring_ready(void) { return R != NULL; }
-void ring_reset(void) { R = NULL; }
+void ring_reset(void) {
+    R = NULL;
+    spill_reset();
+}
 void ring_collect_output(int on) { collect = on; }
 
 uint8_t *ring_pool_copy(const char *frame, size_t len) {
@@ -141,12 +180,56 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint1
             d->dev = dev;
             d->kind = kind;
             d->time = time;
+            d->dend = rx->dhead;
             atomic_store_explicit(&rx->head, head + 1, memory_order_release);
             return 0;
         }
         if (!wait) return -1;
+        if (slot == proc.slot && proc.local) {   /* this process is the consumer: never wait on itself */
+            PyErr_SetString(PyExc_RuntimeError, "the RX ring is full and its consumer is this process "
+                                                "(sequential mode): process it before queueing more");
+            return -2;
+        }
+        int ps = proc_poll_stop();   /* the worker may be gone or stuck: Ctrl-C still works */
+        if (ps < 0) return -2;
+        if (ps > 0) {
+            PyErr_SetString(PyExc_RuntimeError, "stopped while waiting for room in an RX ring");
+            return -2;
+        }
         if (spins > 64) usleep(20);
     }
+}
+
+uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len) {
+    RxRing *rx = &R->rx[slot];
+    if (!rx->data) return ring_pool_copy(frame, len);
+    uint64_t need = (len + 7) & ~7ull;
+    if (need > rx->dcap / 2) {
+        PyErr_Format(PyExc_ValueError, "a %u-byte frame is larger than the RX data ring allows", len);
+        return NULL;
+    }
+    uint64_t off = rx->dhead % rx->dcap, skip = off + need > rx->dcap ? rx->dcap - off : 0;
+    for (unsigned spins = 0;; spins++) {   /* room: wait for the worker to consume (as ring_push) */
+        uint64_t tail = atomic_load_explicit(&rx->dtail, memory_order_acquire);
+        if (rx->dhead + skip + need - tail <= rx->dcap) break;
+        if (slot == proc.slot && proc.local) {
+            PyErr_SetString(PyExc_RuntimeError, "the RX data ring is full and its consumer is this process "
+                                                "(sequential mode): process it before queueing more");
+            return NULL;
+        }
+        int ps = proc_poll_stop();
+        if (ps < 0) return NULL;
+        if (ps > 0) {
+            PyErr_SetString(PyExc_RuntimeError, "stopped while waiting for room in an RX ring");
+            return NULL;
+        }
+        if (spins > 64) usleep(20);
+    }
+    rx->dhead += skip;
+    uint8_t *p = rx->data + rx->dhead % rx->dcap;
+    memcpy(p, frame, len);
+    rx->dhead += need;
+    return p;
 }
 
 void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
@@ -156,6 +239,39 @@ void ring_close_all(void) {
 uint64_t ring_rx_head(int slot) { return atomic_load(&R->rx[slot].head); }
 uint64_t ring_rx_tail(int slot) { return atomic_load(&R->rx[slot].tail); }
 int ring_rx_finished(int slot) { return (int)atomic_load(&R->rx[slot].finished); }
+
+uint64_t ring_rx_pending_packets(int slot) {
+    RxRing *rx = &R->rx[slot];
+    uint64_t n = 0, head = atomic_load(&rx->head);
+    for (uint64_t at = atomic_load(&rx->tail); at < head; at++)
+        if (rx->descs[at & rx->mask].kind == DESC_PACKET) n++;
+    return n;
+}
+
+uint64_t ring_tx_spilled(int slot) { return spill.slot == slot ? spill.used : 0; }
+
+int ring_tx_spill_next(int slot, uint64_t *at, RingFrame *f) {
+    if (spill.slot != slot || *at >= spill.used) return 0;
+    TxRec *r = (TxRec *)(spill.buf + *at);
+    *at += r->reclen;
+    f->frame = (const uint8_t *)(r + 1);
+    f->len = r->framelen;
+    f->devmask = r->devmask;
+    f->indev = r->indev;
+    f->time = r->time;
+    f->wire = r->wire;
+    return 1;
+}
+
+void ring_tx_spill_clear(int slot) {
+    if (spill.slot != slot) return;
+    spill.used = 0;
+    if (spill.cap > (64u << 20)) {   /* a burst passed: give the memory back */
+        PyMem_RawFree(spill.buf);
+        spill.buf = NULL;
+        spill.cap = 0;
+    }
+}
 
 uint64_t ring_tx_tail(int slot) { return atomic_load_explicit(&R->tx[slot].tail, memory_order_relaxed); }
 uint64_t ring_tx_head(int slot) { return atomic_load_explicit(&R->tx[slot].head, memory_order_acquire); }
@@ -224,24 +340,27 @@ int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n) {
 
 int ring_pool_loaded(void) { return pool.n > 0; }
 
-void ring_feed_paced(double rate, double duration, uint64_t *queued_out, uint64_t *lost_out) {
-    uint64_t queued = 0, lost = 0;
-    uint64_t t0 = mono_ns(), end = t0 + (uint64_t)(duration * 1e9);
-    double gap = 1e9 / rate;
-    size_t i = 0;
-    for (uint64_t k = 0;; k++) {
-        uint64_t due = t0 + (uint64_t)(k * gap), now;
-        if (due >= end) break;
+void ring_feed_paced_begin(PacedFeed *f, double rate, double duration) {
+    memset(f, 0, sizeof *f);
+    f->t0 = mono_ns();
+    f->end = f->t0 + (uint64_t)(duration * 1e9);
+    f->gap = 1e9 / rate;
+}
+
+int ring_feed_paced_step(PacedFeed *f, uint64_t until) {
+    for (;; f->k++) {
+        uint64_t due = f->t0 + (uint64_t)(f->k * f->gap), now;
+        if (due >= f->end) return 1;
+        if (due > until) return 0;   /* back to the caller (a stop request?) before waiting */
         while ((now = mono_ns()) < due) {}
+        size_t i = f->i;
         if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.lens[i], pool.devs[i],
                       DESC_PACKET | DESC_TIMED, now, 0) == 0)
-            queued++;
+            f->queued++;
         else
-            lost++;
-        if (++i == pool.n) i = 0;
+            f->lost++;
+        if (++f->i == pool.n) f->i = 0;
     }
-    *queued_out = queued;
-    *lost_out = lost;
 }
 
 /* ------------------------------------------------------------ worker side */
@@ -332,6 +451,10 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
 
 static void ring_done(PktioRx *b) {
     RxRing *rx = &R->rx[proc.slot];
+    if (b->count) {   /* the data of what was consumed is free */
+        uint64_t dend = rx->descs[(b->mark + b->count - 1) & rx->mask].dend;
+        atomic_store_explicit(&rx->dtail, dend, memory_order_release);
+    }
     atomic_store_explicit(&rx->tail, b->mark + b->count, memory_order_release);
     proc.me->counters.rx_done[0] = b->mark + b->count;
 }
@@ -344,16 +467,54 @@ static int ring_wait(void) {
 
 static void ring_leave(void) { proc.me->counters.busy_ns[0] += mono_ns() - call_t0; }
 
+/* Is this process the consumer of its own slot's TX ring? */
+static inline int self_drained(void) { return proc.local || proc.slot == proc.nworkers; }
+
+static void write_rec(TxRec *r, uint64_t rec, const uint8_t *frame, uint32_t len, uint32_t wire, uint32_t devmask,
+                      uint32_t indev, uint64_t time) {
+    r->reclen = (uint32_t)rec;
+    r->framelen = len;
+    r->devmask = devmask;
+    r->indev = indev;
+    r->time = time;
+    r->wire = wire > len ? wire : len;
+    r->pad = 0;
+    memcpy(r + 1, frame, len);
+}
+
+/* Append to the spill buffer; 0, or -1 (out of memory: the frame is lost). */
+static int spill_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint32_t devmask, uint32_t indev,
+                      uint64_t time) {
+    uint64_t rec = (sizeof(TxRec) + len + 31) & ~31ull;
+    if (spill.used + rec > spill.cap) {
+        uint64_t n = spill.cap ? spill.cap : (1u << 20);
+        while (n < spill.used + rec) n *= 2;
+        char *p = PyMem_RawRealloc(spill.buf, n);
+        if (!p) return -1;
+        spill.buf = p;
+        spill.cap = n;
+    }
+    spill.slot = proc.slot;
+    write_rec((TxRec *)(spill.buf + spill.used), rec, frame, len, wire, devmask, indev, time);
+    spill.used += rec;
+    return 0;
+}
+
 static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint32_t devmask, uint32_t indev,
                          uint64_t time) {
     TxRing *t = &R->tx[proc.slot];
     uint64_t rec = (sizeof(TxRec) + len + 31) & ~31ull;
+    int self = self_drained();
+    if (self && spill.used && spill.slot == proc.slot) {   /* keep the order: after what spilled */
+        spill_push(frame, len, wire, devmask, indev, time);
+        return;
+    }
     for (unsigned spins = 0;; spins++) {
         uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
         uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
         uint64_t off = head % t->cap, room_end = t->cap - off;
         uint64_t need = rec <= room_end ? rec : room_end + rec;
-        if (head + need - tail <= t->cap) {
+        if (rec <= t->cap && head + need - tail <= t->cap) {
             if (rec > room_end) {   /* pad to the end, wrap */
                 TxRec *pad = (TxRec *)(t->buf + off);
                 pad->reclen = (uint32_t)room_end;
@@ -361,19 +522,17 @@ static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint
                 head += room_end;
                 off = 0;
             }
-            TxRec *r = (TxRec *)(t->buf + off);
-            r->reclen = (uint32_t)rec;
-            r->framelen = len;
-            r->devmask = devmask;
-            r->indev = indev;
-            r->time = time;
-            r->wire = wire > len ? wire : len;
-            r->pad = 0;
-            memcpy(r + 1, frame, len);
+            write_rec((TxRec *)(t->buf + off), rec, frame, len, wire, devmask, indev, time);
             atomic_store_explicit(&t->head, head + rec, memory_order_release);
             return;
         }
-        if (spins > 64) usleep(50);   /* the control process drains the ring */
+        if (self) {   /* nobody else will make room: spill */
+            spill_push(frame, len, wire, devmask, indev, time);
+            return;
+        }
+        /* a worker: the control process drains the ring; unless the run is stopping */
+        if (rec > t->cap || (spins % 64 == 63 && proc_stop_nogil())) return;
+        if (spins > 64) usleep(50);
     }
 }
 

@@ -6,9 +6,10 @@
 
 enum { DESC_PACKET = 0, DESC_TICK = 1, DESC_TIMED = 2 /* paced: the time is the queue time */ };
 
-/* One RX ring per slot (room for rx_caps[s] descriptors) and one TX ring of
- * tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
-int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t tx_bytes);
+/* One RX ring per slot (room for rx_caps[s] descriptors), with a data ring of
+ * data_bytes for streamed frames (0: none, frames are in the pool), and one
+ * TX ring of tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
+int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t tx_bytes, uint64_t data_bytes);
 int ring_ready(void);
 void ring_reset(void);
 /* Output is collected in the TX rings (else discarded). */
@@ -16,10 +17,14 @@ void ring_collect_output(int on);
 
 /* Copy a frame into the arena (the replayed trace); NULL: exception set. */
 uint8_t *ring_pool_copy(const char *frame, size_t len);
+/* Streaming: copy a frame into slot's data ring, reused once consumed (waits
+ * for room as ring_push does; no data ring: into the pool); NULL: exception set. */
+uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
 int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev);
-/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room).
- * `len` bytes were captured of a frame of `wire` bytes (wire > len: cut). */
+/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room;
+ * -2 with an exception set on a stop request or when this process would wait
+ * on itself).  `len` bytes were captured of a frame of `wire` bytes (wire > len: cut). */
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint16_t dev, uint16_t kind,
               uint64_t time, int wait);
 void ring_close(uint32_t slot);
@@ -27,6 +32,8 @@ void ring_close_all(void);
 uint64_t ring_rx_head(int slot);
 uint64_t ring_rx_tail(int slot);    /* descriptors consumed and committed */
 int ring_rx_finished(int slot);
+/* Packets queued on slot's RX ring and not processed (ticks not counted). */
+uint64_t ring_rx_pending_packets(int slot);
 
 /* The TX ring of a slot, read by the control process: records from `*at`
  * (start at ring_tx_tail) to ring_tx_head; ring_tx_next returns 1 with a
@@ -37,6 +44,12 @@ typedef struct {
     uint64_t time;
 } RingFrame;
 uint64_t ring_tx_tail(int slot);
+/* Records spilled by this process (its own slot, drained by itself: see
+ * pktio_ring.c), read after the ring's: bytes spilled, the next one from *at
+ * (start at 0; 0 when none is left), and forget them after the drain. */
+uint64_t ring_tx_spilled(int slot);
+int ring_tx_spill_next(int slot, uint64_t *at, RingFrame *f);
+void ring_tx_spill_clear(int slot);
 uint64_t ring_tx_head(int slot);
 int ring_tx_next(int slot, uint64_t *at, RingFrame *f);
 void ring_tx_release(int slot, uint64_t at);
@@ -48,7 +61,15 @@ void ring_prefault(int slot);
 int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n);   /* takes the arrays */
 int ring_pool_loaded(void);
 /* Queue the pool (cycling) at rate_pps for duration_s on the monotonic clock;
- * a full ring is a loss.  No Python (call it with the GIL released). */
-void ring_feed_paced(double rate_pps, double duration_s, uint64_t *queued, uint64_t *lost);
+ * a full ring is a loss.  In steps (each up to the monotonic time `until`,
+ * so the caller can look for a stop request in between): 1 once finished.
+ * No Python (call it with the GIL released). */
+typedef struct {
+    uint64_t t0, end, k, queued, lost;
+    size_t i;
+    double gap;
+} PacedFeed;
+void ring_feed_paced_begin(PacedFeed *f, double rate_pps, double duration_s);
+int ring_feed_paced_step(PacedFeed *f, uint64_t until);
 
 #endif

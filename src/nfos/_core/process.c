@@ -2,6 +2,8 @@
  * and its life cycle: module init, arena create / destroy, slot binding. */
 #include "process.h"
 
+#include <unistd.h>
+
 Process proc = {.arena_gen = 1};
 
 int proc_init(PyObject *m) {
@@ -139,4 +141,25 @@ PyObject *proc_stm_error(void) {
         break;
     }
     return NULL;
+}
+
+/* ------------------------------------------------------------ stop requests */
+
+static uint64_t last_poll_ns;
+static long parent_pid;
+
+void proc_set_parent(long pid) { parent_pid = pid; }
+
+int proc_stop_nogil(void) {
+    if (proc_stopping()) return 1;
+    return parent_pid && getppid() != (pid_t)parent_pid;
+}
+
+int proc_poll_stop(void) {
+    if (proc_stopping()) return 1;
+    uint64_t now = mono_ns();
+    if (now - last_poll_ns < 1000000ull) return 0;
+    last_poll_ns = now;
+    if (parent_pid && getppid() != (pid_t)parent_pid) return 1;
+    return PyErr_CheckSignals() < 0 ? -1 : 0;
 }

@@ -41,6 +41,10 @@ typedef struct {
     _Atomic uint64_t conflict_count;
     ConflictRecord conflicts[CONFLICT_RING];
     uint64_t lat_hist[LAT_BUCKETS];    /* queue-to-commit latency of timed packets */
+    /* The watchdog's heartbeat (worker_loop.c writes, the control's watchdog reads):
+     * the handler running now (worker_loop.h: HB_CODE; 0: none) and a count of handler calls. */
+    _Atomic uint32_t hb_handler;
+    _Atomic uint64_t hb_calls;
 } SlotShared;
 
 typedef struct {
@@ -92,6 +96,16 @@ static inline uint32_t all_devs_mask(void) {
 static inline int proc_stopping(void) {
     return proc.shared && atomic_load_explicit(&proc.shared->stop, memory_order_relaxed);
 }
+/* A stop request for a C loop that can run long (call it every iteration; it
+ * looks at most every ~1 ms): the control process's (the arena's stop flag: 1)
+ * or a signal whose Python handler raised (KeyboardInterrupt: -1, exception
+ * set).  Needs the GIL; signals are seen in the main thread only. */
+int proc_poll_stop(void);
+/* The same, for loops that run without the GIL: 1 when the arena's stop flag
+ * is set or the parent this process was forked from is gone. */
+int proc_stop_nogil(void);
+/* The pid of the process that forked this one (0: not a forked worker). */
+void proc_set_parent(long pid);
 
 /* The STM from Python: the same calls on this process's descriptor, with a
  * failure turned into an exception (TransactionAborted, or RuntimeError

@@ -332,6 +332,14 @@ static void finish_abort(StmTx *tx) {
 
 void stm_abort(StmTx *tx) { finish_abort(tx); }
 
+void stm_rollback(StmTx *tx) {
+    undo_apply_all(tx);
+    tx->nentries = 0;
+    if (tx->counters && tx->counters->transactions[0]) tx->counters->transactions[0]--;
+    tx->sampled = 0;
+    tx_end(tx);
+}
+
 void stm_abort_cause(StmTx *tx, int cause) {
     tx->conflict_valid = 0;
     doom(tx, cause, NULL, 0, 0);

@@ -211,5 +211,8 @@ int stm_commit(StmTx *tx);
 void stm_abort(StmTx *tx);
 /* Roll back with `cause` as the attempt's abort cause (e.g. a handler error). */
 void stm_abort_cause(StmTx *tx, int cause);
+/* Roll back as if the attempt never began (a stop request interrupted it):
+ * no abort is counted and its begin is not counted as a transaction. */
+void stm_rollback(StmTx *tx);
 
 #endif

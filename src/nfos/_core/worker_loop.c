@@ -43,6 +43,15 @@
  * text the handlers printed (the runtime's sys.stdout / sys.stderr proxies,
  * nfos/runtime/streams.py) is written, and the counters (counters.def) move;
  * in paced mode the queue-to-commit latency of each packet is histogrammed.
+ *
+ * Stops: a stop request — the arena's stop flag (seen before each packet), a
+ * signal whose Python handler raised (seen per batch: proc_poll_stop), the
+ * parent gone — ends the loop at once.  The attempt in progress is rolled
+ * back as if it never began (stm_rollback): its packets stay unprocessed,
+ * neither dropped nor counted.  A KeyboardInterrupt or SystemExit out of a
+ * handler is such a stop, not a handler error.  Each handler call updates
+ * the slot's heartbeat (its handler's HB_CODE), which the watchdog
+ * (watchdog.c) reads.
  */
 #include "worker_loop.h"
 
@@ -161,18 +170,36 @@ void loop_reset(void) {
 
 /* ------------------------------------------------------------- handlers */
 
-/* The handler about to run (what a conflict record names). */
+/* The handler about to run (what a conflict record names, and the watchdog's heartbeat). */
 static inline void running(int handler) { proc.tx.ctx = HANDLER_CTX(handler, 0); }
 
+/* KeyboardInterrupt or SystemExit: a stop request, not a handler error. */
+static int stop_exception(void) {
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) || PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+/* The watchdog's heartbeat: which handler runs (0: none), and one more call. */
+static inline void heartbeat(uint32_t code) {
+    SlotShared *me = proc.me;
+    if (!me) return;
+    atomic_store_explicit(&me->hb_handler, code, memory_order_relaxed);
+    if (code)
+        atomic_store_explicit(&me->hb_calls, atomic_load_explicit(&me->hb_calls, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+}
+
 /* Call a handler; 0 ok, -1 abort (exception cleared), -2 handler error
- * (exception set). */
+ * (exception set), -3 a stop request (KeyboardInterrupt / SystemExit set). */
 static int call(PyObject *h, PyObject **args, size_t nargs) {
+    heartbeat(HB_CODE(proc.tx.ctx));
     PyObject *r = PyObject_Vectorcall(h, args, nargs, NULL);
+    heartbeat(0);
     if (r) {
         Py_DECREF(r);
         if (proc.tx.doomed) return -1;   /* an abort was swallowed by NF code */
         return 0;
     }
+    if (stop_exception()) return -3;
     if (proc.tx.doomed || PyErr_ExceptionMatches(proc.TransactionAborted)) {
         PyErr_Clear();
         proc.tx.doomed = 1;
@@ -441,7 +468,12 @@ int loop_tx_commit(void) {
     return 0;
 }
 
-static void run_batch(Item *items, int n) {
+/* Run `n` items in one transaction (split, retried, irrevocable, or one per
+ * transaction after a handler error: see the top).  Returns how many leading
+ * items are done: n, or fewer when a stop request interrupted it (the
+ * interrupted attempt is rolled back as if it never began, and a
+ * KeyboardInterrupt / SystemExit from a handler stays set). */
+static int run_batch(Item *items, int n) {
     uint64_t start_clock = proc.clock;
     int too_large = 0;
     for (int aborts = 0;;) {
@@ -450,14 +482,28 @@ static void run_batch(Item *items, int n) {
         memset(&pend, 0, sizeof pend);
         begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable ? STM_IRREVOCABLE : 0, HANDLER_PACKET, 0);
         int r = 0, i;
-        for (i = 0; i < n && r == 0; i++) r = process_item(&items[i]);
+        for (i = 0; i < n && r == 0; i++) {
+            if (proc_stopping()) {   /* the control process asked: leave now, even mid-batch */
+                r = -3;
+                break;
+            }
+            r = process_item(&items[i]);
+        }
+        if (r == -3) {
+            PyObject *exc = nfos_fetch_exc();
+            stm_rollback(&proc.tx);
+            nfos_restore_exc(exc);
+            proc.clock = start_clock;
+            return 0;
+        }
         if (r == -2) {
             if (n > 1) {   /* find the faulty packet: one transaction each */
                 PyErr_Clear();
                 stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
                 proc.clock = start_clock;
-                for (i = 0; i < n; i++) run_batch(&items[i], 1);
-                return;
+                for (i = 0; i < n; i++)
+                    if (run_batch(&items[i], 1) == 0) return i;
+                return n;
             }
             Pending keep = pend;
             PyObject *exc = nfos_fetch_exc();
@@ -477,11 +523,11 @@ static void run_batch(Item *items, int n) {
                 c->packet_sets_expired[0]++;
                 c->packet_sets_live[0] = pst_count();
             }
-            return;
+            return 1;
         }
         if (r == 0 && stm_commit(&proc.tx) == 0) {
             publish(items, n);
-            return;
+            return n;
         }
         if (r == -1) stm_abort(&proc.tx);
         aborts++;
@@ -491,9 +537,9 @@ static void run_batch(Item *items, int n) {
             int h = n / 2;
             proc.me->counters.batch_splits[0]++;
             proc.clock = start_clock;
-            run_batch(items, h);
-            run_batch(items + h, n - h);
-            return;
+            int k = run_batch(items, h);
+            if (k < h) return k;
+            return h + run_batch(items + h, n - h);
         }
         if (aborts > 4) sched_yield();
     }
@@ -501,10 +547,13 @@ static void run_batch(Item *items, int n) {
 
 /* ----------------------------------------------------------- expiry sweep */
 
-static void sweep_expired(void) {
-    if (!expiry_ns || !has_sets) return;
+/* 0, or -1 when a stop request interrupted it (an exception may be set). */
+static int sweep_expired(void) {
+    if (!expiry_ns || !has_sets) return 0;
     Item items[NFOS_BATCH_MAX];
     for (;;) {
+        int ps = proc_poll_stop();   /* many sets with no handler to run: no Python in between */
+        if (ps) return -1;
         int n = 0;
         int32_t id = pst_oldest();
         /* walk oldest-first; collect up to a batch of expired sets */
@@ -514,8 +563,8 @@ static void sweep_expired(void) {
             n++;
             id = pst_next_lru(id);
         }
-        if (n == 0) return;
-        run_batch(items, n);
+        if (n == 0) return 0;
+        if (run_batch(items, n) < n) return -1;
     }
 }
 
@@ -540,7 +589,15 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args, int handler, uint32_t ind
          * abort of any cause, run alone rather than risk aborting again */
         int irrevocable = !proc.local && aborts >= 1;
         begin(irrevocable ? TX_DIRECT : tx_mode(), irrevocable ? STM_IRREVOCABLE : 0, handler, index);
+        heartbeat(HB_CODE(proc.tx.ctx));
         PyObject *r = PyObject_Call(fn, args, NULL);
+        heartbeat(0);
+        if (!r && stop_exception()) {   /* Ctrl-C: the attempt never happened */
+            PyObject *exc = nfos_fetch_exc();
+            stm_rollback(&proc.tx);
+            nfos_restore_exc(exc);
+            return NULL;
+        }
         if (!r && !proc.tx.doomed && !PyErr_ExceptionMatches(proc.TransactionAborted)) {
             PyObject *exc = nfos_fetch_exc();
             stm_abort_cause(&proc.tx, ABORT_HANDLER_ERROR);
@@ -560,7 +617,15 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args, int handler, uint32_t ind
 PyObject *loop_run_alone(PyObject *fn, PyObject *args, int handler, uint32_t index) {
     memset(&pend, 0, sizeof pend);
     begin(TX_DIRECT, STM_ALONE, handler, index);
+    heartbeat(HB_CODE(proc.tx.ctx));
     PyObject *r = PyObject_Call(fn, args, NULL);
+    heartbeat(0);
+    if (!r && stop_exception()) {   /* Ctrl-C: the attempt never happened */
+        PyObject *exc = nfos_fetch_exc();
+        stm_rollback(&proc.tx);
+        nfos_restore_exc(exc);
+        return NULL;
+    }
     if (r && !proc.tx.doomed && stm_commit(&proc.tx) == 0) {
         publish(NULL, 0);
         return r;
@@ -597,8 +662,10 @@ static uint64_t skip_behind(uint64_t g, int count) {
 
 /* Run the periodic handlers due at T (those whose next due time is T), in
  * schedule order, each alone in direct mode; or, `run` 0, only move the
- * schedule past T (another worker ran them).  The clock is T. */
-static void periodics_at(uint64_t T, int run) {
+ * schedule past T (another worker ran them).  The clock is T.  -1: a stop
+ * request out of a handler (KeyboardInterrupt / SystemExit set; it is due
+ * again). */
+static int periodics_at(uint64_t T, int run) {
     if (T > proc.clock) proc.clock = T;
     for (int i = 0; i < nperiodic; i++) {
         Periodic *p = &periodics[i];
@@ -609,14 +676,20 @@ static void periodics_at(uint64_t T, int run) {
         PyObject *r = empty ? loop_run_alone(p->fn, empty, HANDLER_PERIODIC, (uint32_t)i) : NULL;
         Py_XDECREF(empty);
         if (!r) {
+            if (stop_exception()) {
+                p->next -= p->interval;
+                return -1;
+            }
             proc.me->counters.handler_errors[0]++;
             report_handler_error(nfos_fetch_exc());
         }
         Py_XDECREF(r);
     }
+    return 0;
 }
 
-/* The control process (live mode): the handlers due up to `upto`, each in a transaction. */
+/* The control process (live mode): the handlers due up to `upto`, each in a
+ * transaction.  0, or -1 with KeyboardInterrupt / SystemExit set (a stop request). */
 static int run_due_periodics(uint64_t upto) {
     for (;;) {
         int best = -1;
@@ -624,6 +697,7 @@ static int run_due_periodics(uint64_t upto) {
             if (periodics[i].next <= upto && (best < 0 || periodics[i].next < periodics[best].next)) best = i;
         if (best < 0) return 0;
         Periodic *p = &periodics[best];
+        uint64_t next = p->next;
         uint64_t behind = (upto - p->next) / p->interval;
         if (behind > PERIODIC_MAX_BEHIND) {
             p->next += behind * p->interval;
@@ -635,6 +709,10 @@ static int run_due_periodics(uint64_t upto) {
         PyObject *r = loop_run_in_tx(p->fn, empty, HANDLER_PERIODIC, (uint32_t)best);
         Py_DECREF(empty);
         if (!r) {
+            if (stop_exception()) {   /* due again next time */
+                p->next = next;
+                return -1;
+            }
             proc.me->counters.handler_errors[0]++;
             report_handler_error(nfos_fetch_exc());
         }
@@ -687,7 +765,7 @@ static int advance(uint64_t t);
 static int periodic_barrier(uint64_t T, uint64_t next) {
     if (advance(T) < 0) return -2;
     if (!lsync) {
-        periodics_at(skip_behind(next, 1), 1);
+        periodics_at(skip_behind(next, 1), 1);   /* a stop out of a handler: its exception is set */
         return PyErr_Occurred() ? -2 : 0;
     }
     publish_progress(next);
@@ -733,13 +811,14 @@ static int periodic_barrier(uint64_t T, uint64_t next) {
 
 /* ------------------------------------------------------------ main loop */
 
-/* Advance the clock to `t` (expiring idle sets first).  -1: exception set. */
+/* Advance the clock to `t` (expiring idle sets first).  -1: stopped (an
+ * exception may be set). */
 static int advance(uint64_t t) {
     if (t > proc.clock) {
         proc.clock = t;
-        sweep_expired();
+        int r = sweep_expired();
         proc.clock = t;
-        if (PyErr_Occurred()) return -1;
+        if (r < 0 || PyErr_Occurred()) return -1;
     }
     return 0;
 }
@@ -754,6 +833,14 @@ long long loop_run(long long budget, int spin) {
     unsigned waits = 0;
     long long done = 0;
     while (done < budget) {
+        /* A stop request: a signal (Ctrl-C in the sequential mode: KeyboardInterrupt
+         * raised here), or the parent gone; the arena's stop flag is the backend's STOP. */
+        int ps = proc_poll_stop();
+        if (ps < 0) return -2;
+        if (ps > 0 && !proc_stopping()) {
+            publish_progress(UINT64_MAX);
+            return -1;
+        }
         PktioRx rx = {.items = items, .horizon = lsync ? horizon() : UINT64_MAX};
         switch (io->rx(&rx, max, timed ? next_periodic_due() : UINT64_MAX)) {
         case PKTIO_STOP:
@@ -779,7 +866,10 @@ long long loop_run(long long budget, int spin) {
         case PKTIO_IDLE:
             publish_progress(last_rx_time);
             if (rx.time) {
-                if (advance(rx.time) < 0) return -2;
+                if (advance(rx.time) < 0) {
+                    if (PyErr_Occurred()) return -2;
+                    continue;   /* the backend says STOP next */
+                }
                 c->clock_ns[0] = proc.clock;
             }
             r = io->wait();
@@ -790,14 +880,31 @@ long long loop_run(long long budget, int spin) {
             publish_progress(rx.time);
             if (rx.time > last_rx_time) last_rx_time = rx.time;
             if (rx.time > proc.clock) proc.clock = rx.time;
-            sweep_expired();
+            if (sweep_expired() < 0) {
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
             break;
-        case PKTIO_BATCH:
+        case PKTIO_BATCH: {
             publish_progress(rx.time);
             if (rx.last > last_rx_time) last_rx_time = rx.last;
-            if (advance(rx.time) < 0) return -2;
-            run_batch(items, rx.n);
+            if (advance(rx.time) < 0) {
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
+            int k = run_batch(items, rx.n);
+            if (k < rx.n) {   /* stopped mid-batch: the leading k packets are done */
+                if (k) {
+                    c->clock_ns[0] = proc.clock;
+                    rx.count = (uint64_t)k;
+                    io->done(&rx);
+                    done += k;
+                }
+                if (PyErr_Occurred()) return -2;
+                continue;
+            }
             break;
+        }
         }
         waits = 0;
         if (PyErr_Occurred()) return -2;

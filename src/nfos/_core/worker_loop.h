@@ -7,6 +7,14 @@
 
 #define LOOP_MAX_PERIODIC 16
 
+/* The watchdog's heartbeat code of a handler call (process.h, watchdog.c): 0
+ * between handlers, 1 + its handlers.def kind, or for the periodic handler i
+ * of the schedule 1 + HANDLER_NKINDS + i; _core.H_<KIND> is the code of each
+ * kind (for periodic: of the schedule's first). */
+#define HB_CODE(ctx) \
+    (CTX_HANDLER(ctx) == HANDLER_PERIODIC ? 1u + HANDLER_NKINDS + CTX_INDEX(ctx) : 1u + CTX_HANDLER(ctx))
+#define HB_CODES (1 + HANDLER_NKINDS + LOOP_MAX_PERIODIC)
+
 typedef struct {
     PyObject *fn;
     uint64_t interval, next;

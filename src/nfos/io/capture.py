@@ -227,6 +227,9 @@ def _read_pcapng(path: StrPath, data: bytes, default_devices: list[str] | None,
             if orig > cap:
                 cut += 1
         elif btype == 1:
+            if blen < 20:   # shorter than an interface block's fixed fields (found by fuzzing)
+                why = f"block length {blen}"
+                break
             if len(ifaces) == MAX_INTERFACES:
                 raise CaptureError(f"{os.fspath(path)}: more than {MAX_INTERFACES:,} interface blocks in one "
                                    f"section (at byte {off}); nfos reads at most {MAX_INTERFACES:,}")
@@ -251,6 +254,8 @@ def _interface(path: StrPath, data: bytes, off: int, blen: int, order: str, ifid
     p, end = off + 16, off + blen - 4
     while p + 4 <= end:
         code, length = struct.unpack_from(order + "HH", data, p)
+        if p + 4 + length > end:   # an option past its block: the options end here (found by fuzzing)
+            break
         value = data[p + 4:p + 4 + length]
         if code == 0:
             break

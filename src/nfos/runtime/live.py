@@ -176,12 +176,61 @@ def check_interfaces(ifaces: Mapping[str, str], devices: Sequence[str],
     return infos, warnings
 
 
-def _open_worker(opens: list[tuple[int, str, bytes, int]], slot: int) -> None:
-    """In a forked worker: open its ring socket on every device, join the fanout groups in turn."""
+@dataclass
+class User:
+    """Who a live run becomes once its sockets are open (``--user``)."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def lookup_user(name: str) -> User:
+    """``--user NAME`` (or a numeric uid), checked before anything starts.  Raises LiveError."""
+    import pwd
+
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, ValueError):
+        raise LiveError(f"--user {name}: no such user") from None
+    if os.geteuid() != 0:
+        raise LiveError(f"--user {name}: changing user needs root (this run is uid {os.geteuid()})")
+    return User(pw.pw_name, pw.pw_uid, pw.pw_gid)
+
+
+#: imported before the change of user: afterwards the interpreter's own files may be out of reach
+#: (a Python under /root), and these are imported lazily on the way out (the memory figures,
+#: joining the workers, the summary's table, an exit handler's traceback)
+_LATE_IMPORTS = ("resource", "json", "traceback", "linecache", "multiprocessing.connection", "rich._emoji_codes")
+
+
+def drop_privileges(user: User, parent: int = 0) -> None:
+    """Become ``user`` for good: no supplementary groups, its group and uid (real, effective and
+    saved), so no capability is left.  A worker re-arms its death with ``parent`` (the change
+    of user clears it)."""
+    import importlib
+
+    for mod in _LATE_IMPORTS:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+    os.setgroups([])
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if parent:
+        _core.die_with_parent(parent)
+
+
+def _open_worker(opens: list[tuple[int, str, bytes, int]], user: User | None, parent: int, slot: int) -> None:
+    """In a forked worker: open its ring socket on every device, join the fanout groups in turn,
+    then (``--user``) change user: the sockets are open."""
     try:
         for dev, ifname, prog, max_frame in opens:
             _core.live_open(dev, ifname, prog, max_frame)
         _core.live_join(START_TIMEOUT_S)
+        if user is not None:
+            drop_privileges(user, parent)
     except (OSError, RuntimeError) as e:
         _core.live_fail(f"worker {slot}: {e}")
         os._exit(3)
@@ -267,7 +316,7 @@ def prometheus_families(workers: Sequence[dict[str, Any]], devices: Sequence[str
 class _Metrics:
     """Prometheus exposition of the latest snapshot (read by the server's thread on a scrape)."""
 
-    def __init__(self, port: int, devices: Sequence[str]) -> None:
+    def __init__(self, port: int, devices: Sequence[str], addr: str = "127.0.0.1") -> None:
         try:
             import prometheus_client
             from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -279,9 +328,9 @@ class _Metrics:
         self.registry = prometheus_client.CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         try:
-            started = prometheus_client.start_http_server(port, registry=self.registry)
+            started = prometheus_client.start_http_server(port, addr=addr, registry=self.registry)
         except OSError as e:
-            raise LiveError(f"--metrics-port {port}: {e.strerror or e}") from None
+            raise LiveError(f"--metrics-port {port} on {addr}: {e.strerror or e}") from None
         self.server = started[0] if isinstance(started, tuple) else None
 
     def collect(self):
@@ -305,8 +354,14 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
              params: dict[str, str] | Sequence[str] | None = None, stats_interval: float | None = None,
              metrics_port: int | None = None, on_stats: Callable[[dict[str, Any]], None] | None = None,
              duration: float | None = None, batch: int = 32, check: bool = True,
-             frame_size: int = FRAME_SIZE, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+             frame_size: int = FRAME_SIZE, say: Callable[[str], None] | None = None,
+             metrics_addr: str = "127.0.0.1", user: str | None = None, watchdog: float = 0.0) -> dict[str, Any]:
     """Run the NF at ``nf_path`` on ``ifaces`` ({device: interface}) until Ctrl-C, SIGTERM or ``duration``.
+
+    ``metrics_port`` serves Prometheus on ``metrics_addr`` (loopback unless told
+    otherwise); ``user``: every process becomes that user once its packet
+    sockets are open (no capability left); ``watchdog``: name a worker stuck in
+    one handler call that long (0: off).
 
     Every ``stats_interval`` seconds the interval's counters go to ``on_stats``
     (default: one line printed).  Returns the summary (as ``nfos run --in``,
@@ -325,6 +380,7 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         raise LiveError("--stats-interval must be positive")
     if duration is not None and duration <= 0:
         raise LiveError("--duration must be positive")
+    as_user = lookup_user(user) if user is not None else None
     stop_requested: list[int] = []
 
     def on_signal(signum, frame):
@@ -338,7 +394,8 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
     metrics = None
     try:
         # real time: no barriers; the control process runs periodic handlers (see _serve)
-        session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check, sync=False)
+        session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check, sync=False,
+                          watchdog=watchdog)
         nf = session.nf
         devices = list(nf.devices)
         offloads = offloads_supported()
@@ -357,16 +414,17 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         progs = [compile_steering(defn, nf.proto_mask(), workers) for defn in nf.key_definitions()]
         opens = [(d, infos[dev].name, progs[d], infos[dev].max_frame) for d, dev in enumerate(devices)]
         if metrics_port is not None:
-            metrics = _Metrics(metrics_port, devices)
-        session.start(worker_setup=partial(_open_worker, opens))
+            metrics = _Metrics(metrics_port, devices, metrics_addr)
+        session.start(worker_setup=partial(_open_worker, opens, as_user, os.getpid()))
         _wait_running(session, stop_requested)
+        if as_user is not None:   # every socket is open: the workers' (and this process's send-only ones)
+            drop_privileges(as_user)
         where = ", ".join(f"{d}={infos[d].name}" for d in devices)
         say(f"nfos: ready: {nf.name} on {where}, {workers} worker{'s' if workers > 1 else ''} (Ctrl-C stops)")
         t0 = time.monotonic()
         wall = _serve(session, t0, stop_requested, stats_interval, duration,
                       on_stats or (lambda s: say(format_line(s))), metrics, say)
-        session.stop_workers()
-        session.join_workers(timeout=3.0)
+        session.halt()   # a worker stuck in a handler call is killed after a short grace
         session.run_exit_handler()
         total = sum(r["packets_in"] for r in session.slot_counters())
         return session.summarize(wall, total, {

@@ -21,6 +21,16 @@ from nfos.runtime.progress import Phases
 from nfos.runtime.session import MAX_DRIFT_NS, OutputSink, Session
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the replay; ``stats`` is its summary up to there (``interrupted``:
+    true, ``unprocessed``: the packets queued and not processed, so ``packets_in + unprocessed``
+    is the trace's length)."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        super().__init__("interrupted")
+        self.stats = stats
+
+
 @dataclass
 class RunResult:
     stats: dict[str, Any]
@@ -44,18 +54,22 @@ def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False, phases: Phases | None = None, max_drift_ns: int = MAX_DRIFT_NS) -> RunResult:
+           profile: bool = False, phases: Phases | None = None, max_drift_ns: int = MAX_DRIFT_NS,
+           watchdog: float = 0.0) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
     trace (so a pcap can be read onto the NF's first device).  ``progress(done, total)``
     follows the processing; ``phases`` hears of each phase (steering into the workers,
-    processing, writing output: nfos.runtime.progress).
+    processing, writing output: nfos.runtime.progress).  ``watchdog``: name a worker
+    stuck in one handler call that long on stderr (0: off).  Ctrl-C (a
+    KeyboardInterrupt) during the processing stops the workers at once and raises
+    :class:`Interrupted` with the summary so far.
     """
     ph = phases or Phases()
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
-                      max_drift_ns=max_drift_ns)
+                      max_drift_ns=max_drift_ns, watchdog=watchdog)
     try:
         nf = session.nf
         if callable(trace):
@@ -91,17 +105,24 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
 
         ph.start("processing", "processing", total, nbytes)
         t0 = time.perf_counter()
-        session.start()
-        if session.local:
-            while True:
-                n = session.run_local()
-                session.drain()
-                processed(session.packets_done())
-                if n < 0:
-                    break
-        else:
-            _wait_parallel(session, processed, total)
-            session.join_workers()   # they report their memory use as they leave
+        try:
+            session.start()
+            if session.local:
+                while True:
+                    n = session.run_local()
+                    session.drain()
+                    processed(session.packets_done())
+                    if n < 0:
+                        break
+            else:
+                _wait_parallel(session, processed, total)
+                session.join_workers()   # they report their memory use as they leave
+        except KeyboardInterrupt:
+            session.halt()   # now, mid-batch; a worker stuck in a handler is killed
+            session.drain()
+            raise Interrupted(session.summarize(time.perf_counter() - t0, total, {
+                "packets_per_worker_steered": per_worker, "warnings": list(trace.warnings),
+                "interrupted": True, "unprocessed": session.unprocessed()})) from None
         wall = session.processing_seconds() or (time.perf_counter() - t0)
         ph.finish(sum(r["packets_in"] for r in session.slot_counters()), nbytes)
         if session.sink is not None and session.sink.writers:

@@ -83,6 +83,30 @@ class WorkerDied(RuntimeError):
     """A worker process died during the run; its shared-state commit was completed or discarded."""
 
 
+#: a worker asked to stop that is still in one handler call after this long is killed
+STUCK_GRACE_S = 0.3
+
+
+def handler_name(kind: str, fn: Any) -> str:
+    """``@nf.packet on_packet (nf.py:42)``: a handler as the watchdog names it (the line of its
+    ``def``, after any decorators)."""
+    import linecache
+
+    code = getattr(fn, "__code__", None)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    if code is None:
+        return f"{kind} {name}"
+    line = code.co_firstlineno
+    for k in range(line, line + 50):   # a decorated function's first line is its first decorator
+        text = linecache.getline(code.co_filename, k).lstrip()
+        if not text:
+            break
+        if not text.startswith("@"):
+            line = k
+            break
+    return f"{kind} {name} ({os.path.basename(code.co_filename)}:{line})"
+
+
 def _nf_frame(tb: TracebackType | None, nf_file: str) -> tuple[str, int]:
     """The innermost traceback frame in the NF file (else the innermost frame)."""
     best = None
@@ -212,7 +236,7 @@ class Session:
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
                  check: bool = True, profile: bool = False, busy_poll: bool = False, sync: bool = True,
-                 max_drift_ns: int = MAX_DRIFT_NS) -> None:
+                 max_drift_ns: int = MAX_DRIFT_NS, watchdog: float = 0.0) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
@@ -227,6 +251,7 @@ class Session:
         self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
         self.sync = sync             # virtual time: periodic barriers and the drift horizon in the workers
         self.max_drift_ns = max_drift_ns
+        self.watchdog = watchdog     # seconds in one handler call before a worker is named (0: off)
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -372,18 +397,33 @@ class Session:
     # ------------------------------------------------------------ workers
     def start(self, worker_setup: Callable[[int], None] | None = None) -> None:
         """Fork the workers (parallel mode) and let them run.  ``worker_setup(slot)`` runs first
-        in each forked worker (live mode opens the worker's sockets there)."""
+        in each forked worker (live mode opens the worker's sockets there).  With ``watchdog``,
+        a thread then watches the workers' handler calls (:meth:`handler_names`)."""
         if not self.local:
             ctx = multiprocessing.get_context("fork")   # the arena is inherited, not pickled
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup),
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup, os.getpid()),
                                 name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
-        _core.signal_start(len(self.procs))
         self.started = True
+        if self.watchdog > 0:   # after the fork: a worker never has the thread
+            _core.watchdog_start(self.watchdog, max(1, self.workers), self.handler_names())
+        _core.signal_start(len(self.procs))
+
+    def handler_names(self) -> dict[int, str]:
+        """The watchdog's name of each handler code a slot's heartbeat can show (H_<KIND>, and
+        H_PERIODIC + i for the schedule's handler i)."""
+        names = {_core.H_TRANSACT: "a transaction of the control process"}
+        for kind, fn in self.handler_functions().items():
+            code = getattr(_core, f"H_{kind.upper()}")
+            if kind == "periodic":
+                names.update({code + i: handler_name("@nf.periodic", p) for i, p in enumerate(fn)})
+            elif fn is not None:
+                names[code] = handler_name(f"@nf.{kind}", fn)
+        return names
 
     def run_local(self, budget: int = RUN_BUDGET) -> int:
         """Sequential mode: run the loop in this process on up to ``budget`` RX descriptors;
@@ -434,8 +474,34 @@ class Session:
                              "its shared-state commit was completed or discarded")
 
     def stop_workers(self) -> None:
-        """Ask every worker to leave after its current batch, even mid-trace."""
+        """Ask every worker to leave now, even mid-trace: a batch being processed is rolled back
+        (its packets stay unprocessed)."""
         _core.stop_workers()
+
+    def halt(self, timeout: float = 3.0) -> None:
+        """Stop the workers and wait for them to exit; a worker still in one handler call
+        ``STUCK_GRACE_S`` after the request (an endless loop) is killed, any other after
+        ``timeout``.  A killed worker's half-done commit is completed or discarded."""
+        if not self.started:
+            return
+        _core.close_rx()
+        _core.stop_workers()
+        t0 = time.monotonic()
+        calls = {w: _core.heartbeat(w) for w in range(self.workers)}
+        for w, p in enumerate(self.procs):
+            while p.is_alive():
+                waited = time.monotonic() - t0
+                code, n = _core.heartbeat(w)
+                if waited > timeout or (waited > STUCK_GRACE_S and code and (code, n) == calls[w]):
+                    p.kill()
+                    p.join()
+                    _core.recover_slot(w)
+                    break
+                p.join(timeout=0.01)
+
+    def unprocessed(self) -> int:
+        """Packets queued for the workers (sequential mode: this process) and not processed."""
+        return sum(_core.rx_pending(w) for w in range(max(1, self.workers)))
 
     def join_workers(self, timeout: float = 5.0) -> None:
         """Wait for workers that finished their rings to exit (they record their memory first)."""
@@ -510,14 +576,11 @@ class Session:
             return
         self.closed = True
         try:
+            _core.watchdog_stop()
             if self.sink is not None:
                 self.sink.close()
-            if self.started:
-                _core.close_rx()
-                _core.stop_workers()   # leave after the current batch, even mid-trace
-            deadline = time.monotonic() + 3
+            self.halt()   # leave now, even mid-trace; a worker stuck in a handler is killed
             for p in self.procs:
-                p.join(timeout=max(0.0, deadline - time.monotonic()))
                 if p.is_alive():
                     p.kill()
                     p.join()
@@ -622,7 +685,7 @@ class Session:
         names a transaction by its handler and line)."""
         h = self.nf.handlers
         return {"packet": h.packet, "new_packet_set": h.new_packet_set, "expired": h.expired,
-                "orphan": h.orphan, "exit": h.exit, "init": h.init,
+                "orphan": h.orphan, "malformed": h.malformed, "exit": h.exit, "init": h.init,
                 "periodic": [fn for fn, _iv in self.periodics()]}
 
 
@@ -643,11 +706,13 @@ def memory_kb() -> tuple[int, int]:
     return peak, pss
 
 
-def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None) -> None:
+def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None,
+                 parent: int = 0) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty
-    (live mode: until the control process stops it).  ``setup(slot)`` runs first."""
+    (live mode: until the control process stops it).  ``setup(slot)`` runs first.  It dies with
+    ``parent`` (the control process), also if that died before this line ran."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
-    _core.die_with_parent()
+    _core.die_with_parent(parent)
     _core.attach(slot)
     if setup is not None:
         setup(slot)
