@@ -155,8 +155,11 @@ def long_run(nf: str, packets: int, workers: int = 2, piece: int = 100_000, samp
             if sample:   # the allocators while the piece's mappings / leases are live
                 counts = {name: (*s.run_in_tx(a.counts), a.capacity) for name, a in allocs.items()}
             base += span + gap
-            for w in range(max(1, workers)):   # each worker's expiry sweep, once the piece's state is idle
-                s.wait_rx(w, s.tick(w, base))
+            # each worker's expiry sweep, once the piece's state is idle: queued to every worker
+            # before waiting on any (the drift horizon holds a worker's tick until the others reach it)
+            ticks = [s.tick(w, base) for w in range(max(1, workers))]
+            for w, seq in enumerate(ticks):
+                s.wait_rx(w, seq)
             s.set_clock(base)
             s.run_periodics(base)   # the allocators' lease reclaiming
             if sample:

@@ -80,3 +80,10 @@ def shm_entries() -> set[str]:
         return set(os.listdir("/dev/shm"))
     except FileNotFoundError:
         return set()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Soak and benchmark runs (``-m slow``) take as long as they take: no per-test timeout."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(0))
