@@ -62,12 +62,17 @@ static PyObject *py_set_slot(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* attach(slot): this process becomes `slot` (after fork), with its table. */
+/* attach(slot): this process becomes `slot` (after fork), with its table.
+ * Its thread name becomes "nfos-w<slot>", so perf, top and py-spy show the
+ * workers apart from the control process. */
 static PyObject *py_attach(PyObject *self, PyObject *arg) {
     long s = PyLong_AsLong(arg);
     if (s == -1 && PyErr_Occurred()) return NULL;
     if (proc_set_slot(s) < 0) return NULL;
     pst_select(proc.slot);
+    char name[16];
+    snprintf(name, sizeof name, "nfos-w%ld", s);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     Py_RETURN_NONE;
 }
 

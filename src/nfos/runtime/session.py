@@ -245,7 +245,7 @@ class Session:
                 raise LoadError(f"{os.path.basename(where[0])}:{where[1]}: @nf.init failed: "
                                 f"{type(e).__name__}: {e}") from None
             _core.tx_commit()
-        nf.state.__dict__["_frozen"] = True
+        nf.state.freeze()
         sets = nf.sets
         base = start_time_ns if periodic_base_ns is None else periodic_base_ns
         handlers = {
