@@ -1,6 +1,6 @@
 """ns per structure read at 1 worker vs a dict lookup in the same process (issue 11, point 4).
 
-    python bench/micro_reads.py [--rounds 3000] [--repeat 7] [--mode stm|direct] [--out FILE.json]
+    python bench/micro_reads.py [--rounds 3000] [--repeat 7] [--mode stm|direct] [--src TREE/src] [--out FILE.json]
 
 Loads ``bench/nfs/reads.py`` (a Map u64 -> u64, a Map u64 -> record, Vectors of u64 and of
 records, a DistributedObj, a Counter) with one worker slot, becomes that slot (no fork) and
@@ -9,7 +9,9 @@ keys drawn at random from the 4096 present ones; a miss reads an absent key).  T
 read is (time of a transaction of 32 reads - time of one with an empty loop body) / 32, so the
 transaction's begin/commit is not in it; the dict figure is (loop of 32 ``d.get(k)`` - empty
 loop) / 32 on a dict of the same keys.  Configurations are interleaved (every one once per
-repeat) and the median, min and max over repeats are reported.
+repeat) and the median, min and max over repeats are reported.  ``--src`` runs another source
+tree's nfos (its C core built in place), e.g. the commit before a change, with this checkout's
+benchmark NF.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
+if "--src" in sys.argv:   # before nfos is imported
+    SRC = os.path.abspath(sys.argv[sys.argv.index("--src") + 1])
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "src"))
+sys.path.insert(0, SRC)
 from bench.harness.configs import machine  # noqa: E402
 from nfos import _core  # noqa: E402
 from nfos.runtime.session import Session  # noqa: E402
@@ -73,6 +78,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3000, help="transactions per timed run")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--mode", choices=("stm", "direct"), default="stm")
+    ap.add_argument("--src", default=SRC, help="the nfos source tree to measure [default: this checkout's]")
     ap.add_argument("--out")
     args = ap.parse_args()
     s = Session(os.path.join(ROOT, "bench", "nfs", "reads.py"), workers=1, collect_output=False)
@@ -120,7 +126,7 @@ def main() -> None:
     if args.out:
         doc = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
                "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": args.mode,
-               "batch": BATCH, "rounds": args.rounds, "repeat": args.repeat, "reads": rows,
+               "batch": BATCH, "src": os.path.relpath(SRC, ROOT), "rounds": args.rounds, "repeat": args.repeat, "reads": rows,
                "tx_begin_commit_ns_median": statistics.median(tx_ns)}
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

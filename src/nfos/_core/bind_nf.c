@@ -169,7 +169,15 @@ static PyObject *py_own_methods(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
+/* record_type_ready(cls): a Record class's instances leave the cyclic GC (record.c). */
+static PyObject *py_record_type_ready(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls)) return PyErr_Format(PyExc_TypeError, "record_type_ready(cls): a class");
+    int r = record_type_untrack((PyTypeObject *)cls);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 PyMethodDef bind_nf_methods[] = {
+    {"record_type_ready", py_record_type_ready, METH_O, "a Record class's views leave the cyclic GC"},
     {"own_methods", py_own_methods, METH_O, "own_methods(cls): cls gets its own descriptors of its C base's methods"},
     {"register", py_register, METH_O, NULL},
     {"emit", py_emit, METH_VARARGS, NULL},

@@ -127,14 +127,41 @@ typedef struct {
     Packet *pkt;   /* borrowed; cleared when the packet goes away */
 } HdrView;
 
+/* One packet object (and its header views) is reused from packet to packet
+ * while no handler keeps a reference to it: no allocation per packet. */
+static Packet *spare;
+
 PyObject *packet_new(PktSlot *s) {
-    Packet *p = (Packet *)Packet_Type->tp_alloc(Packet_Type, 0);
-    if (!p) return NULL;
+    Packet *p = spare;
+    if (p) {
+        spare = NULL;
+    } else {
+        p = (Packet *)Packet_Type->tp_alloc(Packet_Type, 0);
+        if (!p) return NULL;
+    }
     p->slot = s;
     return (PyObject *)p;
 }
 
 void packet_invalidate(PyObject *o) { ((Packet *)o)->slot = NULL; }
+
+void packet_release(PyObject *o) {
+    Packet *p = (Packet *)o;
+    p->slot = NULL;
+    if (spare || Py_REFCNT(o) != 1) {
+        Py_DECREF(o);
+        return;
+    }
+    for (int i = 0; i < 4; i++) {   /* a view the NF kept goes stale with this packet */
+        PyObject *v = p->views[i];
+        if (v && Py_REFCNT(v) != 1) {
+            ((HdrView *)v)->pkt = NULL;
+            p->views[i] = NULL;
+            Py_DECREF(v);
+        }
+    }
+    spare = p;
+}
 
 PktSlot *packet_slot(PyObject *o) { return PyObject_TypeCheck(o, Packet_Type) ? ((Packet *)o)->slot : NULL; }
 

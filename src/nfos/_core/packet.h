@@ -38,6 +38,10 @@ PktSlot *packet_slot(PyObject *o);
 void pkt_parse(PktSlot *s);
 PyObject *packet_new(PktSlot *s);
 void packet_invalidate(PyObject *p);
+/* The handlers are done with `p` (a reference the caller owns): invalidate it
+ * and drop the reference; if nothing else holds it, it (and its header views
+ * nothing else holds) is kept for the next packet_new, not freed. */
+void packet_release(PyObject *p);
 
 /* Network byte order. */
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }

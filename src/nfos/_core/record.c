@@ -300,6 +300,25 @@ static PyObject *view_raw(PyObject *self, PyObject *noargs) {
     return b;
 }
 
+int record_type_untrack(PyTypeObject *t) {
+    if (!PyType_IsSubtype(t, RecordView_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a Record type");
+        return -1;
+    }
+    if (t->tp_basicsize != RecordView_Type->tp_basicsize || t->tp_itemsize != RecordView_Type->tp_itemsize ||
+        t->tp_dictoffset || t->tp_weaklistoffset || t->tp_finalize || t->tp_del)
+        return 0;   /* it has a __dict__, slots or a finalizer: the generic (GC) path */
+    if (t->tp_flags & Py_TPFLAGS_HAVE_GC) {
+        t->tp_flags &= ~Py_TPFLAGS_HAVE_GC;
+        t->tp_free = PyObject_Free;
+        t->tp_traverse = NULL;
+        t->tp_clear = NULL;
+    }
+    t->tp_dealloc = view_dealloc;
+    PyType_Modified(t);
+    return 1;
+}
+
 static PyMethodDef view_methods[] = {
     {"_raw", view_raw, METH_NOARGS, "the record's bytes"},
     {NULL, NULL, 0, NULL}};

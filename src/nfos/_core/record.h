@@ -41,6 +41,11 @@ PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t 
 void record_view_via(PyObject *v, int32_t ent);
 /* The first `n` bytes of a view's record, validated: 0, or -1 (exception set). */
 int record_view_copy(PyObject *v, void *dst, size_t n);
+/* A Record class (a Python subclass of RecordView: only __slots__ = (), no
+ * finalizer) made plain: its instances are not tracked by the cyclic GC (they
+ * hold no Python references) and are freed directly, without the generic
+ * subclass deallocation.  Returns 1 (done), 0 (left alone), -1 (TypeError). */
+int record_type_untrack(PyTypeObject *t);
 int record_types_init(PyObject *m);
 PyObject *load_field(const char *p, uint8_t kind, uint16_t size);
 int store_field(char *p, uint8_t kind, uint16_t size, PyObject *value, PyObject *name);

@@ -177,8 +177,7 @@ static int process_packet(PktSlot *s) {
     } else if (h_orphan) {
         r = call(h_orphan, &pkt, 1);
     }
-    packet_invalidate(pkt);
-    Py_DECREF(pkt);
+    packet_release(pkt);
     return r;
 }
 
