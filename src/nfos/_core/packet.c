@@ -10,6 +10,8 @@
  */
 #include "packet.h"
 
+#include <structmember.h>
+
 static PyTypeObject *Packet_Type;
 static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
 
@@ -130,6 +132,18 @@ typedef struct {
 /* One packet object (and its header views) is reused from packet to packet
  * while no handler keeps a reference to it: no allocation per packet. */
 static Packet *spare;
+static PyObject *dev_ints[NFOS_MAX_DEVS];   /* pkt.dev_index values (owned) */
+
+/* The header view `which` of p (created once; NULL: out of memory). */
+static PyObject *view_slot(Packet *p, int which, PyTypeObject *tp) {
+    if (!p->views[which]) {
+        HdrView *v = (HdrView *)tp->tp_alloc(tp, 0);
+        if (!v) return NULL;
+        v->pkt = p;
+        p->views[which] = (PyObject *)v;
+    }
+    return p->views[which];
+}
 
 PyObject *packet_new(PktSlot *s) {
     Packet *p = spare;
@@ -140,6 +154,28 @@ PyObject *packet_new(PktSlot *s) {
         if (!p) return NULL;
     }
     p->slot = s;
+    uint8_t f = s->flags;
+    PyObject *none = Py_None;
+    p->a_eth = view_slot(p, 0, EthView_Type);
+    p->a_ip = f & PF_IP ? view_slot(p, 1, IPView_Type) : none;
+    PyObject *l4 = f & (PF_TCP | PF_UDP) ? view_slot(p, 2, L4View_Type) : none;
+    p->a_tcp = f & PF_TCP ? l4 : none;
+    p->a_udp = f & PF_UDP ? l4 : none;
+    p->a_l4 = l4;
+    p->a_icmp = f & PF_ICMP ? view_slot(p, 3, ICMPView_Type) : none;
+    if (!p->a_eth || !p->a_ip || !l4 || !p->a_icmp) {
+        p->slot = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->a_dev = proc.dev_names && s->dev < PyTuple_GET_SIZE(proc.dev_names) ? PyTuple_GET_ITEM(proc.dev_names, s->dev)
+                                                                           : none;
+    if (s->dev < NFOS_MAX_DEVS && !dev_ints[s->dev] && !(dev_ints[s->dev] = PyLong_FromLong(s->dev))) {
+        p->slot = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->a_dev_index = s->dev < NFOS_MAX_DEVS ? dev_ints[s->dev] : none;
     return (PyObject *)p;
 }
 
@@ -160,6 +196,7 @@ void packet_release(PyObject *o) {
             Py_DECREF(v);
         }
     }
+    p->a_eth = p->a_ip = p->a_tcp = p->a_udp = p->a_l4 = p->a_icmp = p->a_dev = p->a_dev_index = NULL;
     spare = p;
 }
 
@@ -187,57 +224,6 @@ static PyObject *stale(void) {
     PktSlot *s = ((Packet *)(p))->slot;   \
     if (!s) return stale();
 
-static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
-    if (!p->views[which]) {
-        HdrView *v = (HdrView *)tp->tp_alloc(tp, 0);
-        if (!v) return NULL;
-        v->pkt = p;
-        p->views[which] = (PyObject *)v;
-    }
-    Py_INCREF(p->views[which]);
-    return p->views[which];
-}
-
-static PyObject *pkt_get_eth(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    (void)s;
-    return view_of((Packet *)o, 0, EthView_Type);
-}
-static PyObject *pkt_get_ip(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_IP)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 1, IPView_Type);
-}
-static PyObject *pkt_get_tcp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_TCP)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
-}
-static PyObject *pkt_get_udp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_UDP)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
-}
-static PyObject *pkt_get_l4(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & (PF_TCP | PF_UDP))) Py_RETURN_NONE;
-    return view_of((Packet *)o, 2, L4View_Type);
-}
-static PyObject *pkt_get_icmp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_ICMP)) Py_RETURN_NONE;
-    return view_of((Packet *)o, 3, ICMPView_Type);
-}
-static PyObject *pkt_get_dev(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->dev);
-    Py_INCREF(n);
-    return n;
-}
-static PyObject *pkt_get_dev_index(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    return PyLong_FromLong(s->dev);
-}
 static PyObject *pkt_get_time(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     return PyLong_FromUnsignedLongLong(s->time);
@@ -290,15 +276,20 @@ static PyObject *pkt_repr(PyObject *o) {
                                 s->len, (unsigned long long)s->time);
 }
 
+/* Members, not getters: CPython specialises a member load (LOAD_ATTR_SLOT);
+ * each is set when the packet's handler starts (see Packet in packet.h). */
+static PyMemberDef pkt_members[] = {
+    {"eth", T_OBJECT_EX, offsetof(Packet, a_eth), READONLY, "Ethernet header view"},
+    {"ip", T_OBJECT_EX, offsetof(Packet, a_ip), READONLY, "IPv4 header view, or None"},
+    {"tcp", T_OBJECT_EX, offsetof(Packet, a_tcp), READONLY, "TCP header view, or None"},
+    {"udp", T_OBJECT_EX, offsetof(Packet, a_udp), READONLY, "UDP header view, or None"},
+    {"l4", T_OBJECT_EX, offsetof(Packet, a_l4), READONLY, "TCP or UDP header view, or None"},
+    {"icmp", T_OBJECT_EX, offsetof(Packet, a_icmp), READONLY, "ICMP header view, or None"},
+    {"dev", T_OBJECT_EX, offsetof(Packet, a_dev), READONLY, "input device name"},
+    {"dev_index", T_OBJECT_EX, offsetof(Packet, a_dev_index), READONLY, "input device index"},
+    {NULL}};
+
 static PyGetSetDef pkt_getset[] = {
-    {"eth", pkt_get_eth, NULL, "Ethernet header view", NULL},
-    {"ip", pkt_get_ip, NULL, "IPv4 header view, or None", NULL},
-    {"tcp", pkt_get_tcp, NULL, "TCP header view, or None", NULL},
-    {"udp", pkt_get_udp, NULL, "UDP header view, or None", NULL},
-    {"l4", pkt_get_l4, NULL, "TCP or UDP header view, or None", NULL},
-    {"icmp", pkt_get_icmp, NULL, "ICMP header view, or None", NULL},
-    {"dev", pkt_get_dev, NULL, "input device name", NULL},
-    {"dev_index", pkt_get_dev_index, NULL, "input device index", NULL},
     {"time", pkt_get_time, NULL, "arrival time, ns", NULL},
     {"len", pkt_get_len, NULL, "frame length in bytes", NULL},
     {"payload", pkt_get_payload, NULL, "bytes after the L4 (or IP) header, up to the IP length", NULL},
@@ -313,7 +304,8 @@ static PyMethodDef pkt_methods[] = {
     {NULL}};
 
 static PyType_Slot pkt_slots[] = {
-    {Py_tp_dealloc, packet_dealloc}, {Py_tp_getset, pkt_getset}, {Py_tp_methods, pkt_methods},
+    {Py_tp_dealloc, packet_dealloc}, {Py_tp_getset, pkt_getset}, {Py_tp_members, pkt_members},
+    {Py_tp_methods, pkt_methods},
     {Py_tp_repr, pkt_repr}, {Py_tp_doc, "A packet being handled; valid only inside its handler."},
     {0, NULL}};
 static PyType_Spec pkt_spec = {"nfos.Packet", sizeof(Packet), 0,

@@ -28,7 +28,11 @@ typedef struct {
 typedef struct Packet {
     PyObject_HEAD
     PktSlot *slot;            /* NULL once the handler has returned */
-    PyObject *views[4];       /* eth, ip, l4, icmp: created on first use */
+    PyObject *views[4];       /* eth, ip, l4, icmp (owned; kept while the object is reused) */
+    /* Borrowed, set per packet: read-only members (pkt.eth, pkt.ip, ..., pkt.dev,
+     * pkt.dev_index), which CPython loads as specialised slot reads; a header the
+     * packet does not have is None. */
+    PyObject *a_eth, *a_ip, *a_tcp, *a_udp, *a_l4, *a_icmp, *a_dev, *a_dev_index;
 } Packet;
 
 int packet_types_init(PyObject *m);
