@@ -250,7 +250,18 @@ static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
     return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
 }
 
+/* set_laps(laps, lap_ns): walk the loaded RX rings `laps` times (replay). */
+static PyObject *py_set_laps(PyObject *self, PyObject *args) {
+    unsigned int laps;
+    unsigned long long lap_ns;
+    if (!PyArg_ParseTuple(args, "IK", &laps, &lap_ns)) return NULL;
+    if (!ring_ready() || laps < 1) return PyErr_Format(PyExc_ValueError, "load_trace() first, and laps >= 1");
+    ring_set_laps(laps, lap_ns);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef bind_feed_methods[] = {
+    {"set_laps", py_set_laps, METH_VARARGS, "set_laps(laps, lap_ns): walk the loaded trace `laps` times"},
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
     {"load_trace", py_load_trace, METH_VARARGS, NULL},
     {"inject", py_inject, METH_VARARGS, NULL},

@@ -43,6 +43,10 @@ typedef struct {
     _Atomic uint32_t finished;
     uint64_t mask;
     RxDesc *descs;
+    /* laps > 1 (ring_set_laps): the loaded, closed ring of lap_n descriptors is
+     * walked `laps` times, each lap lap_ns later than the one before */
+    uint64_t lap_n, lap_ns;
+    uint32_t laps, pad;
 } RxRing;
 
 typedef struct {
@@ -68,6 +72,12 @@ typedef struct {
 
 static Rings *R;             /* in the arena */
 static int collect;          /* output goes to the TX rings */
+/* Frames are copied out of the arena before the handlers see them: when one
+ * frame is handled more than once (laps, the paced generator's cycling pool),
+ * an NF that rewrites headers (the NAT) must find it as it arrived. */
+static int copy_frames;
+static uint32_t max_frame;   /* the longest frame copied into the arena */
+static uint8_t *frame_buf;   /* a worker's copies: NFOS_BATCH_MAX x max_frame */
 
 /* ------------------------------------------------------------ control side */
 
@@ -105,6 +115,7 @@ uint8_t *ring_pool_copy(const char *frame, size_t len) {
     uint8_t *p = proc_alloc(len ? len : 1, 8);
     if (p) {
         memcpy(p, frame, len);
+        if (len > max_frame) max_frame = (uint32_t)len;
         if (R) {
             if (!R->pool_lo || (char *)p < R->pool_lo) R->pool_lo = (char *)p;
             if ((char *)p + len > R->pool_hi) R->pool_hi = (char *)p + len;
@@ -144,6 +155,16 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16
         if (!wait) return -1;
         if (spins > 64) usleep(20);
     }
+}
+
+void ring_set_laps(uint32_t laps, uint64_t lap_ns) {
+    for (uint32_t s = 0; s < R->nslots; s++) {
+        RxRing *rx = &R->rx[s];
+        rx->lap_n = atomic_load(&rx->head);
+        rx->laps = rx->lap_n && laps > 1 ? laps : 1;
+        rx->lap_ns = lap_ns;
+    }
+    if (laps > 1) copy_frames = 1;
 }
 
 void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
@@ -215,6 +236,7 @@ int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n) {
     pool.devs = devs;
     pool.targets = targets;
     pool.n = n;
+    copy_frames = 1;   /* the pool cycles */
     return 0;
 }
 
@@ -264,8 +286,10 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     }
     uint64_t tail = atomic_load_explicit(&rx->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&rx->head, memory_order_acquire);
+    uint64_t lap_n = rx->laps > 1 ? rx->lap_n : 0;
+    if (lap_n) head = lap_n * rx->laps;
     if (head == tail) {
-        if (atomic_load(&rx->closed) && atomic_load(&rx->head) == tail) {
+        if (atomic_load(&rx->closed) && (lap_n || atomic_load(&rx->head) == tail)) {
             if (!atomic_load(&rx->finished)) proc.me->counters.finish_ns[0] = mono_ns();
             atomic_store(&rx->finished, 1);
             return PKTIO_END;
@@ -276,18 +300,21 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     int n = 0;
     uint64_t avail = head - tail, take = avail < (uint64_t)max ? avail : (uint64_t)max;
     uint64_t consumed = 0;
+    if (copy_frames && !frame_buf && max_frame) frame_buf = PyMem_RawMalloc((size_t)NFOS_BATCH_MAX * max_frame);
     for (uint64_t k = 0; k < take; k++) {
-        RxDesc *d = &rx->descs[(tail + k) & rx->mask];
-        if (d->time >= due) {   /* sequential mode: periodic handlers come first */
+        uint64_t at = tail + k;
+        RxDesc *d = lap_n ? &rx->descs[at % lap_n] : &rx->descs[at & rx->mask];
+        uint64_t t = lap_n ? d->time + (at / lap_n) * rx->lap_ns : d->time;
+        if (t >= due) {   /* sequential mode: periodic handlers come first */
             if (n == 0) {
-                b->time = d->time;
+                b->time = t;
                 return PKTIO_PERIODIC;
             }
             break;
         }
         if (d->kind == DESC_TICK) {
             if (n == 0) {
-                b->time = d->time;
+                b->time = t;
                 b->count = 1;
                 b->mark = tail;
                 return PKTIO_TICK;
@@ -296,9 +323,14 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         }
         PktSlot *s = &slots[n];
         s->data = (uint8_t *)(uintptr_t)d->ptr;
+        if (copy_frames && frame_buf && d->len <= max_frame) {
+            uint8_t *c = frame_buf + (size_t)n * max_frame;
+            memcpy(c, s->data, d->len);
+            s->data = c;
+        }
         s->len = d->len;
         s->dev = d->dev;
-        s->time = d->time;
+        s->time = t;
         s->enq_ns = d->enq_ns;
         s->undo_serial = 0;
         pkt_parse(s);

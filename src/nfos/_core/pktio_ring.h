@@ -21,6 +21,10 @@ int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
 /* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room). */
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
               uint64_t enq_ns, int wait);
+/* Walk every (loaded, closed) RX ring `laps` times, each lap `lap_ns` later
+ * (a long saturation run from a short trace; frames are then copied before
+ * the handlers see them). */
+void ring_set_laps(uint32_t laps, uint64_t lap_ns);
 void ring_close(uint32_t slot);
 void ring_close_all(void);
 uint64_t ring_rx_head(int slot);

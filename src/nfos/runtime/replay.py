@@ -37,17 +37,31 @@ def check_memory(trace: Trace, nslots: int) -> None:
                           f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
 
 
+def lap_ns(times_ns: Sequence[int]) -> int:
+    """How much later each lap of a replayed trace is: its span plus one mean gap."""
+    if not times_ns:
+        return 1
+    span = times_ns[-1] - times_ns[0]
+    return span + max(1, span // max(1, len(times_ns) - 1))
+
+
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False) -> RunResult:
+           profile: bool = False, laps: int = 1, cpus: Sequence[int] | None = None) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
-    trace (so a pcap can be read onto the NF's first device).
+    trace (so a pcap can be read onto the NF's first device).  ``laps`` > 1 replays it that
+    many times, each lap later by the trace's span (a long saturation run from a short trace:
+    the rings are walked again, memory stays that of one trace; packet-set state carries over
+    from lap to lap).  ``cpus``: pin worker i to ``cpus[i % len(cpus)]``.
     """
+    if laps < 1:
+        raise ValueError("laps must be >= 1")
     collect = bool(out_dir) or keep_output
-    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile)
+    session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
+                      cpus=cpus)
     try:
         nf = session.nf
         if callable(trace):
@@ -65,9 +79,12 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
         per_worker = session.load_trace(trace.frames, trace.times_ns, devs)
+        if laps > 1:
+            session.set_laps(laps, lap_ns(trace.times_ns))
+            per_worker = [n * laps for n in per_worker]
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
-        total = len(trace)
+        total = len(trace) * laps
         t0 = time.perf_counter()
         session.start()
         if session.local:
@@ -86,7 +103,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.run_exit_handler()
         session.drain()
         stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
-                                                "warnings": list(trace.warnings)})
+                                                "warnings": list(trace.warnings), "laps": laps})
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
         return RunResult(stats, outputs, report)

@@ -33,6 +33,7 @@ and the structures being created find it through ``nfos.structures.base.current(
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import multiprocessing
@@ -190,7 +191,8 @@ class Session:
 
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
-                 check: bool = True, profile: bool = False, busy_poll: bool = False) -> None:
+                 check: bool = True, profile: bool = False, busy_poll: bool = False,
+                 cpus: Sequence[int] | None = None) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
@@ -201,6 +203,7 @@ class Session:
         self.collect_output = collect_output
         self.profile = profile
         self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
+        self.cpus = list(cpus) if cpus else None   # worker i runs on cpus[i % len(cpus)]
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -211,6 +214,7 @@ class Session:
         self.tick_ns = 0
         self.started = False
         self.closed = False
+        self.frozen = False
         _core.arena_create(arena_size, self.nslots)
         set_current(self)
         try:
@@ -246,6 +250,12 @@ class Session:
                                 f"{type(e).__name__}: {e}") from None
             _core.tx_commit()
         nf.state.freeze()
+        # What init built lives as long as the NF: out of the collector's sight (gc.freeze), so
+        # that no collection walks it (a pause of milliseconds, and copy-on-write faults of the
+        # whole inherited heap in every worker).  close() unfreezes it.
+        gc.collect()
+        gc.freeze()
+        self.frozen = True
         sets = nf.sets
         base = start_time_ns if periodic_base_ns is None else periodic_base_ns
         handlers = {
@@ -283,6 +293,10 @@ class Session:
         of trace time); returns the packets each worker got."""
         return _core.load_trace(frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64)
 
+    def set_laps(self, laps: int, lap_ns: int) -> None:
+        """Replay: walk the loaded rings ``laps`` times, each lap ``lap_ns`` later."""
+        _core.set_laps(laps, lap_ns)
+
     def open_rings(self, rx_slots: int, tx_bytes: int) -> None:
         """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
         _core.rings_setup([rx_slots] * self.nslots, tx_bytes)
@@ -317,7 +331,8 @@ class Session:
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup),
+                cpu = self.cpus[slot % len(self.cpus)] if self.cpus else None
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup, cpu),
                                 name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
@@ -449,6 +464,8 @@ class Session:
             _core.arena_destroy()
             sys.modules.pop(self.module.__name__, None)
             release(self)
+            if self.frozen:
+                gc.unfreeze()
 
     # ------------------------------------------------------------ errors
     def report_error(self, exc: BaseException) -> None:
@@ -555,21 +572,45 @@ def memory_kb() -> tuple[int, int]:
     return peak, pss
 
 
-def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None) -> None:
+#: A worker's garbage collection: never inside a handler (gc.disable()); the young generation
+#: when the loop is idle and it holds more than GC_IDLE objects (older generations every
+#: GC_OLDER-th time), or between runs of WORKER_BUDGET packets when it holds more than GC_BUSY.
+GC_IDLE, GC_BUSY, GC_OLDER = 100, 20_000, 16
+WORKER_BUDGET = 1 << 20
+
+
+def _collect(young: int, gen: list[int]) -> None:
+    if gc.get_count()[0] <= young:
+        return
+    gen[0] += 1
+    gc.collect(2 if gen[0] % (GC_OLDER * GC_OLDER) == 0 else 1 if gen[0] % GC_OLDER == 0 else 0)
+
+
+def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None,
+                 cpu: int | None = None) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty
-    (live mode: until the control process stops it).  ``setup(slot)`` runs first."""
+    (live mode: until the control process stops it).  ``setup(slot)`` runs first; ``cpu``:
+    the one CPU it runs on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
+    gc.disable()   # no collection pauses a handler: see _collect
     _core.die_with_parent()
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except (OSError, AttributeError):
+            pass   # not allowed (a cgroup without that CPU): run unpinned
     _core.attach(slot)
     if setup is not None:
         setup(slot)
     _core.prefault()
     _core.wait_start()
     idle = 0
+    gen = [0]
     while True:
-        n = _core.worker_run(1 << 20, 2000)
+        n = _core.worker_run(WORKER_BUDGET, 2000)
         if n < 0:
             break
+        _collect(GC_IDLE if n < WORKER_BUDGET else GC_BUSY, gen)
         if n == 0 and not busy_poll:
             idle += 1
             time.sleep(0.0001 if idle < 100 else 0.001)
