@@ -103,7 +103,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         session.run_exit_handler()
         session.drain()
         stats = session.summarize(wall, total, {"packets_per_worker_steered": per_worker,
-                                                "warnings": list(trace.warnings), "laps": laps})
+                                                "warnings": list(trace.warnings)})
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
         return RunResult(stats, outputs, report)
