@@ -77,7 +77,8 @@ static int collect;          /* output goes to the TX rings */
  * an NF that rewrites headers (the NAT) must find it as it arrived. */
 static int copy_frames;
 static uint32_t max_frame;   /* the longest frame copied into the arena */
-static uint8_t *frame_buf;   /* a worker's copies: NFOS_BATCH_MAX x max_frame */
+static uint8_t *frame_buf;   /* a worker's copies: NFOS_BATCH_MAX x frame_buf_max */
+static uint32_t frame_buf_max;
 
 /* ------------------------------------------------------------ control side */
 
@@ -108,7 +109,14 @@ int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
 }
 
 int ring_ready(void) { return R != NULL; }
-void ring_reset(void) { R = NULL; }
+void ring_reset(void) {
+    R = NULL;
+    copy_frames = 0;
+    max_frame = 0;
+    PyMem_RawFree(frame_buf);
+    frame_buf = NULL;
+    frame_buf_max = 0;
+}
 void ring_collect_output(int on) { collect = on; }
 
 uint8_t *ring_pool_copy(const char *frame, size_t len) {
@@ -300,7 +308,11 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     int n = 0;
     uint64_t avail = head - tail, take = avail < (uint64_t)max ? avail : (uint64_t)max;
     uint64_t consumed = 0;
-    if (copy_frames && !frame_buf && max_frame) frame_buf = PyMem_RawMalloc((size_t)NFOS_BATCH_MAX * max_frame);
+    if (copy_frames && frame_buf_max < max_frame) {   /* frames copied before the handlers see them */
+        PyMem_RawFree(frame_buf);
+        frame_buf = PyMem_RawMalloc((size_t)NFOS_BATCH_MAX * max_frame);
+        frame_buf_max = frame_buf ? max_frame : 0;
+    }
     for (uint64_t k = 0; k < take; k++) {
         uint64_t at = tail + k;
         RxDesc *d = lap_n ? &rx->descs[at % lap_n] : &rx->descs[at & rx->mask];
@@ -323,8 +335,8 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         }
         PktSlot *s = &slots[n];
         s->data = (uint8_t *)(uintptr_t)d->ptr;
-        if (copy_frames && frame_buf && d->len <= max_frame) {
-            uint8_t *c = frame_buf + (size_t)n * max_frame;
+        if (copy_frames && d->len <= frame_buf_max) {
+            uint8_t *c = frame_buf + (size_t)n * frame_buf_max;
             memcpy(c, s->data, d->len);
             s->data = c;
         }

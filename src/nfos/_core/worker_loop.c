@@ -332,10 +332,24 @@ static void run_batch(Item *items, int n) {
 
 /* ----------------------------------------------------------- expiry sweep */
 
+/* Real-time traffic (paced, live): a sweep runs at most this many batches of
+ * expiry handlers before the packets waiting are handled; the rest when the
+ * loop is idle or at the next advance (0: no limit, replay).  An expired set
+ * is also caught at lookup, so a later sweep changes no set's fate. */
+static int sweep_limit;
+static int sweep_pending;
+
+void loop_set_sweep_limit(int batches) { sweep_limit = batches > 0 ? batches : 0; }
+
 static void sweep_expired(void) {
     if (!expiry_ns || !has_sets) return;
     Item items[NFOS_BATCH_MAX];
-    for (;;) {
+    sweep_pending = 0;
+    for (int rounds = 0;; rounds++) {
+        if (sweep_limit && rounds >= sweep_limit) {
+            sweep_pending = 1;
+            return;
+        }
         int n = 0;
         int32_t id = pst_oldest();
         /* walk oldest-first; collect up to a batch of expired sets */
@@ -447,6 +461,9 @@ long long loop_run(long long budget, int spin) {
             if (rx.time) {
                 if (advance(rx.time) < 0) return -2;
                 c->clock_ns[0] = proc.clock;
+            } else if (sweep_pending) {   /* the rest of a bounded sweep, while nothing waits */
+                sweep_expired();
+                if (PyErr_Occurred()) return -2;
             }
             r = io->wait();
             if (r < 0) return -2;

@@ -50,19 +50,39 @@ def spare_core(workers: int) -> bool:
     return workers + 1 <= (os.cpu_count() or 1)
 
 
+def placement(workers: int) -> tuple[int | None, list[int] | None]:
+    """(the generator's CPU, the workers' CPUs): one CPU each, the generator on the first
+    one this process may use; (None, None) when there are not enough for that."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None, None
+    if len(allowed) < workers + 1:
+        return None, None
+    return allowed[0], allowed[1: workers + 1]
+
+
 def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: float = 0.5,
               params: Sequence[str] = ()) -> dict[str, Any]:
     """Offer `rate` packets/s for `duration` seconds: loss, latency percentiles (µs), the
     latency histogram, and the rate the generator really achieved (it may fall behind)."""
-    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True)
+    gen_cpu, worker_cpus = placement(workers)
+    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True, cpus=worker_cpus)
+    before = None
     try:
         s.init(start_time_ns=time.monotonic_ns())
         s.open_rings(RING, 64)
         s.load_pool(trace.frames, list(trace.devs))
         s.start()
+        if gen_cpu is not None:   # the generator (this process) on a CPU of its own while it feeds
+            before = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {gen_cpu})
         t0 = time.monotonic()
         queued, lost = s.feed_paced(rate, duration)
         fed_s = time.monotonic() - t0
+        if before is not None:
+            os.sched_setaffinity(0, before)
+            before = None
         s.close_rx()
         deadline = time.monotonic() + 10
         while not s.workers_finished() and time.monotonic() < deadline:
@@ -72,8 +92,11 @@ def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: f
         return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
                 "loss": lost / offered if offered else 0.0, "timed": sum(hist),
                 "achieved_rate_pps": offered / fed_s if fed_s > 0 else 0.0,
-                "latency_us": percentiles(hist, (50, 99, 99.9)), "hist": hist}
+                "latency_us": percentiles(hist, (50, 99, 99.9)), "hist": hist,
+                "cpus": {"generator": gen_cpu, "workers": worker_cpus}}
     finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
         s.close()
 
 

@@ -600,6 +600,7 @@ def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None
         except (OSError, AttributeError):
             pass   # not allowed (a cgroup without that CPU): run unpinned
     _core.attach(slot)
+    _core.realtime(busy_poll)   # traffic as it comes: bounded expiry sweeps
     if setup is not None:
         setup(slot)
     _core.prefault()
