@@ -428,10 +428,16 @@ def find_checkout() -> str | None:
 @click.option("--measure", default="all", show_default=True,
               help="measurements, comma-separated: throughput, batching, stm_overhead, latency, memory, peers")
 @click.option("--quick", is_flag=True, help="the same measurements on tiny traces (a smoke test, seconds)")
+@click.option("--seconds", type=float, default=None,
+              help="work per worker and saturation point at least (the trace replayed in laps) "
+                   "[default: 2; 0 with --quick: one pass]")
+@click.option("--cpus", default="all", show_default=True,
+              help="pin worker i to the i-th of these CPUs (round robin): all (those this process may use), "
+                   "a comma-separated list, or none")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, exists=True),
               help="only draw PNG figures from the result JSON under this directory (no measuring)")
 def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
-          quick: bool, plot_dir: str | None) -> None:
+          quick: bool, seconds: float | None, cpus: str, plot_dir: str | None) -> None:
     """Measure the example NFs: throughput vs workers, batching, the price of transactions,
     memory, and the plain and multiprocessing Python peers (docs/benchmarks.md).  Runs in a
     source checkout: the harness, the example NFs and the peers live there (bench/)."""
@@ -443,7 +449,7 @@ def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repea
     if root not in sys.path:
         sys.path.insert(0, root)
     harness = importlib.import_module("bench.harness.cli")
-    harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir)
+    harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir, seconds=seconds, cpus=cpus)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_READ
@@ -275,12 +276,27 @@ static PktSlot slots[NFOS_BATCH_MAX];
 static int call_spin;        /* idle polls left in this worker_run call */
 static uint64_t call_t0;     /* when it began */
 
+static uint64_t call_cpu0, call_minflt0, call_nivcsw0;
+
+/* This thread's CPU time (ns), minor faults and involuntary switches so far. */
+static void thread_usage(uint64_t *cpu, uint64_t *minflt, uint64_t *nivcsw) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    *cpu = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        *minflt = (uint64_t)ru.ru_minflt;
+        *nivcsw = (uint64_t)ru.ru_nivcsw;
+    }
+}
+
 static int ring_enter(int spin) {
     if (!R || !proc.me) {
         PyErr_SetString(PyExc_RuntimeError, "no RX rings: load a trace (or rings_setup) first");
         return -2;
     }
     call_spin = spin;
+    thread_usage(&call_cpu0, &call_minflt0, &call_nivcsw0);
     call_t0 = mono_ns();
     if (!proc.me->counters.begin_ns[0]) proc.me->counters.begin_ns[0] = call_t0;
     return 0;
@@ -371,7 +387,15 @@ static int ring_wait(void) {
     return 0;
 }
 
-static void ring_leave(void) { proc.me->counters.busy_ns[0] += mono_ns() - call_t0; }
+static void ring_leave(void) {
+    SlotCounters *c = &proc.me->counters;
+    c->busy_ns[0] += mono_ns() - call_t0;
+    uint64_t cpu = call_cpu0, minflt = call_minflt0, nivcsw = call_nivcsw0;
+    thread_usage(&cpu, &minflt, &nivcsw);
+    c->cpu_ns[0] += cpu - call_cpu0;
+    c->minor_faults[0] += minflt - call_minflt0;
+    c->preempted[0] += nivcsw - call_nivcsw0;
+}
 
 static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t devmask, uint32_t indev, uint64_t time) {
     TxRing *t = &R->tx[proc.slot];

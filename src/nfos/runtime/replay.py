@@ -22,6 +22,7 @@ class RunResult:
     stats: dict[str, Any]
     outputs: dict[str, list[bytes]] = field(default_factory=dict)   # when keep_output
     profile: Any = None   # nfos.profiler.Profile when profiling
+    slots: list[dict[str, Any]] = field(default_factory=list)   # every worker's counters, internal ones too
 
 
 def check_memory(trace: Trace, nslots: int) -> None:
@@ -106,7 +107,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
                                                 "warnings": list(trace.warnings)})
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
-        return RunResult(stats, outputs, report)
+        return RunResult(stats, outputs, report, session.slot_counters())
     finally:
         session.close()
 
