@@ -77,15 +77,24 @@ static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* load_trace(frames, times, devs, tick_ns, tx_bytes) -> per-worker packet
- * counts.  Copies the frames into the arena, steers each to its worker's RX
- * ring (allocated here, sized to fit), inserts clock ticks every tick_ns of
- * trace time, and closes the rings: saturation replay. */
+/* load_trace(frames, times, devs, tick_ns, tx_bytes, epoch_ns=0, max_moves=16)
+ * -> per-worker packet counts.  Copies the frames into the arena, steers each
+ * to its worker's RX ring (allocated here, sized to fit), inserts clock ticks
+ * every tick_ns of trace time, and closes the rings: saturation replay.
+ *
+ * epoch_ns > 0 rebalances the indirection table as RSS++ does, online: at
+ * each epoch boundary the per-bucket packet counts of the epoch just ended
+ * decide up to max_moves bucket moves (rsspp_plan), the next epoch's packets
+ * are steered with the new table, and a DESC_MIGRATE descriptor in every
+ * worker's ring marks the boundary, where the moved buckets' packet sets
+ * travel with them (pktio_ring.c).  After the last packet the table goes
+ * back to the first one (so the rings can be walked again: laps). */
 static PyObject *py_load_trace(PyObject *self, PyObject *args) {
     PyObject *frames, *times, *devs;
-    unsigned long long tick_ns, txbytes;
-    if (!PyArg_ParseTuple(args, "O!O!O!KK", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
-                          &tick_ns, &txbytes))
+    unsigned long long tick_ns, txbytes, epoch_ns = 0;
+    unsigned int max_moves = 16;
+    if (!PyArg_ParseTuple(args, "O!O!O!KK|KI", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
+                          &tick_ns, &txbytes, &epoch_ns, &max_moves))
         return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -97,15 +106,27 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
         return NULL;
     }
     uint32_t nslots = proc.nslots, nw = proc.local ? 1 : (uint32_t)proc.nworkers;
+    int rebalance = epoch_ns > 0 && nw > 1 && !proc.local && n > 0;
+    if (max_moves > STEER_RETA) max_moves = STEER_RETA;
     uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * (n ? n : 1));
     uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * (n ? n : 1));
     uint64_t counts[NFOS_MAX_SLOTS] = {0};
     uint64_t first = 0, last = 0;
     PyObject *caps = NULL, *out = NULL;
+    /* the epoch boundaries: time, moves */
+    uint64_t *btime = NULL;
+    RsMove *moves = NULL;
+    uint8_t *nmoves = NULL;
+    size_t nb = 0, bcap = 0;
+    uint32_t reta0[STEER_RETA], cur[STEER_RETA];
+    uint64_t bcounts[STEER_RETA] = {0};
+    steer_get_reta(reta0);
+    memcpy(cur, reta0, sizeof cur);
     if (!ptrs || !target) {
         PyErr_NoMemory();
         goto done;
     }
+    uint64_t next_epoch = UINT64_MAX;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *f = PyList_GET_ITEM(frames, i);
         char *buf;
@@ -118,30 +139,87 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "packet %zd arrives on device %ld, which the NF does not have", i, dev);
             goto done;
         }
+        if (i == 0) {
+            first = t;
+            if (rebalance) next_epoch = first + epoch_ns;
+        }
+        while (t >= next_epoch) {   /* a boundary: the ended epoch's counts decide the next table */
+            if (nb + 2 > bcap) {
+                bcap = bcap ? 2 * bcap : 64;
+                uint64_t *bt = PyMem_RawRealloc(btime, sizeof(uint64_t) * bcap);
+                if (bt) btime = bt;
+                RsMove *mv = PyMem_RawRealloc(moves, sizeof(RsMove) * STEER_RETA * bcap);
+                if (mv) moves = mv;
+                uint8_t *nm = PyMem_RawRealloc(nmoves, bcap);
+                if (nm) nmoves = nm;
+                if (!bt || !mv || !nm) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+            }
+            nmoves[nb] = (uint8_t)rsspp_plan(bcounts, cur, (int)nw, (int)max_moves, &moves[nb * STEER_RETA]);
+            steer_set_reta(cur);
+            btime[nb++] = next_epoch;
+            memset(bcounts, 0, sizeof bcounts);
+            next_epoch += epoch_ns;
+        }
         ptrs[i] = ring_pool_copy(buf, (size_t)len);
         if (!ptrs[i]) goto done;
-        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, (uint16_t)dev);
+        int bucket;
+        target[i] = (uint16_t)ring_steer_bucket(ptrs[i], (uint32_t)len, (uint16_t)dev, &bucket);
+        bcounts[bucket]++;
         counts[target[i]]++;
-        if (i == 0) first = t;
         last = t;
+    }
+    if (rebalance) {   /* the last boundary: back to the first table */
+        if (nb + 1 > bcap) {
+            bcap = nb + 1;
+            uint64_t *bt = PyMem_RawRealloc(btime, sizeof(uint64_t) * bcap);
+            if (bt) btime = bt;
+            RsMove *mv = PyMem_RawRealloc(moves, sizeof(RsMove) * STEER_RETA * bcap);
+            if (mv) moves = mv;
+            uint8_t *nm = PyMem_RawRealloc(nmoves, bcap);
+            if (nm) nmoves = nm;
+            if (!bt || !mv || !nm) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+        int k = 0;
+        for (int b = 0; b < STEER_RETA; b++)
+            if (cur[b] != reta0[b]) moves[nb * STEER_RETA + k++] = (RsMove){(uint8_t)b, (uint8_t)cur[b], (uint8_t)reta0[b], 0};
+        nmoves[nb] = (uint8_t)k;   /* (k < 256: STEER_RETA is 128) */
+        btime[nb++] = last;
+        steer_set_reta(reta0);
     }
     uint64_t nticks = tick_ns && n ? (last - first) / tick_ns + 2 : 0;
     caps = PyList_New(nslots);
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)
-        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + 1 : 1));
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + nb + 1 : 1));
     if (setup_rings(caps, txbytes) < 0) goto done;
+    if (rebalance && ring_migration_setup(nw, (uint32_t)nb, moves, nmoves) < 0) goto done;
     uint64_t next_tick = tick_ns ? first + tick_ns : UINT64_MAX;
+    size_t kb = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
-        while (t >= next_tick) {
-            for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, 0, 0, DESC_TICK, next_tick, 0, 0);
-            next_tick += tick_ns;
+        for (;;) {   /* the ticks and boundaries due before this packet, in time order */
+            uint64_t tb = kb + 1 < nb ? btime[kb] : UINT64_MAX;   /* (the last boundary: after the last packet) */
+            if (t < (tb < next_tick ? tb : next_tick)) break;
+            if (tb <= next_tick) {
+                for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, (uint32_t)kb, 0, DESC_MIGRATE, tb, 0, 0);
+                kb++;
+            } else {
+                for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, 0, 0, DESC_TICK, next_tick, 0, 0);
+                next_tick += tick_ns;
+            }
         }
         PyObject *f = PyList_GET_ITEM(frames, i);
         ring_push(target[i], ptrs[i], (uint32_t)PyBytes_GET_SIZE(f), (uint16_t)PyLong_AsLong(PyList_GET_ITEM(devs, i)),
                   DESC_PACKET, t, 0, 0);
     }
+    for (; kb < nb; kb++)   /* the last boundary (back to the first table) */
+        for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, (uint32_t)kb, 0, DESC_MIGRATE, btime[kb], 0, 0);
     ring_close_all();
     out = PyList_New(nw);
     if (!out) goto done;
@@ -150,6 +228,10 @@ done:
     Py_XDECREF(caps);
     PyMem_RawFree(ptrs);
     PyMem_RawFree(target);
+    PyMem_RawFree(btime);
+    PyMem_RawFree(moves);
+    PyMem_RawFree(nmoves);
+    if (rebalance && !out) steer_set_reta(reta0);
     return out;
 }
 
@@ -260,7 +342,17 @@ static PyObject *py_set_laps(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* migrated(slot) -> (packet sets moved in, dropped: its table was full), RSS++ rebalancing. */
+static PyObject *py_migrated(PyObject *self, PyObject *arg) {
+    long slot;
+    if (bind_slot_arg(arg, &slot) < 0) return NULL;
+    uint64_t in, dropped;
+    ring_migration_stats((int)slot, &in, &dropped);
+    return Py_BuildValue("(KK)", (unsigned long long)in, (unsigned long long)dropped);
+}
+
 PyMethodDef bind_feed_methods[] = {
+    {"migrated", py_migrated, METH_O, "migrated(slot) -> (packet sets moved in, dropped)"},
     {"set_laps", py_set_laps, METH_VARARGS, "set_laps(laps, lap_ns): walk the loaded trace `laps` times"},
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
     {"load_trace", py_load_trace, METH_VARARGS, NULL},

@@ -17,6 +17,8 @@
  */
 #include "pktio_ring.h"
 
+#include "pktset.h"
+
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -72,6 +74,26 @@ typedef struct {
 } Rings;
 
 static Rings *R;             /* in the arena */
+
+/* RSS++ migration (ring_migration_setup): the plan and each worker's outboxes, in the arena. */
+typedef struct {
+    _Atomic uint64_t exported;   /* the last global epoch whose outgoing sets this worker handed over */
+    char pad0[56];
+    _Atomic uint64_t imported;   /* the last global epoch whose incoming sets it took */
+    char pad1[56];
+    uint32_t nout[2];            /* records in outbox[g & 1] */
+    char *outbox[2];             /* `cap` records each: epochs alternate */
+    uint64_t moved_in, dropped;
+} MigSlot;
+
+typedef struct {
+    uint32_t nworkers, nepochs, cap;
+    uint8_t *nmoves;             /* [nepochs] */
+    RsMove *moves;               /* [nepochs][STEER_RETA] */
+    MigSlot *slots;              /* [nworkers] */
+} MigPlan;
+
+static MigPlan *M;
 static int collect;          /* output goes to the TX rings */
 /* Frames are copied out of the arena before the handlers see them: when one
  * frame is handled more than once (laps, the paced generator's cycling pool),
@@ -112,6 +134,7 @@ int ring_setup(const uint64_t *rx_caps, uint32_t nslots, uint64_t txbytes) {
 int ring_ready(void) { return R != NULL; }
 void ring_reset(void) {
     R = NULL;
+    M = NULL;
     copy_frames = 0;
     max_frame = 0;
     PyMem_RawFree(frame_buf);
@@ -134,6 +157,12 @@ uint8_t *ring_pool_copy(const char *frame, size_t len) {
 }
 
 int ring_steer(uint8_t *data, uint32_t len, uint16_t dev) {
+    int bucket;
+    return ring_steer_bucket(data, len, dev, &bucket);
+}
+
+int ring_steer_bucket(uint8_t *data, uint32_t len, uint16_t dev, int *bucket) {
+    *bucket = 0;
     if (proc.local || proc.nworkers <= 1) return 0;
     PktSlot s;
     s.data = data;
@@ -141,6 +170,7 @@ int ring_steer(uint8_t *data, uint32_t len, uint16_t dev) {
     s.dev = dev;
     pkt_parse(&s);
     set_key_extract(&s);
+    *bucket = steer_bucket(&s);
     return steer_worker(&s);
 }
 
@@ -174,6 +204,82 @@ void ring_set_laps(uint32_t laps, uint64_t lap_ns) {
         rx->lap_ns = lap_ns;
     }
     if (laps > 1) copy_frames = 1;
+}
+
+int ring_migration_setup(uint32_t nworkers, uint32_t nepochs, const RsMove *moves, const uint8_t *nmoves) {
+    MigPlan *m = proc_alloc(sizeof(MigPlan), NFOS_CACHELINE);
+    if (!m) return -1;
+    m->nworkers = nworkers;
+    m->nepochs = nepochs;
+    m->cap = pst_table_capacity();
+    m->nmoves = proc_alloc(nepochs ? nepochs : 1, 8);
+    m->moves = proc_alloc(sizeof(RsMove) * STEER_RETA * (nepochs ? nepochs : 1), 8);
+    m->slots = proc_alloc(sizeof(MigSlot) * nworkers, NFOS_CACHELINE);
+    if (!m->nmoves || !m->moves || !m->slots) return -1;
+    memcpy(m->nmoves, nmoves, nepochs);
+    memcpy(m->moves, moves, sizeof(RsMove) * STEER_RETA * nepochs);
+    size_t rec = pst_migrant_size();
+    for (uint32_t w = 0; w < nworkers && m->cap; w++)   /* reserved, backed only as used */
+        for (int k = 0; k < 2; k++)
+            if (!(m->slots[w].outbox[k] = proc_alloc(rec * m->cap, NFOS_CACHELINE))) return -1;
+    M = m;
+    return 0;
+}
+
+void ring_migration_stats(int slot, uint64_t *moved_in, uint64_t *dropped) {
+    *moved_in = *dropped = 0;
+    if (M && slot >= 0 && (uint32_t)slot < M->nworkers) {
+        *moved_in = M->slots[slot].moved_in;
+        *dropped = M->slots[slot].dropped;
+    }
+}
+
+/* Spin until *v >= want (or the run is stopped: 0). */
+static int wait_at_least(_Atomic uint64_t *v, uint64_t want) {
+    for (unsigned spins = 0; atomic_load_explicit(v, memory_order_acquire) < want; spins++) {
+        if (proc_stopping()) return 0;
+        if (spins > 64) sched_yield();
+    }
+    return 1;
+}
+
+/* Boundary e (global epoch g >= 1) of the plan: hand over, then take. */
+static void migrate(uint32_t e, uint64_t g) {
+    uint32_t me = (uint32_t)proc.slot;
+    if (!M || me >= M->nworkers || e >= M->nepochs) return;
+    MigSlot *my = &M->slots[me];
+    const RsMove *mv = &M->moves[(size_t)e * STEER_RETA];
+    int nm = M->nmoves[e], out = 0;
+    uint32_t dest[STEER_RETA];
+    for (int b = 0; b < STEER_RETA; b++) dest[b] = UINT32_MAX;
+    for (int k = 0; k < nm; k++)
+        if (mv[k].from == me) {
+            dest[mv[k].bucket] = mv[k].to;
+            out = 1;
+        }
+    if (out) {
+        /* This parity's outbox (and its count) was read at g - 2: wait until
+         * every worker is past that boundary.  Only a worker that loses
+         * buckets at g writes it, and only their new workers read it at g. */
+        if (g > 2)
+            for (uint32_t w = 0; w < M->nworkers; w++)
+                if (!wait_at_least(&M->slots[w].imported, g - 2)) return;
+        my->nout[g & 1] = M->cap && pst_count() ? pst_export(dest, my->outbox[g & 1], M->cap) : 0;
+    }
+    atomic_store_explicit(&my->exported, g, memory_order_release);
+    uint8_t seen[NFOS_MAX_SLOTS] = {0};
+    for (int k = 0; k < nm; k++) {
+        uint32_t from = mv[k].from;
+        if (mv[k].to != me || seen[from]) continue;
+        seen[from] = 1;
+        MigSlot *src = &M->slots[from];
+        if (!wait_at_least(&src->exported, g)) return;
+        uint32_t dropped = 0;
+        if (src->nout[g & 1] && M->cap && pst_table_capacity())
+            my->moved_in += pst_import(src->outbox[g & 1], src->nout[g & 1], me, &dropped);
+        my->dropped += dropped;
+    }
+    atomic_store_explicit(&my->imported, g, memory_order_release);
 }
 
 void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
@@ -337,6 +443,18 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
             if (n == 0) {
                 b->time = t;
                 return PKTIO_PERIODIC;
+            }
+            break;
+        }
+        if (d->kind == DESC_MIGRATE) {   /* an epoch boundary: outside any transaction */
+            if (n == 0) {
+                uint32_t e = d->len;
+                uint64_t lap = lap_n ? at / lap_n : 0;
+                migrate(e, lap * (M ? M->nepochs : 0) + e + 1);
+                b->time = t;
+                b->count = 1;
+                b->mark = tail;
+                return PKTIO_TICK;
             }
             break;
         }

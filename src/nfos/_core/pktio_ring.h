@@ -4,7 +4,7 @@
 
 #include "pktio.h"
 
-enum { DESC_PACKET = 0, DESC_TICK = 1 };
+enum { DESC_PACKET = 0, DESC_TICK = 1, DESC_MIGRATE = 2 };
 
 /* One RX ring per slot (room for rx_caps[s] descriptors) and one TX ring of
  * tx_bytes per slot; -1: exception set.  ring_reset() forgets them. */
@@ -18,6 +18,7 @@ void ring_collect_output(int on);
 uint8_t *ring_pool_copy(const char *frame, size_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
 int ring_steer(uint8_t *data, uint32_t len, uint16_t dev);
+int ring_steer_bucket(uint8_t *data, uint32_t len, uint16_t dev, int *bucket);   /* and its RSS bucket */
 /* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room). */
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint16_t dev, uint16_t kind, uint64_t time,
               uint64_t enq_ns, int wait);
@@ -43,6 +44,16 @@ uint64_t ring_tx_tail(int slot);
 uint64_t ring_tx_head(int slot);
 int ring_tx_next(int slot, uint64_t *at, RingFrame *f);
 void ring_tx_release(int slot, uint64_t at);
+
+/* RSS++ rebalancing of a replay: `nepochs` epoch boundaries, at most
+ * STEER_RETA moves each (moves[e * STEER_RETA ...], nmoves[e]); a worker
+ * meeting the DESC_MIGRATE descriptor of boundary e hands the packet sets of
+ * the buckets it loses to their new workers (an outbox in the arena) and takes
+ * those of the buckets it gains, waiting for their old worker to have handed
+ * them over; -1: exception set. */
+int ring_migration_setup(uint32_t nworkers, uint32_t nepochs, const RsMove *moves, const uint8_t *nmoves);
+/* Sets moved in and dropped (a full table) by this worker so far. */
+void ring_migration_stats(int slot, uint64_t *moved_in, uint64_t *dropped);
 
 /* Map this slot's view of the trace and of its RX ring (page tables). */
 void ring_prefault(int slot);

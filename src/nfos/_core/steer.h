@@ -32,6 +32,27 @@ void steer_reset(void);   /* no definitions (the NF was unloaded) */
 void set_key_extract(PktSlot *s);
 /* The worker RSS picks: the indirection table at the hash (0 without workers). */
 int steer_worker(const PktSlot *s);
+
+/* ------------------------------------------------ RSS++ rebalancing (replay)
+ * The indirection table has STEER_RETA buckets; a key's bucket is its
+ * Toeplitz hash & (STEER_RETA - 1).  steer_set_reta() replaces the table
+ * (round robin after steer_configure). */
+#define STEER_RETA 128
+static inline int steer_bucket(const PktSlot *s) { return (int)(s->rss & (STEER_RETA - 1)); }
+int steer_key_bucket(const uint8_t *key, int keylen);
+void steer_get_reta(uint32_t *table);
+void steer_set_reta(const uint32_t *table);
+
+typedef struct {
+    uint8_t bucket, from, to, pad;
+} RsMove;
+
+/* RSS++'s greedy (Barbette et al., CoNEXT'19), on one epoch's per-bucket
+ * packet counts: while the busiest worker's load exceeds the least busy one's,
+ * move the busiest worker's bucket whose count is nearest half the gap (and
+ * below the gap: every move lowers the maximum), at most max_moves times.
+ * Applies the moves to `table` and returns how many (listed in `moves`). */
+int rsspp_plan(const uint64_t *counts, uint32_t *table, int nworkers, int max_moves, RsMove *moves);
 uint32_t toeplitz_hash(const uint8_t *key, int len);
 
 #endif

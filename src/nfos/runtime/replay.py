@@ -23,6 +23,7 @@ class RunResult:
     outputs: dict[str, list[bytes]] = field(default_factory=dict)   # when keep_output
     profile: Any = None   # nfos.profiler.Profile when profiling
     slots: list[dict[str, Any]] = field(default_factory=list)   # every worker's counters, internal ones too
+    migrated: list[tuple[int, int]] = field(default_factory=list)   # per worker: sets moved in, dropped
 
 
 def check_memory(trace: Trace, nslots: int) -> None:
@@ -49,14 +50,17 @@ def lap_ns(times_ns: Sequence[int]) -> int:
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
-           profile: bool = False, laps: int = 1, cpus: Sequence[int] | None = None) -> RunResult:
+           profile: bool = False, laps: int = 1, cpus: Sequence[int] | None = None,
+           rebalance_ns: int = 0, max_moves: int = 16) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
     trace (so a pcap can be read onto the NF's first device).  ``laps`` > 1 replays it that
     many times, each lap later by the trace's span (a long saturation run from a short trace:
     the rings are walked again, memory stays that of one trace; packet-set state carries over
-    from lap to lap).  ``cpus``: pin worker i to ``cpus[i % len(cpus)]``.
+    from lap to lap).  ``cpus``: pin worker i to ``cpus[i % len(cpus)]``.  ``rebalance_ns`` > 0:
+    RSS++ rebalancing every that many ns of trace time (Session.load_trace); the output stays
+    that of the sequential run, the packet sets moving with their buckets.
     """
     if laps < 1:
         raise ValueError("laps must be >= 1")
@@ -79,7 +83,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         check_memory(trace, session.nslots)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        per_worker = session.load_trace(trace.frames, trace.times_ns, devs)
+        per_worker = session.load_trace(trace.frames, trace.times_ns, devs, rebalance_ns, max_moves)
         if laps > 1:
             session.set_laps(laps, lap_ns(trace.times_ns))
             per_worker = [n * laps for n in per_worker]
@@ -107,7 +111,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
                                                 "warnings": list(trace.warnings)})
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
-        return RunResult(stats, outputs, report, session.slot_counters())
+        return RunResult(stats, outputs, report, session.slot_counters(), session.migrated())
     finally:
         session.close()
 
