@@ -32,7 +32,8 @@ def parse_cpus(spec: str) -> list[int] | None:
 
 
 def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
-         quick: bool, plot: str | None, seconds: float | None = None, cpus: str = "all") -> None:
+         quick: bool, plot: str | None, seconds: float | None = None, cpus: str = "all",
+         rebalance_ns: int = 0) -> None:
     """Measure (or with ``plot``, only draw the figures of a results directory)."""
     if plot:
         try:
@@ -59,7 +60,8 @@ def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat
     if "memory" in measures and not have_psutil():
         raise click.ClickException(NEEDS_PSUTIL)
     command = "nfos bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "nfos bench"
-    docs = suite(names, ws, packets, repeat, measures, command, quick=quick, seconds=seconds, pin=pinned)
+    docs = suite(names, ws, packets, repeat, measures, command, quick=quick, seconds=seconds, pin=pinned,
+                 rebalance_ns=rebalance_ns)
     if not out_dir:
         return
     for path in write_results(docs, out_dir):

@@ -30,14 +30,14 @@ from .results import build
 # ------------------------------------------------------------------ single measurements
 
 def _nfos_run(nf: BenchNF, trace: Trace, workers: int, batch: int = 32, laps: int = 1,
-              cpus: list[int] | None = None) -> dict[str, Any]:
+              cpus: list[int] | None = None, rebalance_ns: int = 0) -> dict[str, Any]:
     """One replay's stats, with ``slots``: each worker's packets, wall and CPU time while
     processing, minor page faults and preemptions (the runtime's internal counters)."""
     from nfos.runtime.replay import replay
 
     r = replay(os.path.join(EXAMPLES, nf.file), trace, workers=workers, params=nf.params, batch=batch, laps=laps,
-               cpus=cpus if workers else None)
-    return r.stats | {"laps": laps, "slots": [
+               cpus=cpus if workers else None, rebalance_ns=rebalance_ns if workers > 1 else 0)
+    return r.stats | {"laps": laps, "migrated": sum(m for m, _ in r.migrated), "slots": [
         {"packets": c["packets_in"], "busy_s": c["busy_ns"] / 1e9, "cpu_s": c["cpu_ns"] / 1e9,
          "minor_faults": c["minor_faults"], "preempted": c["preempted"]} for c in r.slots]}
 
@@ -68,6 +68,7 @@ def _nfos_point(runs: list[dict[str, Any]], workers: int, batch: int, packets: i
             "cpu_ns_per_packet_runs": cpu_ns,
             "cpu_share_of_busy": cpu / sum(w["busy_s"] for w in slots) if slots and sum(w["busy_s"] for w in slots) else None,
             "minor_faults": sum(w["minor_faults"] for w in slots), "preempted": sum(w["preempted"] for w in slots),
+            "migrated_sets": mid.get("migrated", 0),
             "per_worker": slots,
             "processes": processes, "oversubscribed": oversubscribed(processes)}
 
@@ -268,11 +269,13 @@ def _f(x: float | None, fmt: str) -> str:
 
 def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: int = 1,
           measures: Iterable[str] = MEASURES, command: str = "", quiet: bool = False,
-          quick: bool = False, seconds: float = 0.0, pin: list[int] | None = None) -> dict[str, dict[str, Any]]:
+          quick: bool = False, seconds: float = 0.0, pin: list[int] | None = None,
+          rebalance_ns: int = 0) -> dict[str, dict[str, Any]]:
     """Run the requested measurements; returns {measure: JSON document}.  ``quick``: shorter
     paced-mode runs (3 search steps of 30 ms), for the smoke test.  ``seconds``: every
     saturation point gives each worker at least that much work (the trace replayed in laps,
-    from a 1-worker calibration run per NF).  ``pin``: worker i is pinned to pin[i % len(pin)]."""
+    from a 1-worker calibration run per NF).  ``pin``: worker i is pinned to pin[i % len(pin)].
+    ``rebalance_ns``: RSS++ rebalancing of every run with 2 workers or more (that epoch)."""
     measures = [m for m in MEASURES if m in set(measures)]
     bad = set(measures) - set(MEASURES)
     if bad:
@@ -282,6 +285,7 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
     cpus = m["cpus"] or 1
     meta = {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command, "packets": packets,
             "repeat": repeat, "workers": list(workers), "seconds_per_worker": seconds, "pinned_cpus": pin,
+            "rebalance_epoch_ns": rebalance_ns,
             "oversubscription": {
                 "cpus": cpus, "max_processes": max(workers) + 1,
                 "oversubscribed": oversubscribed(max(workers) + 1, cpus),
@@ -327,8 +331,8 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
             # every configuration once per round, `repeat` rounds: a burst of noise from the
             # machine's neighbours hits one run of several configurations, not all runs of one
             configs: list[tuple[tuple, Callable[..., Any], tuple]] = [
-                (("nfos", w, 32), _nfos_run, (w, 32, laps[w], pin)) for w in sorted(nfos_ws)]
-            configs += [(("nfos", w, 1), _nfos_run, (w, 1, laps[w], pin)) for w in batch_ws]
+                (("nfos", w, 32), _nfos_run, (w, 32, laps[w], pin, rebalance_ns)) for w in sorted(nfos_ws)]
+            configs += [(("nfos", w, 1), _nfos_run, (w, 1, laps[w], pin, rebalance_ns)) for w in batch_ws]
             if peers_wanted and nf.peer:
                 configs.append((("plain",), _peer_run, ()))
             if peers_wanted and nf.mp_peer:

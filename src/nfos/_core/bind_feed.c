@@ -77,24 +77,80 @@ static PyObject *py_steer_frame(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* load_trace(frames, times, devs, tick_ns, tx_bytes, epoch_ns=0, max_moves=16)
+/* Grow the boundary arrays to hold `need` boundaries: 0, or -1 (MemoryError). */
+typedef struct {
+    uint64_t *time;
+    RsMove *moves;   /* [n][STEER_RETA] */
+    uint8_t *nmoves;
+    size_t n, cap;
+} Boundaries;
+
+static int boundaries_room(Boundaries *B, size_t need) {
+    if (need <= B->cap) return 0;
+    size_t cap = B->cap ? B->cap : 64;
+    while (cap < need) cap *= 2;
+    uint64_t *bt = PyMem_RawRealloc(B->time, sizeof(uint64_t) * cap);
+    if (bt) B->time = bt;
+    RsMove *mv = PyMem_RawRealloc(B->moves, sizeof(RsMove) * STEER_RETA * cap);
+    if (mv) B->moves = mv;
+    uint8_t *nm = PyMem_RawRealloc(B->nmoves, cap);
+    if (nm) B->nmoves = nm;
+    if (!bt || !mv || !nm) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    B->cap = cap;
+    return 0;
+}
+
+/* One pass of RSS++ over the trace's buckets and times, from `table` and the
+ * loads `est` (have_est: from an earlier pass): the boundaries and moves, each
+ * packet's worker in target[].  Leaves the last table and loads in table/est. */
+static int rsspp_pass(const uint8_t *bucket, const uint64_t *times, Py_ssize_t n, uint64_t epoch_ns,
+                      unsigned int max_moves, uint32_t nw, uint32_t *table, double *est, int have_est,
+                      uint16_t *target, Boundaries *B) {
+    uint64_t bcounts[STEER_RETA] = {0};
+    uint64_t next_epoch = n ? times[0] + epoch_ns : UINT64_MAX;
+    B->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        while (times[i] >= next_epoch) {   /* a boundary: the loads so far decide the next table */
+            if (boundaries_room(B, B->n + 2) < 0) return -1;
+            for (int b = 0; b < STEER_RETA; b++)
+                est[b] = have_est ? RSS_EWMA * (double)bcounts[b] + (1 - RSS_EWMA) * est[b] : (double)bcounts[b];
+            have_est = 1;
+            B->nmoves[B->n] = (uint8_t)rsspp_plan(est, table, (int)nw, (int)max_moves, &B->moves[B->n * STEER_RETA]);
+            B->time[B->n++] = next_epoch;
+            memset(bcounts, 0, sizeof bcounts);
+            next_epoch += epoch_ns;
+        }
+        bcounts[bucket[i]]++;
+        target[i] = (uint16_t)(table[bucket[i]] % nw);
+    }
+    return 0;
+}
+
+/* load_trace(frames, times, devs, tick_ns, tx_bytes, epoch_ns=0, max_moves=16, warm=0)
  * -> per-worker packet counts.  Copies the frames into the arena, steers each
  * to its worker's RX ring (allocated here, sized to fit), inserts clock ticks
  * every tick_ns of trace time, and closes the rings: saturation replay.
  *
  * epoch_ns > 0 rebalances the indirection table as RSS++ does, online: at
- * each epoch boundary the per-bucket packet counts of the epoch just ended
- * decide up to max_moves bucket moves (rsspp_plan), the next epoch's packets
- * are steered with the new table, and a DESC_MIGRATE descriptor in every
- * worker's ring marks the boundary, where the moved buckets' packet sets
- * travel with them (pktio_ring.c).  After the last packet the table goes
- * back to the first one (so the rings can be walked again: laps). */
+ * each epoch boundary the per-bucket packet counts of the epochs so far
+ * (smoothed: RSS_EWMA) decide up to max_moves bucket moves (rsspp_plan), the
+ * next epoch's packets are steered with the new table, and a DESC_MIGRATE
+ * descriptor in every worker's ring marks the boundary, where the moved
+ * buckets' packet sets travel with them (pktio_ring.c).  After the last packet
+ * the table goes back to the one the trace started with, so that the rings can
+ * be walked again (laps).  warm: the trace starts with the table and loads a
+ * first pass over it ended with (for laps: every lap starts where the one
+ * before ended, instead of converging again from the round-robin table). */
 static PyObject *py_load_trace(PyObject *self, PyObject *args) {
     PyObject *frames, *times, *devs;
     unsigned long long tick_ns, txbytes, epoch_ns = 0;
     unsigned int max_moves = 16;
-    if (!PyArg_ParseTuple(args, "O!O!O!KK|KI", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
-                          &tick_ns, &txbytes, &epoch_ns, &max_moves))
+    int warm = 0;
+    if (!PyArg_ParseTuple(args, "O!O!O!KK|KIp", &PyList_Type, &frames, &PyList_Type, &times, &PyList_Type, &devs,
+                          &tick_ns, &txbytes, &epoch_ns, &max_moves, &warm))
         return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -110,23 +166,16 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
     if (max_moves > STEER_RETA) max_moves = STEER_RETA;
     uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * (n ? n : 1));
     uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * (n ? n : 1));
+    uint8_t *bucket = PyMem_RawMalloc(n ? n : 1);
+    uint64_t *tms = PyMem_RawMalloc(sizeof(uint64_t) * (n ? n : 1));
     uint64_t counts[NFOS_MAX_SLOTS] = {0};
     uint64_t first = 0, last = 0;
     PyObject *caps = NULL, *out = NULL;
-    /* the epoch boundaries: time, moves */
-    uint64_t *btime = NULL;
-    RsMove *moves = NULL;
-    uint8_t *nmoves = NULL;
-    size_t nb = 0, bcap = 0;
-    uint32_t reta0[STEER_RETA], cur[STEER_RETA];
-    uint64_t bcounts[STEER_RETA] = {0};
-    steer_get_reta(reta0);
-    memcpy(cur, reta0, sizeof cur);
-    if (!ptrs || !target) {
+    Boundaries B = {0};
+    if (!ptrs || !target || !bucket || !tms) {
         PyErr_NoMemory();
         goto done;
     }
-    uint64_t next_epoch = UINT64_MAX;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *f = PyList_GET_ITEM(frames, i);
         char *buf;
@@ -139,72 +188,45 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "packet %zd arrives on device %ld, which the NF does not have", i, dev);
             goto done;
         }
-        if (i == 0) {
-            first = t;
-            if (rebalance) next_epoch = first + epoch_ns;
-        }
-        while (t >= next_epoch) {   /* a boundary: the ended epoch's counts decide the next table */
-            if (nb + 2 > bcap) {
-                bcap = bcap ? 2 * bcap : 64;
-                uint64_t *bt = PyMem_RawRealloc(btime, sizeof(uint64_t) * bcap);
-                if (bt) btime = bt;
-                RsMove *mv = PyMem_RawRealloc(moves, sizeof(RsMove) * STEER_RETA * bcap);
-                if (mv) moves = mv;
-                uint8_t *nm = PyMem_RawRealloc(nmoves, bcap);
-                if (nm) nmoves = nm;
-                if (!bt || !mv || !nm) {
-                    PyErr_NoMemory();
-                    goto done;
-                }
-            }
-            nmoves[nb] = (uint8_t)rsspp_plan(bcounts, cur, (int)nw, (int)max_moves, &moves[nb * STEER_RETA]);
-            steer_set_reta(cur);
-            btime[nb++] = next_epoch;
-            memset(bcounts, 0, sizeof bcounts);
-            next_epoch += epoch_ns;
-        }
+        if (i == 0) first = t;
         ptrs[i] = ring_pool_copy(buf, (size_t)len);
         if (!ptrs[i]) goto done;
-        int bucket;
-        target[i] = (uint16_t)ring_steer_bucket(ptrs[i], (uint32_t)len, (uint16_t)dev, &bucket);
-        bcounts[bucket]++;
-        counts[target[i]]++;
+        int b;
+        target[i] = (uint16_t)ring_steer_bucket(ptrs[i], (uint32_t)len, (uint16_t)dev, &b);
+        bucket[i] = (uint8_t)b;
+        tms[i] = t;
         last = t;
     }
-    if (rebalance) {   /* the last boundary: back to the first table */
-        if (nb + 1 > bcap) {
-            bcap = nb + 1;
-            uint64_t *bt = PyMem_RawRealloc(btime, sizeof(uint64_t) * bcap);
-            if (bt) btime = bt;
-            RsMove *mv = PyMem_RawRealloc(moves, sizeof(RsMove) * STEER_RETA * bcap);
-            if (mv) moves = mv;
-            uint8_t *nm = PyMem_RawRealloc(nmoves, bcap);
-            if (nm) nmoves = nm;
-            if (!bt || !mv || !nm) {
-                PyErr_NoMemory();
-                goto done;
-            }
-        }
-        int k = 0;
+    if (rebalance) {
+        uint32_t reta0[STEER_RETA], table[STEER_RETA], start[STEER_RETA];
+        double est[STEER_RETA] = {0};
+        steer_get_reta(reta0);
+        memcpy(table, reta0, sizeof table);
+        if (warm && rsspp_pass(bucket, tms, n, epoch_ns, max_moves, nw, table, est, 0, target, &B) < 0) goto done;
+        memcpy(start, table, sizeof start);
+        if (rsspp_pass(bucket, tms, n, epoch_ns, max_moves, nw, table, est, warm, target, &B) < 0) goto done;
+        if (boundaries_room(&B, B.n + 1) < 0) goto done;
+        int k = 0;   /* the last boundary: back to the table the trace started with */
         for (int b = 0; b < STEER_RETA; b++)
-            if (cur[b] != reta0[b]) moves[nb * STEER_RETA + k++] = (RsMove){(uint8_t)b, (uint8_t)cur[b], (uint8_t)reta0[b], 0};
-        nmoves[nb] = (uint8_t)k;   /* (k < 256: STEER_RETA is 128) */
-        btime[nb++] = last;
-        steer_set_reta(reta0);
+            if (table[b] != start[b])
+                B.moves[B.n * STEER_RETA + k++] = (RsMove){(uint8_t)b, (uint8_t)table[b], (uint8_t)start[b], 0};
+        B.nmoves[B.n] = (uint8_t)k;   /* (k <= STEER_RETA = 128) */
+        B.time[B.n++] = last;
     }
+    for (Py_ssize_t i = 0; i < n; i++) counts[target[i]]++;
     uint64_t nticks = tick_ns && n ? (last - first) / tick_ns + 2 : 0;
     caps = PyList_New(nslots);
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)
-        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + nb + 1 : 1));
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + nticks + B.n + 1 : 1));
     if (setup_rings(caps, txbytes) < 0) goto done;
-    if (rebalance && ring_migration_setup(nw, (uint32_t)nb, moves, nmoves) < 0) goto done;
+    if (rebalance && ring_migration_setup(nw, (uint32_t)B.n, B.moves, B.nmoves) < 0) goto done;
     uint64_t next_tick = tick_ns ? first + tick_ns : UINT64_MAX;
     size_t kb = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t t = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(times, i));
+        uint64_t t = tms[i];
         for (;;) {   /* the ticks and boundaries due before this packet, in time order */
-            uint64_t tb = kb + 1 < nb ? btime[kb] : UINT64_MAX;   /* (the last boundary: after the last packet) */
+            uint64_t tb = kb + 1 < B.n ? B.time[kb] : UINT64_MAX;   /* (the last boundary: after the last packet) */
             if (t < (tb < next_tick ? tb : next_tick)) break;
             if (tb <= next_tick) {
                 for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, (uint32_t)kb, 0, DESC_MIGRATE, tb, 0, 0);
@@ -218,8 +240,8 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args) {
         ring_push(target[i], ptrs[i], (uint32_t)PyBytes_GET_SIZE(f), (uint16_t)PyLong_AsLong(PyList_GET_ITEM(devs, i)),
                   DESC_PACKET, t, 0, 0);
     }
-    for (; kb < nb; kb++)   /* the last boundary (back to the first table) */
-        for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, (uint32_t)kb, 0, DESC_MIGRATE, btime[kb], 0, 0);
+    for (; kb < B.n; kb++)   /* the last boundary (back to the first table) */
+        for (uint32_t s = 0; s < nw; s++) ring_push((int)s, NULL, (uint32_t)kb, 0, DESC_MIGRATE, B.time[kb], 0, 0);
     ring_close_all();
     out = PyList_New(nw);
     if (!out) goto done;
@@ -228,10 +250,11 @@ done:
     Py_XDECREF(caps);
     PyMem_RawFree(ptrs);
     PyMem_RawFree(target);
-    PyMem_RawFree(btime);
-    PyMem_RawFree(moves);
-    PyMem_RawFree(nmoves);
-    if (rebalance && !out) steer_set_reta(reta0);
+    PyMem_RawFree(bucket);
+    PyMem_RawFree(tms);
+    PyMem_RawFree(B.time);
+    PyMem_RawFree(B.moves);
+    PyMem_RawFree(B.nmoves);
     return out;
 }
 

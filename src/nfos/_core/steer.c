@@ -160,10 +160,14 @@ int steer_key_bucket(const uint8_t *key, int keylen) { return (int)(toeplitz_has
 void steer_get_reta(uint32_t *table) { memcpy(table, reta, sizeof reta); }
 void steer_set_reta(const uint32_t *table) { memcpy(reta, table, sizeof reta); }
 
-int rsspp_plan(const uint64_t *counts, uint32_t *table, int nworkers, int max_moves, RsMove *moves) {
-    uint64_t load[NFOS_MAX_SLOTS] = {0};
+int rsspp_plan(const double *est, uint32_t *table, int nworkers, int max_moves, RsMove *moves) {
+    double load[NFOS_MAX_SLOTS] = {0}, total = 0;
     if (nworkers < 2) return 0;
-    for (int b = 0; b < STEER_RETA; b++) load[table[b] % (uint32_t)nworkers] += counts[b];
+    for (int b = 0; b < STEER_RETA; b++) {
+        load[table[b] % (uint32_t)nworkers] += est[b];
+        total += est[b];
+    }
+    double mean = total / nworkers;
     int n = 0;
     uint8_t moved[STEER_RETA] = {0};   /* a bucket moves at most once per epoch: its sets travel once */
     while (n < max_moves) {
@@ -172,13 +176,13 @@ int rsspp_plan(const uint64_t *counts, uint32_t *table, int nworkers, int max_mo
             if (load[w] > load[hi]) hi = w;
             if (load[w] < load[lo]) lo = w;
         }
-        uint64_t gap = load[hi] - load[lo];
+        if (mean <= 0 || load[hi] <= mean * (1 + RSS_THRESHOLD)) break;
+        double gap = load[hi] - load[lo], best_err = 0;
         int best = -1;
-        uint64_t best_err = UINT64_MAX;
         for (int b = 0; b < STEER_RETA; b++) {
-            if ((int)table[b] != hi || moved[b] || counts[b] == 0 || counts[b] >= gap) continue;
-            uint64_t c2 = 2 * counts[b], err = c2 > gap ? c2 - gap : gap - c2;
-            if (err < best_err) {
+            if ((int)table[b] != hi || moved[b] || est[b] <= 0 || est[b] >= gap) continue;
+            double err = 2 * est[b] > gap ? 2 * est[b] - gap : gap - 2 * est[b];
+            if (best < 0 || err < best_err) {
                 best_err = err;
                 best = b;
             }
@@ -186,8 +190,8 @@ int rsspp_plan(const uint64_t *counts, uint32_t *table, int nworkers, int max_mo
         if (best < 0) break;
         table[best] = (uint32_t)lo;
         moved[best] = 1;
-        load[hi] -= counts[best];
-        load[lo] += counts[best];
+        load[hi] -= est[best];
+        load[lo] += est[best];
         moves[n++] = (RsMove){(uint8_t)best, (uint8_t)hi, (uint8_t)lo, 0};
     }
     return n;

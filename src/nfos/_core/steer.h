@@ -47,12 +47,17 @@ typedef struct {
     uint8_t bucket, from, to, pad;
 } RsMove;
 
-/* RSS++'s greedy (Barbette et al., CoNEXT'19), on one epoch's per-bucket
- * packet counts: while the busiest worker's load exceeds the least busy one's,
- * move the busiest worker's bucket whose count is nearest half the gap (and
- * below the gap: every move lowers the maximum), at most max_moves times.
- * Applies the moves to `table` and returns how many (listed in `moves`). */
-int rsspp_plan(const uint64_t *counts, uint32_t *table, int nworkers, int max_moves, RsMove *moves);
+/* RSS++'s greedy (Barbette et al., CoNEXT'19), on per-bucket loads (the
+ * replay: packets per epoch, smoothed over epochs, RSS_EWMA): while the busiest
+ * worker's load exceeds the mean by more than RSS_THRESHOLD, move its bucket
+ * whose load is nearest half the gap to the least busy worker (below the gap:
+ * every move lowers the maximum), each bucket at most once, at most max_moves
+ * times.  Applies the moves to `table` and returns how many (in `moves`).
+ * The threshold and the smoothing keep buckets from moving back and forth on
+ * an epoch's noise: each move is a migration the two workers wait for. */
+#define RSS_EWMA 0.3
+#define RSS_THRESHOLD 0.02
+int rsspp_plan(const double *load_of_bucket, uint32_t *table, int nworkers, int max_moves, RsMove *moves);
 uint32_t toeplitz_hash(const uint8_t *key, int len);
 
 #endif

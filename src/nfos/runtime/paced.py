@@ -88,12 +88,16 @@ def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: f
         while not s.workers_finished() and time.monotonic() < deadline:
             time.sleep(0.001)
         hist = s.latency_histogram()
+        rows = s.slot_counters()
         offered = queued + lost
         return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
                 "loss": lost / offered if offered else 0.0, "timed": sum(hist),
                 "achieved_rate_pps": offered / fed_s if fed_s > 0 else 0.0,
                 "latency_us": percentiles(hist, (50, 99, 99.9)), "hist": hist,
-                "cpus": {"generator": gen_cpu, "workers": worker_cpus}}
+                "cpus": {"generator": gen_cpu, "workers": worker_cpus},
+                # where a worker's time went: preemptions (another task on its CPU), page faults
+                "preempted": [r["preempted"] for r in rows], "minor_faults": [r["minor_faults"] for r in rows],
+                "cpu_share": [r["cpu_ns"] / r["busy_ns"] if r["busy_ns"] else None for r in rows]}
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)

@@ -83,7 +83,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         check_memory(trace, session.nslots)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        per_worker = session.load_trace(trace.frames, trace.times_ns, devs, rebalance_ns, max_moves)
+        per_worker = session.load_trace(trace.frames, trace.times_ns, devs, rebalance_ns, max_moves, warm=laps > 1)
         if laps > 1:
             session.set_laps(laps, lap_ns(trace.times_ns))
             per_worker = [n * laps for n in per_worker]

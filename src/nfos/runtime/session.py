@@ -289,14 +289,15 @@ class Session:
 
     # ------------------------------------------------------------ feeding
     def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int], rebalance_ns: int = 0,
-                   max_moves: int = 16) -> list[int]:
+                   max_moves: int = 16, warm: bool = False) -> list[int]:
         """Replay: steer a whole trace into per-worker RX rings (clock ticks every ``tick_ns``
         of trace time); returns the packets each worker got.  ``rebalance_ns`` > 0: RSS++ moves
         up to ``max_moves`` indirection-table buckets every that many ns of trace time, from the
         busiest worker to the least busy (by the last epoch's packets), and the moved buckets'
-        packet sets follow them at the epoch's boundary."""
+        packet sets follow them at the epoch's boundary.  ``warm``: start from the table a first
+        pass over the trace ended with (laps: each lap starts where the previous one ended)."""
         return _core.load_trace(frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64,
-                                rebalance_ns, max_moves)
+                                rebalance_ns, max_moves, warm)
 
     def migrated(self) -> list[tuple[int, int]]:
         """Per worker: (packet sets moved in by rebalancing, dropped because its table was full)."""
