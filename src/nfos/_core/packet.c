@@ -113,7 +113,15 @@ static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_) {
     }
 }
 
-static int prepare_write(PktSlot *s) {
+/* Before a header rewrite: save the bytes for an abort (once per attempt).  A
+ * shared frame is first copied (*d: where the frame is now). */
+static int prepare_write(PktSlot *s, uint8_t **d) {
+    if (s->copy_to) {   /* a shared frame: rewrite a copy (kept for the retries of this batch) */
+        memcpy(s->copy_to, s->data, s->len);
+        s->data = s->copy_to;
+        s->copy_to = NULL;
+    }
+    *d = s->data;
     if (s->undo_serial == proc.tx.serial) return 0;
     uint32_t n = s->payload + 4u > 160u ? s->payload + 4u : 160u;
     if (n > s->len) n = s->len;
@@ -362,7 +370,7 @@ static PyObject *eth_vlan(PyObject *o, void *c) {
 static int eth_set_mac(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffffffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffffffffffffull, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = d + (c ? 6 : 0);
     wr16(p, (uint16_t)(v >> 32));
     wr32(p + 2, (uint32_t)v);
@@ -398,7 +406,7 @@ static PyObject *ip_options(PyObject *o, void *c) {
 static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = IPH + (c ? 16 : 12);
     uint32_t old = rd32(p), nw = (uint32_t)v;
     wr32(p, nw);
@@ -411,7 +419,7 @@ static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
 static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(IPH + 8);
     IPH[8] = (uint8_t)v;
     csum_at(IPH + 10, old, rd16(IPH + 8));
@@ -420,7 +428,7 @@ static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
 static int ip_set_tos(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(IPH);
     IPH[1] = (uint8_t)v;
     csum_at(IPH + 10, old, rd16(IPH));
@@ -479,7 +487,7 @@ static PyObject *l4_len(PyObject *o, void *c) {
 static int l4_set_port(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = L4H + (c ? 2 : 0);
     uint16_t old = rd16(p);
     wr16(p, (uint16_t)v);
@@ -493,7 +501,7 @@ static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
         return -1;
     }
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(L4H + 12);
     L4H[13] = (uint8_t)v;
     l4_csum_update(s, old, rd16(L4H + 12));

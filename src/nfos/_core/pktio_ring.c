@@ -95,9 +95,10 @@ typedef struct {
 
 static MigPlan *M;
 static int collect;          /* output goes to the TX rings */
-/* Frames are copied out of the arena before the handlers see them: when one
- * frame is handled more than once (laps, the paced generator's cycling pool),
- * an NF that rewrites headers (the NAT) must find it as it arrived. */
+/* When one frame is handled more than once (laps, the paced generator's
+ * cycling pool), an NF that rewrites headers (the NAT) must find it as it
+ * arrived: its first rewrite copies it to a buffer of the worker (copy on
+ * write: PktSlot.copy_to), the arena's frame stays as it was. */
 static int copy_frames;
 static uint32_t max_frame;   /* the longest frame copied into the arena */
 static uint8_t *frame_buf;   /* a worker's copies: NFOS_BATCH_MAX x frame_buf_max */
@@ -469,11 +470,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         }
         PktSlot *s = &slots[n];
         s->data = (uint8_t *)(uintptr_t)d->ptr;
-        if (copy_frames && d->len <= frame_buf_max) {
-            uint8_t *c = frame_buf + (size_t)n * frame_buf_max;
-            memcpy(c, s->data, d->len);
-            s->data = c;
-        }
+        s->copy_to = copy_frames && d->len <= frame_buf_max ? frame_buf + (size_t)n * frame_buf_max : NULL;
         s->len = d->len;
         s->dev = d->dev;
         s->time = t;
