@@ -207,11 +207,13 @@ static PyObject *py_prefault(PyObject *self, PyObject *noargs) {
 }
 
 /* realtime(on): this worker serves traffic as it comes (paced, live): bounded
- * expiry sweeps (one batch of handlers per advance, the rest when idle). */
+ * expiry sweeps (one batch of handlers per advance, the rest when idle), and
+ * an idle poll never yields its CPU (replay rings). */
 static PyObject *py_realtime(PyObject *self, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
     loop_set_sweep_limit(on ? 1 : 0);
+    ring_set_busy_poll(on);
     Py_RETURN_NONE;
 }
 

@@ -496,9 +496,15 @@ static void ring_done(PktioRx *b) {
     proc.me->counters.rx_done[0] = b->mark + b->count;
 }
 
+/* Real-time traffic (paced): the worker busy-polls its CPU and never yields
+ * it: a yield hands the CPU to any other runnable task for its whole slice
+ * (milliseconds), and the packets that arrive meanwhile wait for it. */
+static int busy_poll;
+void ring_set_busy_poll(int on) { busy_poll = on; }
+
 static int ring_wait(void) {
     if (call_spin-- <= 0) return 1;
-    if (call_spin % 64 == 0) sched_yield();
+    if (!busy_poll && call_spin % 64 == 0) sched_yield();
     return 0;
 }
 

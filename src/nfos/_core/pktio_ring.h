@@ -55,6 +55,9 @@ int ring_migration_setup(uint32_t nworkers, uint32_t nepochs, const RsMove *move
 /* Sets moved in and dropped (a full table) by this worker so far. */
 void ring_migration_stats(int slot, uint64_t *moved_in, uint64_t *dropped);
 
+/* Busy-poll without ever yielding the CPU while idle (paced traffic). */
+void ring_set_busy_poll(int on);
+
 /* Map this slot's view of the trace and of its RX ring (page tables). */
 void ring_prefault(int slot);
 
