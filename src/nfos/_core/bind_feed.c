@@ -342,17 +342,17 @@ fail:
     return NULL;
 }
 
-/* feed_paced(rate_pps, duration_s) -> (queued, lost) */
+/* feed_paced(rate_pps, duration_s) -> (queued, lost, skipped: due while the generator was descheduled) */
 static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
     double rate, duration;
     if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
     if (!ring_pool_loaded() || !ring_ready() || rate <= 0)
         return PyErr_Format(PyExc_ValueError, "load_pool() first, and a rate > 0");
-    uint64_t queued = 0, lost = 0;
+    uint64_t queued = 0, lost = 0, skipped = 0;
     Py_BEGIN_ALLOW_THREADS
-    ring_feed_paced(rate, duration, &queued, &lost);
+    ring_feed_paced(rate, duration, &queued, &lost, &skipped);
     Py_END_ALLOW_THREADS
-    return Py_BuildValue("(KK)", (unsigned long long)queued, (unsigned long long)lost);
+    return Py_BuildValue("(KKK)", (unsigned long long)queued, (unsigned long long)lost, (unsigned long long)skipped);
 }
 
 /* set_laps(laps, lap_ns): walk the loaded RX rings `laps` times (replay). */
@@ -385,6 +385,6 @@ PyMethodDef bind_feed_methods[] = {
     {"rx_finished", py_rx_finished, METH_O, NULL},
     {"close_rx", py_close_rx, METH_NOARGS, NULL},
     {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
-    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},
+    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost, skipped)"},
     {"steer_frame", py_steer_frame, METH_VARARGS, "steer_frame(frame, dev) -> (worker, in_a_set, rss hash)"},
     {NULL, NULL, 0, NULL}};

@@ -65,7 +65,10 @@ void ring_prefault(int slot);
 int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n);   /* takes the arrays */
 int ring_pool_loaded(void);
 /* Queue the pool (cycling) at rate_pps for duration_s on the monotonic clock;
- * a full ring is a loss.  No Python (call it with the GIL released). */
-void ring_feed_paced(double rate_pps, double duration_s, uint64_t *queued, uint64_t *lost);
+ * a full ring is a loss; packets due while the generator was more than
+ * PACED_SKIP_NS late (descheduled) are skipped, not sent in a burst.  No
+ * Python (call it with the GIL released). */
+#define PACED_SKIP_NS 20000
+void ring_feed_paced(double rate_pps, double duration_s, uint64_t *queued, uint64_t *lost, uint64_t *skipped);
 
 #endif

@@ -323,9 +323,10 @@ class Session:
         """Paced: the frames the generator cycles through."""
         _core.load_pool(frames, devs)
 
-    def feed_paced(self, rate_pps: float, duration_s: float) -> tuple[int, int]:
+    def feed_paced(self, rate_pps: float, duration_s: float) -> tuple[int, int, int]:
         """Paced: queue the pool at ``rate_pps`` for ``duration_s`` (a full ring loses the
-        frame); returns (queued, lost)."""
+        frame); returns (queued, lost, skipped: due while the generator itself was descheduled,
+        not offered)."""
         return _core.feed_paced(rate_pps, duration_s)
 
     def close_rx(self) -> None:
