@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .configs import MEASURES, QUICK_PACKETS, parse_names, parse_workers
+from .configs import FLOW_TAIL, MEASURES, QUICK_PACKETS, parse_names, parse_workers
 from .measure import default_cpus, suite
 from .memory import NEEDS_PSUTIL, have_psutil
 from .plots import PLOTTERS, PlotUnavailable, plot_dir
@@ -33,7 +33,7 @@ def parse_cpus(spec: str) -> list[int] | None:
 
 def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
          quick: bool, plot: str | None, seconds: float | None = None, cpus: str = "all",
-         rebalance_ns: int = 0) -> None:
+         rebalance_ns: int = 0, flow_tail: float = 1.2) -> None:
     """Measure (or with ``plot``, only draw the figures of a results directory)."""
     if plot:
         try:
@@ -55,6 +55,9 @@ def main(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat
     packets = packets or (QUICK_PACKETS if quick else 300_000)
     repeat = repeat or (1 if quick else 3)
     seconds = (0.0 if quick else 2.0) if seconds is None else seconds
+    if flow_tail <= 1.0:
+        raise click.BadParameter("--flow-tail must be > 1")
+    FLOW_TAIL["alpha"] = flow_tail
     if packets < 100 or repeat < 1 or seconds < 0:
         raise click.BadParameter("need --packets >= 100, --repeat >= 1 and --seconds >= 0")
     if "memory" in measures and not have_psutil():

@@ -15,6 +15,7 @@ from nfos.io.capture import Trace
 
 from .configs import (
     EXAMPLES,
+    FLOW_TAIL,
     MEASURES,
     NFS,
     PACED_POOL,
@@ -285,7 +286,7 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
     cpus = m["cpus"] or 1
     meta = {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command, "packets": packets,
             "repeat": repeat, "workers": list(workers), "seconds_per_worker": seconds, "pinned_cpus": pin,
-            "rebalance_epoch_ns": rebalance_ns,
+            "rebalance_epoch_ns": rebalance_ns, "flow_tail_alpha": FLOW_TAIL["alpha"],
             "oversubscription": {
                 "cpus": cpus, "max_processes": max(workers) + 1,
                 "oversubscribed": oversubscribed(max(workers) + 1, cpus),

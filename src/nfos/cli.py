@@ -436,10 +436,14 @@ def find_checkout() -> str | None:
                    "a comma-separated list, or none")
 @click.option("--rebalance", default="0", show_default=True, metavar="DURATION",
               help="RSS++ rebalancing epoch of the replays with 2 workers or more (e.g. 5ms; 0 = the static table)")
+@click.option("--flow-tail", type=float, default=1.2, show_default=True,
+              help="Pareto tail index of the CAIDA-like traces' flow sizes: 1.2 has elephants (the largest "
+                   "flow ~14%% of the packets), 2 flows of more even sizes")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, exists=True),
               help="only draw PNG figures from the result JSON under this directory (no measuring)")
 def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
-          quick: bool, seconds: float | None, cpus: str, rebalance: str, plot_dir: str | None) -> None:
+          quick: bool, seconds: float | None, cpus: str, rebalance: str, flow_tail: float,
+          plot_dir: str | None) -> None:
     """Measure the example NFs: throughput vs workers, batching, the price of transactions,
     memory, and the plain and multiprocessing Python peers (docs/benchmarks.md).  Runs in a
     source checkout: the harness, the example NFs and the peers live there (bench/)."""
@@ -456,7 +460,7 @@ def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repea
     except (ValueError, ParamError) as e:
         raise click.BadParameter(f"--rebalance: {e}") from None
     harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir, seconds=seconds, cpus=cpus,
-                 rebalance_ns=rebalance_ns)
+                 rebalance_ns=rebalance_ns, flow_tail=flow_tail)
 
 
 if __name__ == "__main__":
