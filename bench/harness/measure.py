@@ -4,6 +4,7 @@ round, printing a table as it goes."""
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -18,6 +19,7 @@ from .configs import (
     BARRIER_RATE,
     EXAMPLES,
     EXTRA_MEASURES,
+    FLOW_TAIL,
     MEASURES,
     NFS,
     NFS_DIR,
@@ -33,27 +35,71 @@ from .results import build
 
 # ------------------------------------------------------------------ single measurements
 
-def _nfos_run(nf: BenchNF, trace: Trace, workers: int, batch: int = 32) -> dict[str, Any]:
+def _nfos_run(nf: BenchNF, trace: Trace, workers: int, batch: int = 32, laps: int = 1,
+              cpus: list[int] | None = None, rebalance_ns: int = 0) -> dict[str, Any]:
+    """One replay's stats, with ``slots``: each worker's packets, wall and CPU time while
+    processing, minor page faults and preemptions (the runtime's internal counters)."""
     from nfos.runtime.replay import replay
 
-    return replay(os.path.join(EXAMPLES, nf.file), trace, workers=workers, params=nf.params, batch=batch).stats
+    r = replay(os.path.join(EXAMPLES, nf.file), trace, workers=workers, params=nf.params, batch=batch, laps=laps,
+               cpus=cpus if workers else None, rebalance_ns=rebalance_ns if workers > 1 else 0)
+    return r.stats | {"laps": laps, "migrated": sum(m for m, _ in r.migrated), "slots": [
+        {"packets": c["packets_in"], "busy_s": c["busy_ns"] / 1e9, "cpu_s": c["cpu_ns"] / 1e9,
+         "minor_faults": c["minor_faults"], "preempted": c["preempted"]} for c in r.slots]}
+
+
+def _spread(xs: list[float]) -> dict[str, float]:
+    return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
 
 
 def _nfos_point(runs: list[dict[str, Any]], workers: int, batch: int, packets: int) -> dict[str, Any]:
-    """The median of runs (the counters are the median run's)."""
+    """The median of runs (the counters are the median run's), the spread over runs, and where
+    the workers' time went (CPU time per packet, page faults, preemptions)."""
     pps = [r["throughput_pps"] for r in runs]
     mid = runs[pps.index(statistics.median_high(pps))]
     processes = 1 if workers == 0 else workers + 1
+    laps = mid.get("laps", 1)
+    slots = mid.get("slots") or []
+    cpu = sum(w["cpu_s"] for w in slots)
+    cpu_ns = [1e9 * sum(w["cpu_s"] for w in r["slots"]) / r["packets_in"] for r in runs
+              if r.get("slots") and r["packets_in"]]
     return {"workers": workers, "batch": batch, "pps": statistics.median(pps), "runs_pps": pps,
+            "pps_spread": _spread(pps), "laps": laps, "packets": packets * laps,
             "abort_rate": mid["abort_rate"], "stm_share": mid.get("stm_share_of_transaction_time"), "aborts": mid["aborts"], "transactions": mid["transactions"],
             "imbalance": mid["imbalance"], "irrevocable": mid["irrevocable"], "packets_in": mid["packets_in"],
-            "loss": max(0.0, 1 - mid["packets_in"] / packets) if packets else 0.0,
+            "loss": max(0.0, 1 - mid["packets_in"] / (packets * laps)) if packets else 0.0,
+            "wall_s": mid["wall_s"],
+            "seconds_per_worker": statistics.mean(w["busy_s"] for w in slots) if slots else None,
+            "cpu_ns_per_packet": statistics.median(cpu_ns) if cpu_ns else None,
+            "cpu_ns_per_packet_runs": cpu_ns,
+            "cpu_share_of_busy": cpu / sum(w["busy_s"] for w in slots) if slots and sum(w["busy_s"] for w in slots) else None,
+            "minor_faults": sum(w["minor_faults"] for w in slots), "preempted": sum(w["preempted"] for w in slots),
+            "migrated_sets": mid.get("migrated", 0),
+            "per_worker": slots,
             "processes": processes, "oversubscribed": oversubscribed(processes)}
 
 
-def throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1, batch: int = 32) -> dict[str, Any]:
+def laps_for(seconds: float, rate_pps: float | None, workers: int, packets: int) -> int:
+    """Laps of a ``packets``-packet trace that give each of ``workers`` workers at least
+    ``seconds`` of work at ``rate_pps`` per worker (the 1-worker rate), with 10% to spare."""
+    if seconds <= 0 or not rate_pps or not packets:
+        return 1
+    return max(1, math.ceil(1.1 * seconds * rate_pps * max(1, workers) / packets))
+
+
+def default_cpus() -> list[int] | None:
+    """The CPUs this process may run on (workers are pinned one per CPU, round robin)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def throughput(nf: BenchNF, trace: Trace, workers: int, repeat: int = 1, batch: int = 32, laps: int = 1,
+               cpus: list[int] | None = None) -> dict[str, Any]:
     """Saturation throughput of one NF at one worker count: the median of `repeat` runs."""
-    return _nfos_point([_nfos_run(nf, trace, workers, batch) for _ in range(repeat)], workers, batch, len(trace))
+    return _nfos_point([_nfos_run(nf, trace, workers, batch, laps, cpus) for _ in range(repeat)], workers, batch,
+                       len(trace))
 
 
 #: the drift horizon off (for the "unbounded" reference point): more virtual time than any trace spans
@@ -290,9 +336,13 @@ def _f(x: float | None, fmt: str) -> str:
 
 def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: int = 1,
           measures: Iterable[str] = MEASURES, command: str = "", quiet: bool = False,
-          quick: bool = False) -> dict[str, dict[str, Any]]:
+          quick: bool = False, seconds: float = 0.0, pin: list[int] | None = None,
+          rebalance_ns: int = 0) -> dict[str, dict[str, Any]]:
     """Run the requested measurements; returns {measure: JSON document}.  ``quick``: shorter
-    paced-mode runs (3 search steps of 30 ms), for the smoke test."""
+    paced-mode runs (3 search steps of 30 ms), for the smoke test.  ``seconds``: every
+    saturation point gives each worker at least that much work (the trace replayed in laps,
+    from a 1-worker calibration run per NF).  ``pin``: worker i is pinned to pin[i % len(pin)].
+    ``rebalance_ns``: RSS++ rebalancing of every run with 2 workers or more (that epoch)."""
     known = MEASURES + EXTRA_MEASURES
     bad = set(measures) - set(known)
     if bad:
@@ -302,7 +352,8 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
     m = machine()
     cpus = m["cpus"] or 1
     meta = {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command, "packets": packets,
-            "repeat": repeat, "workers": list(workers),
+            "repeat": repeat, "workers": list(workers), "seconds_per_worker": seconds, "pinned_cpus": pin,
+            "rebalance_epoch_ns": rebalance_ns, "flow_tail_alpha": FLOW_TAIL["alpha"],
             "oversubscription": {
                 "cpus": cpus, "max_processes": max(workers) + 1,
                 "oversubscribed": oversubscribed(max(workers) + 1, cpus),
@@ -340,11 +391,16 @@ def suite(names: Sequence[str], workers: Sequence[int], packets: int, repeat: in
             trace = traces[nf.trace]
             d: dict[str, Any] = {"file": nf.file, "params": nf.params, "trace": nf.trace,
                                  "trace_packets": len(trace), "points": [], "batch1": [], "memory": []}
+            rate1 = None
+            if seconds > 0:   # calibration (untimed): the 1-worker rate sets every point's laps
+                rate1 = _nfos_run(nf, trace, 1, 32, 1, pin)["throughput_pps"]
+                d["calibration_pps_1w"] = rate1
+            laps = {w: laps_for(seconds, rate1, w, len(trace)) for w in sorted(nfos_ws | set(batch_ws))}
             # every configuration once per round, `repeat` rounds: a burst of noise from the
             # machine's neighbours hits one run of several configurations, not all runs of one
             configs: list[tuple[tuple, Callable[..., Any], tuple]] = [
-                (("nfos", w, 32), _nfos_run, (w, 32)) for w in sorted(nfos_ws)]
-            configs += [(("nfos", w, 1), _nfos_run, (w, 1)) for w in batch_ws]
+                (("nfos", w, 32), _nfos_run, (w, 32, laps[w], pin, rebalance_ns)) for w in sorted(nfos_ws)]
+            configs += [(("nfos", w, 1), _nfos_run, (w, 1, laps[w], pin, rebalance_ns)) for w in batch_ws]
             if peers_wanted and nf.peer:
                 configs.append((("plain",), _peer_run, ()))
             if peers_wanted and nf.mp_peer:
@@ -407,6 +463,8 @@ def barrier_doc(meta: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 def _derive(d: dict[str, Any]) -> None:
     """Speedups, efficiencies and ratios to the peers, in place."""
     one = next((p["pps"] for p in d["points"] if p["workers"] == 1), None)
+    one_runs = next((p["runs_pps"] for p in d["points"] if p["workers"] == 1), None)
+    one_cpu = next((p.get("cpu_ns_per_packet") for p in d["points"] if p["workers"] == 1), None)
     peer = (d.get("peer") or {}).get("pps")
     mp = {q["workers"]: q["pps"] for q in (d.get("mp_peer") or {}).get("points", [])}
     mp_one = mp.get(1)
@@ -417,5 +475,13 @@ def _derive(d: dict[str, Any]) -> None:
         w = p["workers"]
         p["speedup_vs_1"] = p["pps"] / one if one else None
         p["efficiency"] = p["speedup_vs_1"] / w if one and w else None
+        # the spread: this point's slowest and fastest run over the 1-worker median
+        p["efficiency_spread"] = ([min(p["runs_pps"]) / (w * one), max(p["runs_pps"]) / (w * one)]
+                                  if one and w and one_runs else None)
+        # CPU-time efficiency: the 1-worker CPU time per packet over this point's.  It is what the
+        # efficiency would be with a CPU per worker; on a time-sliced (oversubscribed) point it is
+        # the only meaningful one (the simulated many-worker run)
+        c = p.get("cpu_ns_per_packet")
+        p["cpu_efficiency"] = one_cpu / c if one_cpu and c and w else None
         p["vs_peer"] = p["pps"] / peer if peer else None
         p["vs_mp_peer"] = p["pps"] / mp[w] if mp.get(w) else None

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from nfos.io.capture import CaptureError, Trace, read_capture, read_captures, write_pcapng
 from nfos.nf import NFError
-from nfos.params import ParamError
+from nfos.params import Duration, ParamError
 from nfos.runtime.progress import Phase, Phases, PlainPhases
 from nfos.runtime.session import LoadError
 
@@ -524,10 +524,22 @@ def find_checkout() -> str | None:
               help="measurements, comma-separated: throughput, batching, stm_overhead, latency, memory, peers; "
                    "and, only when named, barrier (the cost of periodic handlers: none vs 1 s vs 1 ms)")
 @click.option("--quick", is_flag=True, help="the same measurements on tiny traces (a smoke test, seconds)")
+@click.option("--seconds", type=float, default=None,
+              help="work per worker and saturation point at least (the trace replayed in laps) "
+                   "[default: 2; 0 with --quick: one pass]")
+@click.option("--cpus", default="all", show_default=True,
+              help="pin worker i to the i-th of these CPUs (round robin): all (those this process may use), "
+                   "a comma-separated list, or none")
+@click.option("--rebalance", default="0", show_default=True, metavar="DURATION",
+              help="RSS++ rebalancing epoch of the replays with 2 workers or more (e.g. 5ms; 0 = the static table)")
+@click.option("--flow-tail", type=float, default=1.2, show_default=True,
+              help="Pareto tail index of the CAIDA-like traces' flow sizes: 1.2 has elephants (the largest "
+                   "flow ~14%% of the packets), 2 flows of more even sizes")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False, exists=True),
               help="only draw PNG figures from the result JSON under this directory (no measuring)")
 def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repeat: int | None, measure: str,
-          quick: bool, plot_dir: str | None) -> None:
+          quick: bool, seconds: float | None, cpus: str, rebalance: str, flow_tail: float,
+          plot_dir: str | None) -> None:
     """Measure the example NFs: throughput vs workers, batching, the price of transactions,
     memory, and the plain and multiprocessing Python peers (docs/benchmarks.md).  Runs in a
     source checkout: the harness, the example NFs and the peers live there (bench/)."""
@@ -539,7 +551,12 @@ def bench(nf: str, workers: str, out_dir: str | None, packets: int | None, repea
     if root not in sys.path:
         sys.path.insert(0, root)
     harness = importlib.import_module("bench.harness.cli")
-    harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir)
+    try:
+        rebalance_ns = int(Duration(rebalance)) if rebalance.strip() not in ("", "0") else 0
+    except (ValueError, ParamError) as e:
+        raise click.BadParameter(f"--rebalance: {e}") from None
+    harness.main(nf, workers, out_dir, packets, repeat, measure, quick, plot_dir, seconds=seconds, cpus=cpus,
+                 rebalance_ns=rebalance_ns, flow_tail=flow_tail)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class RecordMeta(type):
         cls = super().__new__(mcls, name, bases, ns, **kw)
         cls.__nfos_fields__ = tuple(fields)
         cls.__nfos_size__ = max(8, (offset + 7) // 8 * 8)
+        _core.record_type_ready(cls)   # views hold no Python references: not tracked by the GC
         return cls
 
 

@@ -6,9 +6,14 @@
  *   - the lock word's owner bits, and that a commit releases with the new version,
  *   - redo-log completion after a worker dies between WRITING and IDLE,
  *   - the irrevocable token (others wait at begin; it waits until it runs alone),
+ *   - in-place reads (stm_read_open / stm_read_check, no copy): the version
+ *     recorded, a re-read after a concurrent commit, read-then-write of one
+ *     object, snapshot extension, the descriptor's hash table growing and
+ *     shrinking back,
  *   - opacity: with writers moving an amount between two objects (and
  *     rewriting both halves of a pair inside one object), readers never see a
- *     torn state, not even in attempts that go on to abort.
+ *     torn state, not even in attempts that go on to abort — readers that copy
+ *     and readers that read in place.
  * Run by tests/c/test_stm_c.py (plain, and under ASan + UBSan).  A failed
  * check prints what it expected and what it saw, then exits 1.  Waits are
  * for events, never for a time; the short sleeps only make a wrong order
@@ -267,6 +272,130 @@ static void test_validation_and_snapshot(void) {
     stm_tx_free(&t2);
 }
 
+/* ---------------------------------------------------------- in-place reads */
+
+/* Load one u64 of an object in place, validated: 0, or -1 (aborted). */
+static int read_u64(StmTx *tx, ObjHdr *o, uint64_t *out) {
+    int32_t ent;
+    for (;;) {
+        char *p = stm_read_open(tx, o, 8, 4, 0, OP_TAG(3, 0), &ent);
+        if (!p) return -1;
+        memcpy(out, p, 8);
+        int r = stm_read_check(tx, ent);
+        if (r <= 0) return r;
+    }
+}
+
+static void commit_value(StmTx *t, ObjHdr *o, uint64_t v) {
+    stm_begin(t, TX_STM, 0);
+    uint64_t *p = (uint64_t *)stm_open(t, o, 8, 4, 0, OP_WRITE, 0);
+    CHECK(p != NULL, "writer open failed (fail %d)", t->fail);
+    *p = v;
+    CHECK(stm_commit(t) == 0, "writer commit failed (cause %d)", t->fail_cause);
+}
+
+static void test_in_place_reads(void) {
+    StmTx t1, t2;
+    tx_init(&t1, 1);
+    tx_init(&t2, 2);
+    ObjHdr *a = new_obj(8), *b = new_obj(8), *c = new_obj(8);
+    commit_value(&t2, a, 10);
+    uint64_t x = 0;
+
+    /* a read in place: no copy, the object's own payload; the version goes into the read set */
+    stm_begin(&t1, TX_STM, 0);
+    int32_t ent;
+    char *p = stm_read_open(&t1, a, 8, 4, 0, 0, &ent);
+    CHECK(p == OBJ_DATA(a) && ent >= 0 && t1.copy_used == 0, "an in-place read copied (p %p obj %p copy %zu)",
+          (void *)p, (void *)OBJ_DATA(a), t1.copy_used);
+    CHECK(t1.entries[ent].version == LOCK_VERSION(atomic_load(&a->lock)) && !t1.entries[ent].copied,
+          "the read set records the version read");
+    memcpy(&x, p, 8);
+    CHECK(stm_read_check(&t1, ent) == 0 && x == 10, "check 0 and the value 10: x=%llu", (unsigned long long)x);
+    /* a commit of a; a re-read of a now is stale (it was validated before): validation */
+    commit_value(&t2, a, 11);
+    memcpy(&x, stm_read_open(&t1, a, 8, 4, 0, 0, &ent), 8);
+    CHECK(stm_read_check(&t1, ent) == -1 && t1.fail == STM_ABORTED && t1.fail_cause == ABORT_VALIDATION,
+          "a stale re-read must abort (validation): fail %d cause %d", t1.fail, t1.fail_cause);
+    stm_abort(&t1);
+
+    /* the first read of an object that changes between open and check: load again at the new version */
+    stm_begin(&t1, TX_STM, 0);
+    p = stm_read_open(&t1, a, 8, 4, 0, 0, &ent);
+    commit_value(&t2, a, 12);
+    memcpy(&x, p, 8);
+    int r = stm_read_check(&t1, ent);
+    CHECK(r == 1 && t1.rv == atomic_load(&sh->clock), "a first read of a changed object: check %d (want 1), rv %llu",
+          r, (unsigned long long)t1.rv);
+    memcpy(&x, p, 8);
+    CHECK(stm_read_check(&t1, ent) == 0 && x == 12, "after loading again: x=%llu", (unsigned long long)x);
+    CHECK(stm_commit(&t1) == 0, "read-only commit");
+
+    /* snapshot extension on an in-place open of a newer object; abort when something read changed */
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(read_u64(&t1, b, &x) == 0, "read b");
+    commit_value(&t2, c, 5);
+    CHECK(read_u64(&t1, c, &x) == 0 && x == 5 && t1.rv == atomic_load(&sh->clock), "snapshot not extended");
+    commit_value(&t2, b, 6);
+    commit_value(&t2, a, 13);
+    CHECK(read_u64(&t1, a, &x) == -1 && t1.fail_cause == ABORT_SNAPSHOT, "read a over a changed b: cause %d",
+          t1.fail_cause);
+    stm_abort(&t1);
+
+    /* read then write of one object: the write copies the version read and commits ... */
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(read_u64(&t1, a, &x) == 0 && x == 13, "read a");
+    uint64_t *pa = (uint64_t *)stm_open(&t1, a, 8, 4, 0, OP_WRITE, 0);
+    CHECK(pa && (char *)pa != OBJ_DATA(a) && *pa == 13, "the write gets a private copy of the version read");
+    *pa = 14;
+    CHECK(read_u64(&t1, a, &x) == 0 && x == 14, "a later read sees the transaction's own write: %llu",
+          (unsigned long long)x);
+    CHECK(stm_commit(&t1) == 0 && *val(a) == 14, "read-then-write commit: a=%llu", (unsigned long long)*val(a));
+    /* ... and aborts (validation) when the object changed between the read and the write */
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(read_u64(&t1, a, &x) == 0, "read a");
+    commit_value(&t2, a, 15);
+    CHECK(stm_open(&t1, a, 8, 4, 0, OP_WRITE, 0) == NULL && t1.fail_cause == ABORT_VALIDATION,
+          "a write of a changed object read in place: cause %d", t1.fail_cause);
+    stm_abort(&t1);
+    /* a read-only transaction whose in-place read was overwritten afterwards still commits
+     * (its snapshot was consistent); one that also writes elsewhere fails validation */
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(read_u64(&t1, a, &x) == 0, "read a");
+    commit_value(&t2, a, 16);
+    CHECK(stm_commit(&t1) == 0, "read-only commit after a later write");
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(read_u64(&t1, a, &x) == 0, "read a");
+    commit_value(&t2, a, 17);
+    *(uint64_t *)stm_open(&t1, b, 8, 4, 1, OP_WRITE, 0) = 1;
+    CHECK(stm_commit(&t1) == -1 && t1.fail_cause == ABORT_VALIDATION, "commit over a stale in-place read");
+
+    /* the hash table grows with a big transaction and shrinks back after a small one */
+    char *objs = arena_alloc(&arena, (size_t)2000 * obj_stride(8), NFOS_CACHELINE);
+    CHECK(objs != NULL, "the test arena is full");
+    stm_begin(&t1, TX_STM, 0);
+    for (int i = 0; i < 2000; i++) {
+        ObjHdr *o = (ObjHdr *)(objs + (size_t)i * obj_stride(8));
+        CHECK(read_u64(&t1, o, &x) == 0, "read %d", i);
+    }
+    for (int i = 0; i < 2000; i += 7) {   /* every one is found again, none added */
+        ObjHdr *o = (ObjHdr *)(objs + (size_t)i * obj_stride(8));
+        CHECK(read_u64(&t1, o, &x) == 0 && t1.nentries == 2000, "re-read %d: %u entries", i, t1.nentries);
+    }
+    CHECK(t1.hmask + 1 >= 4000, "the table did not grow: %u slots", t1.hmask + 1);
+    CHECK(stm_commit(&t1) == 0, "big read-only commit");
+    stm_begin(&t1, TX_STM, 0);   /* a small transaction: the next one starts with the small table */
+    CHECK(read_u64(&t1, a, &x) == 0, "read a");
+    CHECK(stm_commit(&t1) == 0, "commit");
+    stm_begin(&t1, TX_STM, 0);
+    CHECK(t1.hmask + 1 == TX_HASH_MIN, "the table did not shrink back: %u slots", t1.hmask + 1);
+    for (uint32_t i = 0; i < t1.hmask + 1; i++) CHECK(t1.htab[i] == 0, "slot %u not cleared", i);
+    CHECK(read_u64(&t1, a, &x) == 0 && x == 17, "read after shrinking");
+    CHECK(stm_commit(&t1) == 0, "commit");
+    stm_tx_free(&t1);
+    stm_tx_free(&t2);
+}
+
 /* -------------------------- owner bits, death while WRITING, recovery */
 
 #define DEAD_SLOT 5
@@ -455,16 +584,38 @@ static void writer(int slot) {
     stm_tx_free(&tx);
 }
 
+/* In place: the object's bytes into out, validated (0), or -1 (aborted). */
+static int load_in_place(StmTx *tx, ObjHdr *o, uint32_t size, uint32_t index, void *out) {
+    int32_t ent;
+    for (;;) {
+        char *p = stm_read_open(tx, o, size, 6, index, 0, &ent);
+        if (!p) return -1;
+        memcpy(out, p, size);
+        int r = stm_read_check(tx, ent);
+        if (r <= 0) return r;
+    }
+}
+
 static void reader(int slot) {
     StmTx tx;
     tx_init(&tx, (uint32_t)slot);
     long reads = 0;
+    int in_place = slot % 2;   /* half the readers copy (stm_open), half read in place */
+    uint64_t bx, by, bpair[2];
     while (atomic_load(&flags->done) < WRITERS || reads < 1000) {
         stm_begin(&tx, TX_STM, 0);
-        uint64_t *x = (uint64_t *)stm_open(&tx, ox, 8, 6, 0, OP_READ, 0);
-        if (x && (reads & 7) == 0) sched_yield();   /* let a writer commit in between */
-        uint64_t *y = x ? (uint64_t *)stm_open(&tx, oy, 8, 6, 1, OP_READ, 0) : NULL;
-        uint64_t *pair = y ? (uint64_t *)stm_open(&tx, opair, 16, 6, 2, OP_READ, 0) : NULL;
+        uint64_t *x, *y, *pair;
+        if (in_place) {
+            x = load_in_place(&tx, ox, 8, 0, &bx) == 0 ? &bx : NULL;
+            if (x && (reads & 7) == 0) sched_yield();
+            y = x && load_in_place(&tx, oy, 8, 1, &by) == 0 ? &by : NULL;
+            pair = y && load_in_place(&tx, opair, 16, 2, bpair) == 0 ? bpair : NULL;
+        } else {
+            x = (uint64_t *)stm_open(&tx, ox, 8, 6, 0, OP_READ, 0);
+            if (x && (reads & 7) == 0) sched_yield();   /* let a writer commit in between */
+            y = x ? (uint64_t *)stm_open(&tx, oy, 8, 6, 1, OP_READ, 0) : NULL;
+            pair = y ? (uint64_t *)stm_open(&tx, opair, 16, 6, 2, OP_READ, 0) : NULL;
+        }
         if (x && y && *x + *y != TOTAL) {
             atomic_fetch_add(&flags->torn, 1);
             CHECK(0, "slot %d saw x=%llu y=%llu (sum %llu, want %u) in one transaction", slot,
@@ -528,6 +679,8 @@ int main(int argc, char **argv) {
     puts("too_large: ok");
     test_validation_and_snapshot();
     puts("validation/snapshot: ok");
+    test_in_place_reads();
+    puts("in-place reads: ok");
     test_death_and_recovery();
     puts("owner bits, death while WRITING, recovery: ok");
     test_irrevocable();

@@ -121,10 +121,14 @@ static int check_index(Alloc *a, PyObject *arg, uint32_t *out) {
 
 static inline uint32_t avail(const PoolHead *p) { return p->free_count + (p->fresh_end - p->fresh_next); }
 
-/* The cell of index `arg`, opened for reading by operation `op` (NULL: error set). */
-static Cell *open_indexed(Alloc *a, PyObject *arg, int op, uint32_t *i) {
-    if (alloc_live(a) < 0 || check_index(a, arg, i) < 0) return NULL;
-    return open_cell(a, *i, OP_READ, op);
+/* The cell of index `arg`, read in place by operation `op` into *out (no
+ * copy in the transaction): 0, or -1 (error set). */
+static int read_indexed(Alloc *a, PyObject *arg, int op, uint32_t *i, Cell *out) {
+    if (alloc_live(a) < 0 || check_index(a, arg, i) < 0) return -1;
+    int32_t ent;
+    char *p = tx_read_open(cell_obj(a, *i), sizeof(Cell), a->sid, *i, OP_TAG(op, 0), &ent);
+    if (!p) return -1;
+    return tx_read_bytes(ent, p, out, sizeof(Cell));
 }
 
 /* Put the (unlinked) index `i` on pool `h`'s free list. */
@@ -300,10 +304,10 @@ static inline int live_lease(Alloc *a, const Cell *c) {
 static PyObject *alloc_free(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    Cell *c = open_indexed(a, arg, OPC_ALLOC_FREE, &i);
-    if (!c) return NULL;
-    if (!c->allocated) Py_RETURN_FALSE;
-    c = open_cell(a, i, OP_WRITE, OPC_ALLOC_FREE);
+    Cell seen;
+    if (read_indexed(a, arg, OPC_ALLOC_FREE, &i, &seen) < 0) return NULL;
+    if (!seen.allocated) Py_RETURN_FALSE;
+    Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_FREE);
     PoolHead *owner = c ? open_head(a, c->owner, OP_WRITE, OPC_ALLOC_FREE) : NULL;
     if (!owner || list_unlink(a, i, c, owner, OPC_ALLOC_FREE) < 0) return NULL;
     PoolHead *mine = open_head(a, (uint32_t)proc.slot, OP_WRITE, OPC_ALLOC_FREE);
@@ -317,11 +321,11 @@ static PyObject *alloc_free(PyObject *self, PyObject *arg) {
 static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    Cell *c = open_indexed(a, arg, OPC_ALLOC_REFRESH, &i);
-    if (!c) return NULL;
-    if (!live_lease(a, c)) Py_RETURN_FALSE;
-    if (proc.clock >= c->last_refresh && proc.clock - c->last_refresh < a->refresh_interval) Py_RETURN_TRUE;
-    c = open_cell(a, i, OP_WRITE, OPC_ALLOC_REFRESH);
+    Cell seen;
+    if (read_indexed(a, arg, OPC_ALLOC_REFRESH, &i, &seen) < 0) return NULL;
+    if (!live_lease(a, &seen)) Py_RETURN_FALSE;
+    if (proc.clock >= seen.last_refresh && proc.clock - seen.last_refresh < a->refresh_interval) Py_RETURN_TRUE;
+    Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_REFRESH);   /* a copy of the version read */
     PoolHead *h = c ? open_head(a, c->owner, OP_WRITE, OPC_ALLOC_REFRESH) : NULL;
     if (!h) return NULL;
     if (h->alloc_tail != (int32_t)i &&
@@ -335,19 +339,19 @@ static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
 static PyObject *alloc_is_allocated(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    Cell *c = open_indexed(a, arg, OPC_ALLOC_QUERY, &i);
-    if (!c) return NULL;
-    return PyBool_FromLong(live_lease(a, c));
+    Cell c;
+    if (read_indexed(a, arg, OPC_ALLOC_QUERY, &i, &c) < 0) return NULL;
+    return PyBool_FromLong(live_lease(a, &c));
 }
 
 /* lease_remaining(i) -> ns left, or None (not allocated / no lease). */
 static PyObject *alloc_lease_remaining(PyObject *self, PyObject *arg) {
     Alloc *a = (Alloc *)self;
     uint32_t i;
-    Cell *c = open_indexed(a, arg, OPC_ALLOC_QUERY, &i);
-    if (!c) return NULL;
-    if (!live_lease(a, c) || !a->lease) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(c->expiry - proc.clock);
+    Cell c;
+    if (read_indexed(a, arg, OPC_ALLOC_QUERY, &i, &c) < 0) return NULL;
+    if (!live_lease(a, &c) || !a->lease) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(c.expiry - proc.clock);
 }
 
 /* expire(limit=...) -> indexes reclaimed, over every pool (control process). */

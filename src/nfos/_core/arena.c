@@ -9,6 +9,11 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 #define ARENA_MAGIC 0x6e666f7361726e61ull   /* "nfosarna" */
 
@@ -47,4 +52,30 @@ void *arena_alloc(Arena *a, size_t size, size_t align) {
     if (off > arena_size(a) || size > arena_size(a) - off) return NULL;
     atomic_store(a->bump, off + size);
     return a->base + off;
+}
+
+size_t arena_prefault(const Arena *a) {
+    if (!a->base) return 0;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), used = (size_t)arena_used(a), mapped = 0;
+    enum { CHUNK = 4096 };   /* pages per mincore() call */
+    unsigned char vec[CHUNK];
+    for (size_t off = 0; off < used; off += CHUNK * page) {
+        size_t len = used - off < CHUNK * page ? used - off : CHUNK * page;
+        if (mincore(a->base + off, len, vec) != 0) return mapped;
+        size_t pages = (len + page - 1) / page;
+        for (size_t i = 0; i < pages;) {   /* each run of backed pages: one populate call */
+            if (!(vec[i] & 1)) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < pages && (vec[j] & 1)) j++;
+            char *lo = a->base + off + i * page;
+            if (madvise(lo, (j - i) * page, MADV_POPULATE_READ) != 0)
+                for (char *p = lo; p < lo + (j - i) * page; p += page) (void)*(volatile char *)p;
+            mapped += j - i;
+            i = j;
+        }
+    }
+    return mapped;
 }

@@ -21,6 +21,11 @@ int arena_map(Arena *a, size_t size);
 void arena_unmap(Arena *a);
 /* `size` zeroed bytes aligned to `align` (at least 8); NULL when the arena is full. */
 void *arena_alloc(Arena *a, size_t size, size_t align);
+/* Map into this process's page tables the pages of the used part that are
+ * backed (mincore), without backing any other: a forked process inherits no
+ * page tables of a shared mapping, and its first touch of each page would be
+ * a minor fault in the middle of its work.  Returns the pages mapped. */
+size_t arena_prefault(const Arena *a);
 static inline uint64_t arena_used(const Arena *a) { return a->base ? atomic_load(a->bump) : 0; }
 static inline size_t arena_size(const Arena *a) { return (size_t)(a->end - a->base); }
 

@@ -73,12 +73,17 @@ static PyObject *py_set_slot(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* attach(slot): this process becomes `slot` (after fork), with its table. */
+/* attach(slot): this process becomes `slot` (after fork), with its table.
+ * Its thread name becomes "nfos-w<slot>", so perf, top and py-spy show the
+ * workers apart from the control process. */
 static PyObject *py_attach(PyObject *self, PyObject *arg) {
     long s = PyLong_AsLong(arg);
     if (s == -1 && PyErr_Occurred()) return NULL;
     if (proc_set_slot(s) < 0) return NULL;
     pst_select(proc.slot);
+    char name[16];
+    snprintf(name, sizeof name, "nfos-w%ld", s);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
     Py_RETURN_NONE;
 }
 
@@ -208,10 +213,21 @@ static PyObject *py_worker_run(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(r);
 }
 
-/* prefault(): map this process's view of the trace and of its RX ring before
- * the clock starts. */
+/* prefault(): map this process's view of the trace, its RX ring and every
+ * other backed page of the arena before the clock starts. */
 static PyObject *py_prefault(PyObject *self, PyObject *noargs) {
     if (ring_ready()) ring_prefault(proc.slot);
+    return PyLong_FromSize_t(arena_prefault(&proc.arena));   /* and whatever else is backed */
+}
+
+/* realtime(on): this worker serves traffic as it comes (paced, live): bounded
+ * expiry sweeps (one batch of handlers per advance, the rest when idle), and
+ * an idle poll never yields its CPU (replay rings). */
+static PyObject *py_realtime(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    loop_set_sweep_limit(on ? 1 : 0);
+    ring_set_busy_poll(on);
     Py_RETURN_NONE;
 }
 
@@ -328,7 +344,8 @@ PyMethodDef bind_control_methods[] = {
     {"worker_run", py_worker_run, METH_VARARGS, NULL},
     {"wait_start", py_wait_start, METH_NOARGS, NULL},
     {"signal_start", py_signal_start, METH_VARARGS, "signal_start(workers=0): start them once they are ready"},
-    {"prefault", py_prefault, METH_NOARGS, NULL},
+    {"prefault", py_prefault, METH_NOARGS, "map the trace, the RX ring and every backed arena page: pages mapped"},
+    {"realtime", py_realtime, METH_O, "realtime(on): bounded expiry sweeps (paced, live)"},
     {"start_ns", py_start_ns, METH_NOARGS, NULL},
     {"stop_workers", py_stop_workers, METH_NOARGS, "ask every worker to stop after its current batch"},
     {"recover_slot", py_recover_slot, METH_O, "finish a dead slot's commit, release its locks"},

@@ -101,10 +101,11 @@ static void plan_start(TickPlan *p, uint64_t tick_ns, uint64_t horizon_ns, uint6
     p->next = p->exhausted ? UINT64_MAX : first + tick_ns;
 }
 
-/* The ticks due before a frame at `t` (>= every earlier frame's time): each
- * is passed to `push` (NULL: only counted).  Returns how many, or -1 when
- * push failed (exception set). */
-static long long plan_ticks(TickPlan *p, uint64_t t, int (*push)(uint64_t, void *), void *arg) {
+/* The ticks due at or before `t` (>= every earlier frame's time): each is
+ * passed to `push` (NULL: only counted).  Returns how many, or -1 when push
+ * failed (exception set).  plan_ticks then records a frame at t; plan_flush
+ * does not (an RSS++ boundary at t: at most one tick more than without it). */
+static long long plan_flush(TickPlan *p, uint64_t t, int (*push)(uint64_t, void *), void *arg) {
     long long n = 0;
     while (!p->exhausted && t >= p->next) {
         if (p->next - p->latest > p->horizon_ns) {   /* nothing can expire before t: skip to t's grid point */
@@ -115,6 +116,11 @@ static long long plan_ticks(TickPlan *p, uint64_t t, int (*push)(uint64_t, void 
         if (p->next > UINT64_MAX - p->tick_ns) p->exhausted = 1;
         else p->next += p->tick_ns;
     }
+    return n;
+}
+
+static long long plan_ticks(TickPlan *p, uint64_t t, int (*push)(uint64_t, void *), void *arg) {
+    long long n = plan_flush(p, t, push, arg);
     p->latest = t;
     return n;
 }
@@ -149,7 +155,60 @@ static int report(PyObject *progress, Py_ssize_t done) {
 
 #define PROGRESS_EVERY 65536
 
-/* load_trace(frames, times, devs, tick_ns, tx_bytes, horizon_ns=0, progress=None, wire=None)
+/* Grow the boundary arrays to hold `need` boundaries: 0, or -1 (MemoryError). */
+typedef struct {
+    uint64_t *time;
+    RsMove *moves;   /* [n][STEER_RETA] */
+    uint8_t *nmoves;
+    size_t n, cap;
+} Boundaries;
+
+static int boundaries_room(Boundaries *B, size_t need) {
+    if (need <= B->cap) return 0;
+    size_t cap = B->cap ? B->cap : 64;
+    while (cap < need) cap *= 2;
+    uint64_t *bt = PyMem_RawRealloc(B->time, sizeof(uint64_t) * cap);
+    if (bt) B->time = bt;
+    RsMove *mv = PyMem_RawRealloc(B->moves, sizeof(RsMove) * STEER_RETA * cap);
+    if (mv) B->moves = mv;
+    uint8_t *nm = PyMem_RawRealloc(B->nmoves, cap);
+    if (nm) B->nmoves = nm;
+    if (!bt || !mv || !nm) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    B->cap = cap;
+    return 0;
+}
+
+/* One pass of RSS++ over the trace's buckets and times, from `table` and the
+ * loads `est` (have_est: from an earlier pass): the boundaries and moves, each
+ * packet's worker in target[].  Leaves the last table and loads in table/est. */
+static int rsspp_pass(const uint8_t *bucket, const uint64_t *times, Py_ssize_t n, uint64_t epoch_ns,
+                      unsigned int max_moves, uint32_t nw, uint32_t *table, double *est, int have_est,
+                      uint16_t *target, Boundaries *B) {
+    uint64_t bcounts[STEER_RETA] = {0};
+    uint64_t next_epoch = n ? times[0] + epoch_ns : UINT64_MAX;
+    B->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        while (times[i] >= next_epoch) {   /* a boundary: the loads so far decide the next table */
+            if (boundaries_room(B, B->n + 2) < 0) return -1;
+            for (int b = 0; b < STEER_RETA; b++)
+                est[b] = have_est ? RSS_EWMA * (double)bcounts[b] + (1 - RSS_EWMA) * est[b] : (double)bcounts[b];
+            have_est = 1;
+            B->nmoves[B->n] = (uint8_t)rsspp_plan(est, table, (int)nw, (int)max_moves, &B->moves[B->n * STEER_RETA]);
+            B->time[B->n++] = next_epoch;
+            memset(bcounts, 0, sizeof bcounts);
+            next_epoch += epoch_ns;
+        }
+        bcounts[bucket[i]]++;
+        target[i] = (uint16_t)(table[bucket[i]] % nw);
+    }
+    return 0;
+}
+
+/* load_trace(frames, times, devs, tick_ns, tx_bytes, horizon_ns=0, progress=None, wire=None,
+ *            epoch_ns=0, max_moves=16, warm=False)
  *   -> (per-worker packet counts, clock ticks per ring, frames whose time went back)
  * wire: None (every frame whole) or a buffer of unsigned 32-bit wire lengths
  * (array('I')), one per frame: a frame shorter than its wire length was cut
@@ -161,13 +220,28 @@ static int report(PyObject *progress, Py_ssize_t done) {
  * Time never goes back: a frame earlier than the latest one before it is
  * queued at the latest time (its packet's now() and output time), and
  * counted (time_reordered, in this process's counters).  progress(done) is
- * called every PROGRESS_EVERY frames copied and steered. */
+ * called every PROGRESS_EVERY frames copied and steered.
+ *
+ * epoch_ns > 0 rebalances the indirection table as RSS++ does, online: at
+ * each epoch boundary the per-bucket packet counts of the epochs so far
+ * (smoothed: RSS_EWMA) decide up to max_moves bucket moves (rsspp_plan), the
+ * next epoch's packets are steered with the new table, and a DESC_MIGRATE
+ * descriptor in every worker's ring marks the boundary, where the moved
+ * buckets' packet sets travel with them (pktio_ring.c).  After the last packet
+ * the table goes back to the one the trace started with, so that the rings can
+ * be walked again (laps).  warm: the trace starts with the table and loads a
+ * first pass over it ended with (for laps: every lap starts where the one
+ * before ended, instead of converging again from the round-robin table). */
 static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"frames", "times", "devs", "tick_ns", "tx_bytes", "horizon_ns", "progress", "wire", NULL};
+    static char *kwlist[] = {"frames", "times", "devs", "tick_ns", "tx_bytes", "horizon_ns", "progress", "wire",
+                             "epoch_ns", "max_moves", "warm", NULL};
     PyObject *frames, *times, *devs, *progress = Py_None, *wire_obj = Py_None;
-    unsigned long long tick_ns, txbytes, horizon_ns = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!KK|KOO", kwlist, &PyList_Type, &frames, &PyList_Type, &times,
-                                     &PyList_Type, &devs, &tick_ns, &txbytes, &horizon_ns, &progress, &wire_obj))
+    unsigned long long tick_ns, txbytes, horizon_ns = 0, epoch_ns = 0;
+    unsigned int max_moves = 16;
+    int warm = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!KK|KOOKIp", kwlist, &PyList_Type, &frames, &PyList_Type,
+                                     &times, &PyList_Type, &devs, &tick_ns, &txbytes, &horizon_ns, &progress,
+                                     &wire_obj, &epoch_ns, &max_moves, &warm))
         return NULL;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "create the arena first");
@@ -195,16 +269,20 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         wire = wb.buf;
     }
     uint32_t nslots = proc.nslots, nw = proc.local ? 1 : (uint32_t)proc.nworkers;
+    int rebalance = epoch_ns > 0 && nw > 1 && !proc.local && n > 0;
+    if (max_moves > STEER_RETA) max_moves = STEER_RETA;
     size_t cnt = n ? (size_t)n : 1;
     uint8_t **ptrs = PyMem_RawMalloc(sizeof(uint8_t *) * cnt);
     uint32_t *lens = PyMem_RawMalloc(sizeof(uint32_t) * cnt), *wires = PyMem_RawMalloc(sizeof(uint32_t) * cnt);
     uint64_t *when = PyMem_RawMalloc(sizeof(uint64_t) * cnt);
     uint16_t *target = PyMem_RawMalloc(sizeof(uint16_t) * cnt), *dev_of = PyMem_RawMalloc(sizeof(uint16_t) * cnt);
+    uint8_t *bucket = PyMem_RawMalloc(cnt);
     uint64_t counts[NFOS_MAX_SLOTS] = {0};
     uint64_t latest = 0, reordered = 0;
     long long nticks = 0;
     PyObject *caps = NULL, *out = NULL;
-    if (!ptrs || !lens || !wires || !when || !target || !dev_of) {
+    Boundaries B = {0};
+    if (!ptrs || !lens || !wires || !when || !target || !dev_of || !bucket) {
         PyErr_NoMemory();
         goto done;
     }
@@ -237,25 +315,62 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         wires[i] = wire && wire[i] > (uint32_t)len ? wire[i] : (uint32_t)len;
         when[i] = t;
         dev_of[i] = (uint16_t)dev;
-        target[i] = (uint16_t)ring_steer(ptrs[i], (uint32_t)len, wires[i], (uint16_t)dev);
-        counts[target[i]]++;
+        int b;
+        target[i] = (uint16_t)ring_steer_bucket(ptrs[i], (uint32_t)len, wires[i], (uint16_t)dev, &b);
+        bucket[i] = (uint8_t)b;
         nticks += plan_ticks(&plan, t, NULL, NULL);
         if ((i + 1) % PROGRESS_EVERY == 0 && report(progress, i + 1) < 0) goto done;
     }
+    if (rebalance) {
+        uint32_t reta0[STEER_RETA], table[STEER_RETA], start[STEER_RETA];
+        double est[STEER_RETA] = {0};
+        steer_get_reta(reta0);
+        memcpy(table, reta0, sizeof table);
+        if (warm && rsspp_pass(bucket, when, n, epoch_ns, max_moves, nw, table, est, 0, target, &B) < 0) goto done;
+        memcpy(start, table, sizeof start);
+        if (rsspp_pass(bucket, when, n, epoch_ns, max_moves, nw, table, est, warm, target, &B) < 0) goto done;
+        if (boundaries_room(&B, B.n + 1) < 0) goto done;
+        int k = 0;   /* the last boundary: back to the table the trace started with */
+        for (int b = 0; b < STEER_RETA; b++)
+            if (table[b] != start[b])
+                B.moves[B.n * STEER_RETA + k++] = (RsMove){(uint8_t)b, (uint8_t)table[b], (uint8_t)start[b], 0};
+        B.nmoves[B.n] = (uint8_t)k;   /* (k <= STEER_RETA = 128) */
+        B.time[B.n++] = when[n - 1];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) counts[target[i]]++;
     caps = PyList_New(nslots);
     if (!caps) goto done;
-    for (uint32_t s = 0; s < nslots; s++)
-        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks : 0));
+    for (uint32_t s = 0; s < nslots; s++)   /* a boundary may split a skipped jump: one tick more each */
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks + 2 * B.n : 0));
     if (setup_rings(caps, txbytes, 0) < 0) goto done;
+    if (rebalance && ring_migration_setup(nw, (uint32_t)B.n, B.moves, B.nmoves) < 0) goto done;
     TickPush tp = {nw, 0};
+    size_t kb = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (i == 0) plan_start(&plan, tick_ns, horizon_ns, when[0]);
-        if (plan_ticks(&plan, when[i], push_tick, &tp) < 0) goto done;
-        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, when[i], 0) < 0) {
+        uint64_t t = when[i];
+        if (i == 0) plan_start(&plan, tick_ns, horizon_ns, t);
+        /* the boundaries due before this packet (the last one: after the last packet),
+         * each after the ticks before it */
+        for (; kb + 1 < B.n && B.time[kb] <= t; kb++) {
+            if (B.time[kb] && plan_flush(&plan, B.time[kb] - 1, push_tick, &tp) < 0) goto done;
+            for (uint32_t s = 0; s < nw; s++)
+                if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0) < 0) {
+                    ring_overflow((int)s, (uint64_t)i);
+                    goto done;
+                }
+        }
+        if (plan_ticks(&plan, t, push_tick, &tp) < 0) goto done;
+        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, t, 0) < 0) {
             ring_overflow(target[i], (uint64_t)i);
             goto done;
         }
     }
+    for (; kb < B.n; kb++)   /* the last boundary (back to the first table) */
+        for (uint32_t s = 0; s < nw; s++)
+            if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0) < 0) {
+                ring_overflow((int)s, (uint64_t)n);
+                goto done;
+            }
     ring_close_all();
     if (proc.me) proc.me->counters.time_reordered[0] += reordered;
     PyObject *per = PyList_New(nw);
@@ -271,6 +386,10 @@ done:
     if (wire) PyBuffer_Release(&wb);
     PyMem_RawFree(target);
     PyMem_RawFree(dev_of);
+    PyMem_RawFree(bucket);
+    PyMem_RawFree(B.time);
+    PyMem_RawFree(B.moves);
+    PyMem_RawFree(B.nmoves);
     return out;
 }
 
@@ -370,7 +489,7 @@ fail:
     return NULL;
 }
 
-/* feed_paced(rate_pps, duration_s) -> (queued, lost) */
+/* feed_paced(rate_pps, duration_s) -> (queued, lost, skipped: due while the generator was descheduled) */
 static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
     double rate, duration;
     if (!PyArg_ParseTuple(args, "dd", &rate, &duration)) return NULL;
@@ -384,10 +503,32 @@ static PyObject *py_feed_paced(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
         if (PyErr_CheckSignals() < 0) return NULL;
     }
-    return Py_BuildValue("(KK)", (unsigned long long)f.queued, (unsigned long long)f.lost);
+    return Py_BuildValue("(KKK)", (unsigned long long)f.queued, (unsigned long long)f.lost,
+                         (unsigned long long)f.skipped);
+}
+
+/* set_laps(laps, lap_ns): walk the loaded RX rings `laps` times (replay). */
+static PyObject *py_set_laps(PyObject *self, PyObject *args) {
+    unsigned int laps;
+    unsigned long long lap_ns;
+    if (!PyArg_ParseTuple(args, "IK", &laps, &lap_ns)) return NULL;
+    if (!ring_ready() || laps < 1) return PyErr_Format(PyExc_ValueError, "load_trace() first, and laps >= 1");
+    ring_set_laps(laps, lap_ns);
+    Py_RETURN_NONE;
+}
+
+/* migrated(slot) -> (packet sets moved in, dropped: its table was full), RSS++ rebalancing. */
+static PyObject *py_migrated(PyObject *self, PyObject *arg) {
+    long slot;
+    if (bind_slot_arg(arg, &slot) < 0) return NULL;
+    uint64_t in, dropped;
+    ring_migration_stats((int)slot, &in, &dropped);
+    return Py_BuildValue("(KK)", (unsigned long long)in, (unsigned long long)dropped);
 }
 
 PyMethodDef bind_feed_methods[] = {
+    {"migrated", py_migrated, METH_O, "migrated(slot) -> (packet sets moved in, dropped)"},
+    {"set_laps", py_set_laps, METH_VARARGS, "set_laps(laps, lap_ns): walk the loaded trace `laps` times"},
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},
     {"load_trace", (PyCFunction)(void (*)(void))py_load_trace, METH_VARARGS | METH_KEYWORDS, NULL},
     {"inject", py_inject, METH_VARARGS, NULL},
@@ -397,6 +538,6 @@ PyMethodDef bind_feed_methods[] = {
     {"rx_pending", py_rx_pending, METH_O, "rx_pending(slot) -> packets queued and not processed"},
     {"close_rx", py_close_rx, METH_NOARGS, NULL},
     {"load_pool", py_load_pool, METH_VARARGS, "load_pool(frames, devs): the paced generator's trace"},
-    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost)"},
+    {"feed_paced", py_feed_paced, METH_VARARGS, "feed_paced(rate_pps, duration_s) -> (queued, lost, skipped)"},
     {"steer_frame", py_steer_frame, METH_VARARGS, "steer_frame(frame, dev) -> (worker, in_a_set, rss hash)"},
     {NULL, NULL, 0, NULL}};

@@ -241,8 +241,51 @@ done:
     return out;
 }
 
+/* own_methods(cls): give the structure class `cls` (a Python subclass of a
+ * C structure type) its own descriptors of the C type's methods.  CPython's
+ * specialised call of a C method (3.11: PRECALL_NO_KW_METHOD_DESCRIPTOR_*)
+ * requires the instance's type to be exactly the type the descriptor was
+ * made for; with the C base's descriptors every `table.get(k)` on a Map
+ * instance falls back to the generic call.  Methods the class (or a Python
+ * class between it and the C type) defines itself are left alone. */
+static PyObject *py_own_methods(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls)) return PyErr_Format(PyExc_TypeError, "own_methods(cls): a class");
+    PyTypeObject *t = (PyTypeObject *)cls;
+    PyObject *mro = t->tp_mro;
+    for (Py_ssize_t i = 1; mro && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (base == &PyBaseObject_Type || !base->tp_methods) continue;   /* Python classes have none */
+        for (PyMethodDef *d = base->tp_methods; d->ml_name; d++) {
+            if (d->ml_flags & (METH_CLASS | METH_STATIC)) continue;
+            PyObject *name = PyUnicode_FromString(d->ml_name);
+            if (!name) return NULL;
+            PyObject *found = _PyType_Lookup(t, name);   /* borrowed */
+            int inherited = found && Py_IS_TYPE(found, &PyMethodDescr_Type) &&
+                            ((PyMethodDescrObject *)found)->d_method == d;
+            int r = 0;
+            if (inherited) {
+                PyObject *descr = PyDescr_NewMethod(t, d);
+                r = descr ? PyObject_SetAttr(cls, name, descr) : -1;
+                Py_XDECREF(descr);
+            }
+            Py_DECREF(name);
+            if (r < 0) return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* record_type_ready(cls): a Record class's instances leave the cyclic GC (record.c). */
+static PyObject *py_record_type_ready(PyObject *self, PyObject *cls) {
+    if (!PyType_Check(cls)) return PyErr_Format(PyExc_TypeError, "record_type_ready(cls): a class");
+    int r = record_type_untrack((PyTypeObject *)cls);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
 PyMethodDef bind_nf_methods[] = {
     {"probe", py_probe, METH_VARARGS, "INTERNAL test hook: probe(frame, dev, fn) (tests/fuzz)"},
+    {"record_type_ready", py_record_type_ready, METH_O, "a Record class's views leave the cyclic GC"},
+    {"own_methods", py_own_methods, METH_O, "own_methods(cls): cls gets its own descriptors of its C base's methods"},
     {"register", py_register, METH_O, NULL},
     {"emit", py_emit, METH_VARARGS, NULL},
     {"run_in_tx", py_run_in_tx, METH_VARARGS, NULL},

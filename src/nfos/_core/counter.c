@@ -80,10 +80,10 @@ static PyObject *ctr_value(PyObject *self, PyObject *noargs) {
         if (tx_save_private(c->cache, sizeof c->cache) < 0) return NULL;
         uint64_t sum = 0;
         for (uint32_t s = 0; s < c->nslots; s++) {
-            char *p = tx_open(shard(c, s), sizeof(uint64_t), c->sid, s, OP_READ, OP_TAG(OPC_COUNTER_READ, 0));
-            if (!p) return NULL;
+            int32_t ent;   /* each shard read in place, validated */
+            char *p = tx_read_open(shard(c, s), sizeof(uint64_t), c->sid, s, OP_TAG(OPC_COUNTER_READ, 0), &ent);
             uint64_t v;
-            memcpy(&v, p, sizeof v);
+            if (!p || tx_read_bytes(ent, p, &v, sizeof v) < 0) return NULL;
             sum += v;
         }
         ts[0] = proc.clock;

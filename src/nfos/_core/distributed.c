@@ -135,13 +135,21 @@ static PyObject *dobj_read(PyObject *self, PyObject *noargs) {
         if (tx_save_private(o->cache, 16 + o->payload) < 0) return NULL;
         memset(acc, 0, o->payload);
         int first = 1;
+        uint64_t small[64];   /* a replica, read in place into a local buffer (validated) */
+        char *rep = o->objsize <= sizeof small ? (char *)small : PyMem_Malloc(o->objsize);
+        if (!rep) return PyErr_NoMemory();
         for (uint32_t s = 0; s < o->nslots; s++) {
-            char *p = tx_open(replica(o, s), o->objsize, o->sid, s, OP_READ, OP_TAG(OPC_DOBJ_READ, 0));
-            if (!p) return NULL;
-            if (!p[o->objsize - 8]) continue;   /* never updated: not part of the merge */
-            merge_into(o, acc, p, first);
+            int32_t ent;
+            char *p = tx_read_open(replica(o, s), o->objsize, o->sid, s, OP_TAG(OPC_DOBJ_READ, 0), &ent);
+            if (!p || tx_read_bytes(ent, p, rep, o->objsize) < 0) {
+                if (rep != (char *)small) PyMem_Free(rep);
+                return NULL;
+            }
+            if (!rep[o->objsize - 8]) continue;   /* never updated: not part of the merge */
+            merge_into(o, acc, rep, first);
             first = 0;
         }
+        if (rep != (char *)small) PyMem_Free(rep);
         ts[0] = proc.clock;
         ts[1] = 1;
     }

@@ -18,6 +18,8 @@
  */
 #include "packet.h"
 
+#include <structmember.h>
+
 static PyTypeObject *Packet_Type;
 static PyTypeObject *EthView_Type, *IPView_Type, *L4View_Type, *ICMPView_Type;
 static PyTypeObject *Quote_Type, *QIPView_Type, *QL4View_Type, *QICMPView_Type;
@@ -165,7 +167,15 @@ static void l4_csum_update(PktSlot *s, uint16_t old, uint16_t new_, int pseudo) 
     }
 }
 
-static int prepare_write(PktSlot *s) {
+/* Before a header rewrite: save the bytes for an abort (once per attempt).  A
+ * shared frame is first copied (*d: where the frame is now). */
+static int prepare_write(PktSlot *s, uint8_t **d) {
+    if (s->copy_to) {   /* a shared frame: rewrite a copy (kept for the retries of this batch) */
+        memcpy(s->copy_to, s->data, s->len);
+        s->data = s->copy_to;
+        s->copy_to = NULL;
+    }
+    *d = s->data;
     if (s->undo_serial == proc.tx.serial) return 0;
     uint32_t n = s->payload + 4u;
     if (s->qflags && s->q4 + 20u > n) n = s->q4 + 20u;   /* a quoted header, up to a TCP checksum */
@@ -183,14 +193,79 @@ typedef struct {
     Packet *pkt;   /* borrowed; cleared when the packet goes away */
 } HdrView;
 
+/* One packet object (and its header views) is reused from packet to packet
+ * while no handler keeps a reference to it: no allocation per packet. */
+static Packet *spare;
+static PyObject *dev_ints[NFOS_MAX_DEVS];   /* pkt.dev_index values (owned) */
+
+/* The header view `which` of p (created once; NULL: out of memory). */
+static PyObject *view_slot(Packet *p, int which, PyTypeObject *tp) {
+    if (!p->views[which]) {
+        HdrView *v = (HdrView *)tp->tp_alloc(tp, 0);
+        if (!v) return NULL;
+        v->pkt = p;
+        p->views[which] = (PyObject *)v;
+    }
+    return p->views[which];
+}
+
 PyObject *packet_new(PktSlot *s) {
-    Packet *p = (Packet *)Packet_Type->tp_alloc(Packet_Type, 0);
-    if (!p) return NULL;
+    Packet *p = spare;
+    if (p) {
+        spare = NULL;
+    } else {
+        p = (Packet *)Packet_Type->tp_alloc(Packet_Type, 0);
+        if (!p) return NULL;
+    }
     p->slot = s;
+    uint8_t f = s->flags;
+    PyObject *none = Py_None;
+    /* A malformed frame (seen by @nf.malformed) has an Ethernet view if its 14
+     * bytes are there, and no IP or L4 view. */
+    if (f & PF_MALFORMED) f = 0;
+    p->a_eth = s->len >= 14 ? view_slot(p, V_ETH, EthView_Type) : none;
+    p->a_ip = f & PF_IP ? view_slot(p, V_IP, IPView_Type) : none;
+    PyObject *l4 = f & (PF_TCP | PF_UDP) ? view_slot(p, V_L4, L4View_Type) : none;
+    p->a_tcp = f & PF_TCP ? l4 : none;
+    p->a_udp = f & PF_UDP ? l4 : none;
+    p->a_l4 = l4;
+    p->a_icmp = f & PF_ICMP ? view_slot(p, V_ICMP, ICMPView_Type) : none;
+    if (!p->a_eth || !p->a_ip || !l4 || !p->a_icmp) {
+        p->slot = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->a_dev = proc.dev_names && s->dev < PyTuple_GET_SIZE(proc.dev_names) ? PyTuple_GET_ITEM(proc.dev_names, s->dev)
+                                                                           : none;
+    if (s->dev < NFOS_MAX_DEVS && !dev_ints[s->dev] && !(dev_ints[s->dev] = PyLong_FromLong(s->dev))) {
+        p->slot = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->a_dev_index = s->dev < NFOS_MAX_DEVS ? dev_ints[s->dev] : none;
     return (PyObject *)p;
 }
 
 void packet_invalidate(PyObject *o) { ((Packet *)o)->slot = NULL; }
+
+void packet_release(PyObject *o) {
+    Packet *p = (Packet *)o;
+    p->slot = NULL;
+    if (spare || Py_REFCNT(o) != 1) {
+        Py_DECREF(o);
+        return;
+    }
+    for (int i = 0; i < (int)(sizeof p->views / sizeof p->views[0]); i++) {   /* a view the NF kept goes stale */
+        PyObject *v = p->views[i];
+        if (v && Py_REFCNT(v) != 1) {
+            ((HdrView *)v)->pkt = NULL;
+            p->views[i] = NULL;
+            Py_DECREF(v);
+        }
+    }
+    p->a_eth = p->a_ip = p->a_tcp = p->a_udp = p->a_l4 = p->a_icmp = p->a_dev = p->a_dev_index = NULL;
+    spare = p;
+}
 
 PktSlot *packet_slot(PyObject *o) { return PyObject_TypeCheck(o, Packet_Type) ? ((Packet *)o)->slot : NULL; }
 
@@ -216,60 +291,11 @@ static PyObject *stale(void) {
     PktSlot *s = ((Packet *)(p))->slot;   \
     if (!s) return stale();
 
+/* A new reference to the view `which` of p (the quoted headers' views, created on first use). */
 static PyObject *view_of(Packet *p, int which, PyTypeObject *tp) {
-    if (!p->views[which]) {
-        HdrView *v = (HdrView *)tp->tp_alloc(tp, 0);
-        if (!v) return NULL;
-        v->pkt = p;
-        p->views[which] = (PyObject *)v;
-    }
-    Py_INCREF(p->views[which]);
-    return p->views[which];
+    return Py_XNewRef(view_slot(p, which, tp));
 }
 
-/* A malformed frame (seen by @nf.malformed) has an Ethernet view if its 14
- * bytes are there, and no IP or L4 view. */
-static PyObject *pkt_get_eth(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (s->len < 14) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_ETH, EthView_Type);
-}
-static PyObject *pkt_get_ip(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_IP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_IP, IPView_Type);
-}
-static PyObject *pkt_get_tcp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_TCP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_L4, L4View_Type);
-}
-static PyObject *pkt_get_udp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_UDP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_L4, L4View_Type);
-}
-static PyObject *pkt_get_l4(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & (PF_TCP | PF_UDP)) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_L4, L4View_Type);
-}
-static PyObject *pkt_get_icmp(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    if (!(s->flags & PF_ICMP) || (s->flags & PF_MALFORMED)) Py_RETURN_NONE;
-    return view_of((Packet *)o, V_ICMP, ICMPView_Type);
-}
-
-static PyObject *pkt_get_dev(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    PyObject *n = PyTuple_GET_ITEM(proc.dev_names, s->dev);
-    Py_INCREF(n);
-    return n;
-}
-static PyObject *pkt_get_dev_index(PyObject *o, void *c) {
-    SLOT_OR_FAIL(o);
-    return PyLong_FromLong(s->dev);
-}
 static PyObject *pkt_get_time(PyObject *o, void *c) {
     SLOT_OR_FAIL(o);
     return PyLong_FromUnsignedLongLong(s->time);
@@ -331,15 +357,20 @@ static PyObject *pkt_repr(PyObject *o) {
                                 s->wire, (unsigned long long)s->time);
 }
 
+/* Members, not getters: CPython specialises a member load (LOAD_ATTR_SLOT);
+ * each is set when the packet's handler starts (see Packet in packet.h). */
+static PyMemberDef pkt_members[] = {
+    {"eth", T_OBJECT_EX, offsetof(Packet, a_eth), READONLY, "Ethernet header view"},
+    {"ip", T_OBJECT_EX, offsetof(Packet, a_ip), READONLY, "IPv4 header view, or None"},
+    {"tcp", T_OBJECT_EX, offsetof(Packet, a_tcp), READONLY, "TCP header view, or None"},
+    {"udp", T_OBJECT_EX, offsetof(Packet, a_udp), READONLY, "UDP header view, or None"},
+    {"l4", T_OBJECT_EX, offsetof(Packet, a_l4), READONLY, "TCP or UDP header view, or None"},
+    {"icmp", T_OBJECT_EX, offsetof(Packet, a_icmp), READONLY, "ICMP header view, or None"},
+    {"dev", T_OBJECT_EX, offsetof(Packet, a_dev), READONLY, "input device name"},
+    {"dev_index", T_OBJECT_EX, offsetof(Packet, a_dev_index), READONLY, "input device index"},
+    {NULL}};
+
 static PyGetSetDef pkt_getset[] = {
-    {"eth", pkt_get_eth, NULL, "Ethernet header view", NULL},
-    {"ip", pkt_get_ip, NULL, "IPv4 header view, or None", NULL},
-    {"tcp", pkt_get_tcp, NULL, "TCP header view, or None", NULL},
-    {"udp", pkt_get_udp, NULL, "UDP header view, or None", NULL},
-    {"l4", pkt_get_l4, NULL, "TCP or UDP header view, or None", NULL},
-    {"icmp", pkt_get_icmp, NULL, "ICMP header view, or None", NULL},
-    {"dev", pkt_get_dev, NULL, "input device name", NULL},
-    {"dev_index", pkt_get_dev_index, NULL, "input device index", NULL},
     {"time", pkt_get_time, NULL, "arrival time, ns", NULL},
     {"len", pkt_get_len, NULL, "frame length on the wire, in bytes (a cut frame's original length)", NULL},
     {"cut", pkt_get_cut, NULL, "True if the capture's snap length cut the frame (len > len(frame))", NULL},
@@ -355,7 +386,8 @@ static PyMethodDef pkt_methods[] = {
     {NULL}};
 
 static PyType_Slot pkt_slots[] = {
-    {Py_tp_dealloc, packet_dealloc}, {Py_tp_getset, pkt_getset}, {Py_tp_methods, pkt_methods},
+    {Py_tp_dealloc, packet_dealloc}, {Py_tp_getset, pkt_getset}, {Py_tp_members, pkt_members},
+    {Py_tp_methods, pkt_methods},
     {Py_tp_repr, pkt_repr}, {Py_tp_doc, "A packet being handled; valid only inside its handler."},
     {0, NULL}};
 static PyType_Spec pkt_spec = {"nfos.Packet", sizeof(Packet), 0,
@@ -412,7 +444,7 @@ static PyObject *eth_vlan(PyObject *o, void *c) {
 static int eth_set_mac(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffffffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffffffffffffull, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = d + (c ? 6 : 0);
     wr16(p, (uint16_t)(v >> 32));
     wr32(p + 2, (uint32_t)v);
@@ -448,7 +480,7 @@ static PyObject *ip_options(PyObject *o, void *c) {
 static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = IPH + (c ? 16 : 12);
     uint32_t old = rd32(p), nw = (uint32_t)v;
     wr32(p, nw);
@@ -461,7 +493,7 @@ static int ip_set_addr(PyObject *o, PyObject *value, void *c) {
 static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(IPH + 8);
     IPH[8] = (uint8_t)v;
     csum_at(IPH + 10, old, rd16(IPH + 8));
@@ -470,7 +502,7 @@ static int ip_set_ttl(PyObject *o, PyObject *value, void *c) {
 static int ip_set_tos(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(IPH);
     IPH[1] = (uint8_t)v;
     csum_at(IPH + 10, old, rd16(IPH));
@@ -529,7 +561,7 @@ static PyObject *l4_len(PyObject *o, void *c) {
 static int l4_set_port(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint8_t *p = L4H + (c ? 2 : 0);
     uint16_t old = rd16(p);
     wr16(p, (uint16_t)v);
@@ -543,7 +575,7 @@ static int l4_set_flags(PyObject *o, PyObject *value, void *c) {
         return -1;
     }
     unsigned long long v;
-    if (get_uint(value, 255, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 255, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(L4H + 12);
     L4H[13] = (uint8_t)v;
     l4_csum_update(s, old, rd16(L4H + 12), 0);
@@ -624,7 +656,7 @@ static int icmp_set_id(PyObject *o, PyObject *value, void *c) {
         return -1;
     }
     unsigned long long v;
-    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     icmp_put16(s, s->l4 + 4, (uint16_t)v);
     return 0;
 }
@@ -726,7 +758,7 @@ static PyObject *qip_options(PyObject *o, void *c) {
 static int qip_set_addr(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffffffffull, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint32_t at = s->q3 + (c ? 16 : 12);
     uint32_t old = rd32(d + at), nw = (uint32_t)v;
     icmp_put16(s, at, (uint16_t)(nw >> 16));
@@ -766,7 +798,7 @@ static PyObject *ql4_checksum(PyObject *o, void *c) {
 static int ql4_set_port(PyObject *o, PyObject *value, void *c) {
     HDR_SLOT_SET(o);
     unsigned long long v;
-    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint32_t at = s->q4 + (c ? 2 : 0);
     uint16_t old = rd16(d + at);
     icmp_put16(s, at, (uint16_t)v);
@@ -799,7 +831,7 @@ static int qicmp_set_id(PyObject *o, PyObject *value, void *c) {
         return -1;
     }
     unsigned long long v;
-    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s) < 0) return -1;
+    if (get_uint(value, 0xffff, &v) < 0 || prepare_write(s, &d) < 0) return -1;
     uint16_t old = rd16(QL4H + 4);
     icmp_put16(s, s->q4 + 4, (uint16_t)v);
     icmp_csum_fold(s, s->q4 + 2, old, (uint16_t)v);

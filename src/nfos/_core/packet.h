@@ -63,13 +63,20 @@ typedef struct {
     uint64_t undo_serial;     /* header bytes saved for this attempt */
     uint64_t enq_ns;          /* paced mode: monotonic time the generator queued it (0: not timed) */
     PktVnet vnet;             /* live: offload metadata (zero: none) */
+    uint8_t *copy_to;         /* the frame is handled more than once (laps, the paced pool): before
+                               * the first rewrite it is copied here and data points to the copy */
     uint8_t key[NFOS_MAX_KEY];
 } PktSlot;
 
 typedef struct Packet {
     PyObject_HEAD
     PktSlot *slot;            /* NULL once the handler has returned */
-    PyObject *views[8];       /* eth, ip, l4, icmp, the quote, its ip, l4, icmp: created on first use */
+    PyObject *views[8];       /* eth, ip, l4, icmp, the quote, its ip, l4, icmp (owned; created on
+                               * first use, kept while the object is reused) */
+    /* Borrowed, set per packet: read-only members (pkt.eth, pkt.ip, ..., pkt.dev,
+     * pkt.dev_index), which CPython loads as specialised slot reads; a header the
+     * packet does not have is None. */
+    PyObject *a_eth, *a_ip, *a_tcp, *a_udp, *a_l4, *a_icmp, *a_dev, *a_dev_index;
 } Packet;
 
 int packet_types_init(PyObject *m);
@@ -85,6 +92,10 @@ static inline int pkt_csum_partial(const PktSlot *s) {
 }
 PyObject *packet_new(PktSlot *s);
 void packet_invalidate(PyObject *p);
+/* The handlers are done with `p` (a reference the caller owns): invalidate it
+ * and drop the reference; if nothing else holds it, it (and its header views
+ * nothing else holds) is kept for the next packet_new, not freed. */
+void packet_release(PyObject *p);
 
 /* Network byte order. */
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }

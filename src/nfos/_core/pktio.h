@@ -30,6 +30,9 @@ enum pktio_event {
 typedef struct {
     Item *items;      /* room for `max` items (the loop's) */
     uint64_t horizon; /* in: take no descriptor with a later time (UINT64_MAX: no limit) */
+    /* in (may be NULL): the backend is about to wait for other workers at a descriptor of
+     * time t, every one before it done: the loop publishes its progress so none waits on it */
+    void (*at_wait)(uint64_t t);
     int n;            /* PKTIO_BATCH: items filled */
     uint64_t time;
     uint64_t last;    /* PKTIO_BATCH: the time of its last descriptor */

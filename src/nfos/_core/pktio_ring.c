@@ -26,8 +26,11 @@
  */
 #include "pktio_ring.h"
 
+#include "pktset.h"
+
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_READ
@@ -59,6 +62,10 @@ typedef struct {
     _Atomic uint64_t dtail;  /* written by the consumer: data before it is free */
     uint64_t dhead, dcap;    /* the producer's */
     uint8_t *data;           /* NULL: frames live in the pool (a replayed trace) */
+    /* laps > 1 (ring_set_laps): the loaded, closed ring of lap_n descriptors is
+     * walked `laps` times, each lap lap_ns later than the one before */
+    uint64_t lap_n, lap_ns;
+    uint32_t laps, pad;
 } RxRing;
 
 typedef struct {
@@ -84,7 +91,35 @@ typedef struct {
 } Rings;
 
 static Rings *R;             /* in the arena */
+
+/* RSS++ migration (ring_migration_setup): the plan and each worker's outboxes, in the arena. */
+typedef struct {
+    _Atomic uint64_t exported;   /* the last global epoch whose outgoing sets this worker handed over */
+    char pad0[56];
+    _Atomic uint64_t imported;   /* the last global epoch whose incoming sets it took */
+    char pad1[56];
+    uint32_t nout[2];            /* records in outbox[g & 1] */
+    char *outbox[2];             /* `cap` records each: epochs alternate */
+    uint64_t moved_in, dropped;
+} MigSlot;
+
+typedef struct {
+    uint32_t nworkers, nepochs, cap;
+    uint8_t *nmoves;             /* [nepochs] */
+    RsMove *moves;               /* [nepochs][STEER_RETA] */
+    MigSlot *slots;              /* [nworkers] */
+} MigPlan;
+
+static MigPlan *M;
 static int collect;          /* output goes to the TX rings */
+/* When one frame is handled more than once (laps, the paced generator's
+ * cycling pool), an NF that rewrites headers (the NAT) must find it as it
+ * arrived: its first rewrite copies it to a buffer of the worker (copy on
+ * write: PktSlot.copy_to), the arena's frame stays as it was. */
+static int copy_frames;
+static uint32_t max_frame;   /* the longest frame copied into the arena */
+static uint8_t *frame_buf;   /* a worker's copies: NFOS_BATCH_MAX x frame_buf_max */
+static uint32_t frame_buf_max;
 
 /* This process's spill buffer: TxRecs back to back (no padding, no wrap) of
  * its own slot's TX ring, when it is also the ring's consumer. */
@@ -139,6 +174,12 @@ int ring_ready(void) { return R != NULL; }
 void ring_reset(void) {
     R = NULL;
     spill_reset();
+    M = NULL;
+    copy_frames = 0;
+    max_frame = 0;
+    PyMem_RawFree(frame_buf);
+    frame_buf = NULL;
+    frame_buf_max = 0;
 }
 void ring_collect_output(int on) { collect = on; }
 
@@ -146,6 +187,7 @@ uint8_t *ring_pool_copy(const char *frame, size_t len) {
     uint8_t *p = proc_alloc(len ? len : 1, 8);
     if (p) {
         memcpy(p, frame, len);
+        if (len > max_frame) max_frame = (uint32_t)len;
         if (R) {
             if (!R->pool_lo || (char *)p < R->pool_lo) R->pool_lo = (char *)p;
             if ((char *)p + len > R->pool_hi) R->pool_hi = (char *)p + len;
@@ -155,6 +197,12 @@ uint8_t *ring_pool_copy(const char *frame, size_t len) {
 }
 
 int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev) {
+    int bucket;
+    return ring_steer_bucket(data, len, wire, dev, &bucket);
+}
+
+int ring_steer_bucket(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev, int *bucket) {
+    *bucket = 0;
     if (proc.local || proc.nworkers <= 1) return 0;
     PktSlot s;
     s.data = data;
@@ -163,6 +211,7 @@ int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev) {
     s.dev = dev;
     pkt_parse(&s);
     set_key_extract(&s);
+    *bucket = steer_bucket(&s);
     return steer_worker(&s);
 }
 
@@ -230,6 +279,92 @@ uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len) {
     memcpy(p, frame, len);
     rx->dhead += need;
     return p;
+}
+
+void ring_set_laps(uint32_t laps, uint64_t lap_ns) {
+    for (uint32_t s = 0; s < R->nslots; s++) {
+        RxRing *rx = &R->rx[s];
+        rx->lap_n = atomic_load(&rx->head);
+        rx->laps = rx->lap_n && laps > 1 ? laps : 1;
+        rx->lap_ns = lap_ns;
+    }
+    if (laps > 1) copy_frames = 1;
+}
+
+int ring_migration_setup(uint32_t nworkers, uint32_t nepochs, const RsMove *moves, const uint8_t *nmoves) {
+    MigPlan *m = proc_alloc(sizeof(MigPlan), NFOS_CACHELINE);
+    if (!m) return -1;
+    m->nworkers = nworkers;
+    m->nepochs = nepochs;
+    m->cap = pst_table_capacity();
+    m->nmoves = proc_alloc(nepochs ? nepochs : 1, 8);
+    m->moves = proc_alloc(sizeof(RsMove) * STEER_RETA * (nepochs ? nepochs : 1), 8);
+    m->slots = proc_alloc(sizeof(MigSlot) * nworkers, NFOS_CACHELINE);
+    if (!m->nmoves || !m->moves || !m->slots) return -1;
+    memcpy(m->nmoves, nmoves, nepochs);
+    memcpy(m->moves, moves, sizeof(RsMove) * STEER_RETA * nepochs);
+    size_t rec = pst_migrant_size();
+    for (uint32_t w = 0; w < nworkers && m->cap; w++)   /* reserved, backed only as used */
+        for (int k = 0; k < 2; k++)
+            if (!(m->slots[w].outbox[k] = proc_alloc(rec * m->cap, NFOS_CACHELINE))) return -1;
+    M = m;
+    return 0;
+}
+
+void ring_migration_stats(int slot, uint64_t *moved_in, uint64_t *dropped) {
+    *moved_in = *dropped = 0;
+    if (M && slot >= 0 && (uint32_t)slot < M->nworkers) {
+        *moved_in = M->slots[slot].moved_in;
+        *dropped = M->slots[slot].dropped;
+    }
+}
+
+/* Spin until *v >= want (or the run is stopped: 0). */
+static int wait_at_least(_Atomic uint64_t *v, uint64_t want) {
+    for (unsigned spins = 0; atomic_load_explicit(v, memory_order_acquire) < want; spins++) {
+        if (proc_stopping()) return 0;
+        if (spins > 64) sched_yield();
+    }
+    return 1;
+}
+
+/* Boundary e (global epoch g >= 1) of the plan: hand over, then take. */
+static void migrate(uint32_t e, uint64_t g) {
+    uint32_t me = (uint32_t)proc.slot;
+    if (!M || me >= M->nworkers || e >= M->nepochs) return;
+    MigSlot *my = &M->slots[me];
+    const RsMove *mv = &M->moves[(size_t)e * STEER_RETA];
+    int nm = M->nmoves[e], out = 0;
+    uint32_t dest[STEER_RETA];
+    for (int b = 0; b < STEER_RETA; b++) dest[b] = UINT32_MAX;
+    for (int k = 0; k < nm; k++)
+        if (mv[k].from == me) {
+            dest[mv[k].bucket] = mv[k].to;
+            out = 1;
+        }
+    if (out) {
+        /* This parity's outbox (and its count) was read at g - 2: wait until
+         * every worker is past that boundary.  Only a worker that loses
+         * buckets at g writes it, and only their new workers read it at g. */
+        if (g > 2)
+            for (uint32_t w = 0; w < M->nworkers; w++)
+                if (!wait_at_least(&M->slots[w].imported, g - 2)) return;
+        my->nout[g & 1] = M->cap && pst_count() ? pst_export(dest, my->outbox[g & 1], M->cap) : 0;
+    }
+    atomic_store_explicit(&my->exported, g, memory_order_release);
+    uint8_t seen[NFOS_MAX_SLOTS] = {0};
+    for (int k = 0; k < nm; k++) {
+        uint32_t from = mv[k].from;
+        if (mv[k].to != me || seen[from]) continue;
+        seen[from] = 1;
+        MigSlot *src = &M->slots[from];
+        if (!wait_at_least(&src->exported, g)) return;
+        uint32_t dropped = 0;
+        if (src->nout[g & 1] && M->cap && pst_table_capacity())
+            my->moved_in += pst_import(src->outbox[g & 1], src->nout[g & 1], me, &dropped);
+        my->dropped += dropped;
+    }
+    atomic_store_explicit(&my->imported, g, memory_order_release);
 }
 
 void ring_close(uint32_t slot) { atomic_store(&R->rx[slot].closed, 1); }
@@ -335,6 +470,7 @@ int ring_pool_load(uint8_t **frames, uint32_t *lens, uint16_t *devs, size_t n) {
     pool.devs = devs;
     pool.targets = targets;
     pool.n = n;
+    copy_frames = 1;   /* the pool cycles */
     return 0;
 }
 
@@ -345,6 +481,11 @@ void ring_feed_paced_begin(PacedFeed *f, double rate, double duration) {
     f->t0 = mono_ns();
     f->end = f->t0 + (uint64_t)(duration * 1e9);
     f->gap = 1e9 / rate;
+    /* the schedule's length: the first k due at or after the end */
+    uint64_t k = (uint64_t)(duration * rate);
+    while (k && f->t0 + (uint64_t)((k - 1) * f->gap) >= f->end) k--;
+    while (f->t0 + (uint64_t)(k * f->gap) < f->end) k++;
+    f->kend = k;
 }
 
 int ring_feed_paced_step(PacedFeed *f, uint64_t until) {
@@ -353,6 +494,20 @@ int ring_feed_paced_step(PacedFeed *f, uint64_t until) {
         if (due >= f->end) return 1;
         if (due > until) return 0;   /* back to the caller (a stop request?) before waiting */
         while ((now = mono_ns()) < due) {}
+        if (now > due + PACED_SKIP_NS) {
+            /* The generator itself was descheduled: the packets due meanwhile
+             * are not offered (counted), rather than queued in one burst that
+             * the worker would have to drain: a burst of the generator's own
+             * making, not of the traffic's. */
+            uint64_t behind = (uint64_t)((double)(now - due) / f->gap);
+            if (behind >= f->kend - f->k) {   /* none past the schedule's end is counted */
+                f->skipped += f->kend - f->k;
+                return 1;
+            }
+            f->skipped += behind;
+            f->k += behind;
+            f->i = (f->i + behind) % pool.n;
+        }
         size_t i = f->i;
         if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.lens[i], pool.devs[i],
                       DESC_PACKET | DESC_TIMED, now, 0) == 0)
@@ -369,12 +524,27 @@ static PktSlot slots[NFOS_BATCH_MAX];
 static int call_spin;        /* idle polls left in this worker_run call */
 static uint64_t call_t0;     /* when it began */
 
+static uint64_t call_cpu0, call_minflt0, call_nivcsw0;
+
+/* This thread's CPU time (ns), minor faults and involuntary switches so far. */
+static void thread_usage(uint64_t *cpu, uint64_t *minflt, uint64_t *nivcsw) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    *cpu = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        *minflt = (uint64_t)ru.ru_minflt;
+        *nivcsw = (uint64_t)ru.ru_nivcsw;
+    }
+}
+
 static int ring_enter(int spin) {
     if (!R || !proc.me) {
         PyErr_SetString(PyExc_RuntimeError, "no RX rings: load a trace (or rings_setup) first");
         return -2;
     }
     call_spin = spin;
+    thread_usage(&call_cpu0, &call_minflt0, &call_nivcsw0);
     call_t0 = mono_ns();
     if (!proc.me->counters.begin_ns[0]) proc.me->counters.begin_ns[0] = call_t0;
     return 0;
@@ -388,8 +558,10 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     }
     uint64_t tail = atomic_load_explicit(&rx->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&rx->head, memory_order_acquire);
+    uint64_t lap_n = rx->laps > 1 ? rx->lap_n : 0;
+    if (lap_n) head = lap_n * rx->laps;
     if (head == tail) {
-        if (atomic_load(&rx->closed) && atomic_load(&rx->head) == tail) {
+        if (atomic_load(&rx->closed) && (lap_n || atomic_load(&rx->head) == tail)) {
             if (!atomic_load(&rx->finished)) proc.me->counters.finish_ns[0] = mono_ns();
             atomic_store(&rx->finished, 1);
             return PKTIO_END;
@@ -400,25 +572,45 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     int n = 0;
     uint64_t avail = head - tail, take = avail < (uint64_t)max ? avail : (uint64_t)max;
     uint64_t consumed = 0;
+    if (copy_frames && frame_buf_max < max_frame) {   /* frames copied before the handlers see them */
+        PyMem_RawFree(frame_buf);
+        frame_buf = PyMem_RawMalloc((size_t)NFOS_BATCH_MAX * max_frame);
+        frame_buf_max = frame_buf ? max_frame : 0;
+    }
     for (uint64_t k = 0; k < take; k++) {
-        RxDesc *d = &rx->descs[(tail + k) & rx->mask];
-        if (d->time >= due) {   /* periodic handlers come first (at a barrier with workers) */
+        uint64_t at = tail + k;
+        RxDesc *d = lap_n ? &rx->descs[at % lap_n] : &rx->descs[at & rx->mask];
+        uint64_t t = lap_n ? d->time + (at / lap_n) * rx->lap_ns : d->time;
+        if (t >= due) {   /* periodic handlers come first (at a barrier with workers) */
             if (n == 0) {
-                b->time = d->time;
+                b->time = t;
                 return PKTIO_PERIODIC;
             }
             break;
         }
-        if (d->time > b->horizon) {   /* past the drift horizon: others are too far behind */
+        if (t > b->horizon) {   /* past the drift horizon: others are too far behind */
             if (n == 0) {
-                b->time = d->time;
+                b->time = t;
                 return PKTIO_WAIT;
+            }
+            break;
+        }
+        if (d->kind & DESC_MIGRATE) {   /* an epoch boundary: outside any transaction */
+            if (n == 0) {
+                uint32_t e = d->len;
+                uint64_t lap = lap_n ? at / lap_n : 0;
+                if (b->at_wait) b->at_wait(t);   /* everything before it is done: others may go on */
+                migrate(e, lap * (M ? M->nepochs : 0) + e + 1);
+                b->time = t;
+                b->count = 1;
+                b->mark = tail;
+                return PKTIO_TICK;
             }
             break;
         }
         if (d->kind & DESC_TICK) {
             if (n == 0) {
-                b->time = d->time;
+                b->time = t;
                 b->count = 1;
                 b->mark = tail;
                 return PKTIO_TICK;
@@ -427,10 +619,11 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         }
         PktSlot *s = &slots[n];
         s->data = (uint8_t *)(uintptr_t)d->ptr;
+        s->copy_to = copy_frames && d->len <= frame_buf_max ? frame_buf + (size_t)n * frame_buf_max : NULL;
         s->len = d->len;
         s->wire = d->wire;
         s->dev = d->dev;
-        s->time = d->time;
+        s->time = t;
         s->enq_ns = (d->kind & DESC_TIMED) ? d->time : 0;
         memset(&s->vnet, 0, sizeof s->vnet);
         s->undo_serial = 0;
@@ -451,7 +644,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
 
 static void ring_done(PktioRx *b) {
     RxRing *rx = &R->rx[proc.slot];
-    if (b->count) {   /* the data of what was consumed is free */
+    if (b->count && rx->data) {   /* the data of what was consumed is free */
         uint64_t dend = rx->descs[(b->mark + b->count - 1) & rx->mask].dend;
         atomic_store_explicit(&rx->dtail, dend, memory_order_release);
     }
@@ -459,13 +652,27 @@ static void ring_done(PktioRx *b) {
     proc.me->counters.rx_done[0] = b->mark + b->count;
 }
 
+/* Real-time traffic (paced): the worker busy-polls its CPU and never yields
+ * it: a yield hands the CPU to any other runnable task for its whole slice
+ * (milliseconds), and the packets that arrive meanwhile wait for it. */
+static int busy_poll;
+void ring_set_busy_poll(int on) { busy_poll = on; }
+
 static int ring_wait(void) {
     if (call_spin-- <= 0) return 1;
-    if (call_spin % 64 == 0) sched_yield();
+    if (!busy_poll && call_spin % 64 == 0) sched_yield();
     return 0;
 }
 
-static void ring_leave(void) { proc.me->counters.busy_ns[0] += mono_ns() - call_t0; }
+static void ring_leave(void) {
+    SlotCounters *c = &proc.me->counters;
+    c->busy_ns[0] += mono_ns() - call_t0;
+    uint64_t cpu = call_cpu0, minflt = call_minflt0, nivcsw = call_nivcsw0;
+    thread_usage(&cpu, &minflt, &nivcsw);
+    c->cpu_ns[0] += cpu - call_cpu0;
+    c->minor_faults[0] += minflt - call_minflt0;
+    c->preempted[0] += nivcsw - call_nivcsw0;
+}
 
 /* Is this process the consumer of its own slot's TX ring? */
 static inline int self_drained(void) { return proc.local || proc.slot == proc.nworkers; }

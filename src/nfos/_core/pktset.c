@@ -190,3 +190,78 @@ int32_t pst_next_lru(int32_t id) {
     uint32_t n = E(id)->next;
     return n ? (int32_t)n - 1 : -1;
 }
+
+/* ------------------------------------------------------------- migration */
+
+typedef struct {
+    uint64_t khash, last_seen;
+    uint32_t dest;
+    uint8_t keylen;
+    uint8_t pad[3];
+    uint8_t key[NFOS_MAX_KEY];
+} Migrant;   /* followed by the state (state_size bytes) */
+
+size_t pst_migrant_size(void) {
+    const PSTable *t = T ? T : tables;   /* every slot's table has the same layout */
+    return sizeof(Migrant) + (t ? t->state_size : 8);
+}
+uint32_t pst_table_capacity(void) {
+    const PSTable *t = T ? T : tables;
+    return t ? t->capacity : 0;
+}
+
+uint32_t pst_export(const uint32_t *dest, char *out, uint32_t cap) {
+    uint32_t n = 0;
+    size_t rec = pst_migrant_size();
+    for (uint32_t i = T->lru_head; i && n < cap;) {
+        uint32_t id = i - 1;
+        PstEntry *e = E(id);
+        i = e->next;
+        uint32_t to = dest[steer_key_bucket(e->key, e->keylen)];
+        if (to == UINT32_MAX) continue;
+        Migrant *m = (Migrant *)(out + (size_t)n++ * rec);
+        m->khash = e->khash;
+        m->last_seen = e->last_seen;
+        m->dest = to;
+        m->keylen = e->keylen;
+        memcpy(m->key, e->key, e->keylen);
+        memcpy(m + 1, pst_state((int32_t)id), T->state_size);
+        unlink_entry(id);
+        free_push(id);
+    }
+    return n;
+}
+
+uint32_t pst_import(const char *in, uint32_t n, uint32_t me, uint32_t *dropped) {
+    size_t rec = pst_migrant_size();
+    uint32_t added = 0, cursor = T->lru_head;   /* records come oldest first: one merge pass */
+    for (uint32_t k = 0; k < n; k++) {
+        const Migrant *m = (const Migrant *)(in + (size_t)k * rec);
+        if (m->dest != me) continue;
+        uint32_t id;
+        if (T->nfree) id = T->free_stack[--T->nfree];
+        else if (T->hwm < T->capacity) id = T->hwm++;
+        else {
+            (*dropped)++;
+            continue;
+        }
+        PstEntry *e = E(id);
+        e->khash = m->khash;
+        e->keylen = m->keylen;
+        memcpy(e->key, m->key, m->keylen);
+        memcpy(pst_state((int32_t)id), m + 1, T->state_size);
+        link_entry(id);   /* appended at the young end ... */
+        e->last_seen = m->last_seen;
+        while (cursor && E(cursor - 1)->last_seen <= m->last_seen) cursor = E(cursor - 1)->next;
+        if (cursor && cursor != id + 1) {   /* ... moved before the first younger set */
+            lru_unlink(id);
+            PstEntry *c = E(cursor - 1);
+            e->prev = c->prev;
+            e->next = cursor;
+            if (c->prev) E(c->prev - 1)->next = id + 1; else T->lru_head = id + 1;
+            c->prev = id + 1;
+        }
+        added++;
+    }
+    return added;
+}

@@ -117,6 +117,25 @@ static inline char *tx_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint
     if (!p) proc_stm_error();
     return p;
 }
+/* In-place reads (stm.h: stm_read_open / stm_read_check): load from the
+ * returned pointer, then tx_read_check(ent): 0 valid, 1 load again, -1 aborted
+ * (TransactionAborted set). */
+static inline char *tx_read_open(ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, uint64_t tag,
+                                 int32_t *ent) {
+    char *p = stm_read_open(&proc.tx, obj, size, struct_id, index, tag, ent);
+    if (!p) proc_stm_error();
+    return p;
+}
+static inline int tx_read_check(int32_t ent) {
+    int r = stm_read_check(&proc.tx, ent);
+    if (r < 0) proc_stm_error();
+    return r;
+}
+static inline int tx_read_bytes(int32_t ent, const char *src, void *dst, size_t len) {
+    if (stm_read_bytes(&proc.tx, ent, src, dst, len) == 0) return 0;
+    proc_stm_error();
+    return -1;
+}
 static inline int tx_save_private(void *ptr, uint32_t size) {
     if (stm_save_private(&proc.tx, ptr, size) == 0) return 0;
     proc_stm_error();

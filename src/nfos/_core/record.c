@@ -32,6 +32,8 @@ PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t 
     v->flags = flags;
     v->objsize = 0;
     v->wtag = 0;
+    v->entry = -1;
+    v->offset = 0;
     v->serial = (flags & RV_FREE) ? 0 : proc.tx.serial;
     return (PyObject *)v;
 }
@@ -48,6 +50,29 @@ static int view_check(RecordView *v) {
         return -1;
     }
     return 0;
+}
+
+void record_view_via(PyObject *self, int32_t ent) {
+    RecordView *v = (RecordView *)self;
+    if (ent < 0 || proc.tx.entries[ent].copied) return;
+    v->entry = ent;
+    v->offset = (uint32_t)(v->data - proc.tx.entries[ent].data);
+}
+
+/* Where the view's bytes are now (an in-place entry: the object, or its copy once written). */
+static inline char *view_data(RecordView *v) {
+    return v->entry >= 0 ? proc.tx.entries[v->entry].data + v->offset : v->data;
+}
+
+int record_view_copy(PyObject *self, void *dst, size_t n) {
+    RecordView *v = (RecordView *)self;
+    if (n > v->size) n = v->size;
+    if (v->entry < 0) {
+        memcpy(dst, v->data, n);
+        return 0;
+    }
+    if (view_check(v) < 0) return -1;
+    return tx_read_bytes(v->entry, view_data(v), dst, n);
 }
 
 /* Record the intent to write; may abort (STM lock conflicts are found at
@@ -153,7 +178,16 @@ static PyObject *field_get(PyObject *self, PyObject *obj, PyObject *type) {
     Field *f = (Field *)self;
     RecordView *v = (RecordView *)obj;
     if (view_check(v) < 0) return NULL;
-    return load_field(v->data + f->offset, f->kind, f->size);
+    if (v->entry >= 0 && !proc.tx.entries[v->entry].copied) {   /* in place: a validated load */
+        uint64_t small;
+        char *buf = f->size <= sizeof small ? (char *)&small : PyMem_Malloc(f->size);
+        if (!buf) return PyErr_NoMemory();
+        PyObject *r = tx_read_bytes(v->entry, view_data(v) + f->offset, buf, f->size) == 0
+                          ? load_field(buf, f->kind, f->size) : NULL;
+        if (buf != (char *)&small) PyMem_Free(buf);
+        return r;
+    }
+    return load_field(view_data(v) + f->offset, f->kind, f->size);
 }
 
 static int field_set(PyObject *self, PyObject *obj, PyObject *value) {
@@ -164,7 +198,7 @@ static int field_set(PyObject *self, PyObject *obj, PyObject *value) {
         return -1;
     }
     if (view_check(v) < 0 || view_open_write(v) < 0) return -1;
-    return store_field(v->data + f->offset, f->kind, f->size, value, f->name);
+    return store_field(view_data(v) + f->offset, f->kind, f->size, value, f->name);
 }
 
 static int field_init(PyObject *self, PyObject *args, PyObject *kw) {
@@ -224,6 +258,7 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     v->data = (char *)v + type->tp_basicsize;
     memset(v->data, 0, size);
     v->size = (uint32_t)size;
+    v->entry = -1;
     v->flags = RV_FREE | RV_OPENED_W;
     Py_ssize_t npos = PyTuple_GET_SIZE(args);
     if (npos) {
@@ -260,7 +295,28 @@ fail:
 static PyObject *view_raw(PyObject *self, PyObject *noargs) {
     RecordView *v = (RecordView *)self;
     if (view_check(v) < 0) return NULL;
-    return PyBytes_FromStringAndSize(v->data, v->size);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, v->size);
+    if (b && record_view_copy(self, PyBytes_AS_STRING(b), v->size) < 0) Py_CLEAR(b);
+    return b;
+}
+
+int record_type_untrack(PyTypeObject *t) {
+    if (!PyType_IsSubtype(t, RecordView_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a Record type");
+        return -1;
+    }
+    if (t->tp_basicsize != RecordView_Type->tp_basicsize || t->tp_itemsize != RecordView_Type->tp_itemsize ||
+        t->tp_dictoffset || t->tp_weaklistoffset || t->tp_finalize || t->tp_del)
+        return 0;   /* it has a __dict__, slots or a finalizer: the generic (GC) path */
+    if (t->tp_flags & Py_TPFLAGS_HAVE_GC) {
+        t->tp_flags &= ~Py_TPFLAGS_HAVE_GC;
+        t->tp_free = PyObject_Free;
+        t->tp_traverse = NULL;
+        t->tp_clear = NULL;
+    }
+    t->tp_dealloc = view_dealloc;
+    PyType_Modified(t);
+    return 1;
 }
 
 static PyMethodDef view_methods[] = {

@@ -21,6 +21,10 @@ typedef struct {
     uint32_t size;            /* record bytes */
     uint32_t objsize;         /* payload of `obj` to open for a write (0: size) */
     uint32_t index;
+    int32_t entry;            /* >= 0: an in-place read (stm_read_open): the data is reached through
+                               * this entry of the descriptor, so it follows the object's private copy
+                               * once there is one, and every load is validated; -1: `data` */
+    uint32_t offset;          /* with an entry: bytes into its payload */
     uint16_t struct_id;
     uint8_t flags;
 } RecordView;
@@ -32,6 +36,16 @@ typedef struct {
 
 PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t size,
                           uint16_t struct_id, uint32_t index, uint8_t flags);
+/* The view `v` (just made by record_view_new over an in-place read's payload)
+ * reads through the descriptor's entry `ent` (no-op: ent < 0, or a copy). */
+void record_view_via(PyObject *v, int32_t ent);
+/* The first `n` bytes of a view's record, validated: 0, or -1 (exception set). */
+int record_view_copy(PyObject *v, void *dst, size_t n);
+/* A Record class (a Python subclass of RecordView: only __slots__ = (), no
+ * finalizer) made plain: its instances are not tracked by the cyclic GC (they
+ * hold no Python references) and are freed directly, without the generic
+ * subclass deallocation.  Returns 1 (done), 0 (left alone), -1 (TypeError). */
+int record_type_untrack(PyTypeObject *t);
 int record_types_init(PyObject *m);
 PyObject *load_field(const char *p, uint8_t kind, uint16_t size);
 int store_field(char *p, uint8_t kind, uint16_t size, PyObject *value, PyObject *name);

@@ -22,7 +22,7 @@ static DevSetDef defs[NFOS_MAX_DEVS];
 static uint32_t proto_mask;
 static int has_sets;
 static int nworkers;
-static uint32_t reta[128];
+static uint32_t reta[STEER_RETA];
 static uint32_t toeplitz[NFOS_MAX_KEY][256];
 
 static const uint8_t default_rss_key[40] = {
@@ -218,12 +218,53 @@ void steer_configure(const DevSetDef *d, int ndevs, uint32_t mask, const uint8_t
     proto_mask = mask;
     toeplitz_setup(rss_key, keylen);
     nworkers = workers;
-    for (int i = 0; i < 128; i++) reta[i] = workers > 0 ? (uint32_t)(i % workers) : 0;
+    for (int i = 0; i < STEER_RETA; i++) reta[i] = workers > 0 ? (uint32_t)(i % workers) : 0;
+}
+
+int steer_key_bucket(const uint8_t *key, int keylen) { return (int)(toeplitz_hash(key, keylen) & (STEER_RETA - 1)); }
+void steer_get_reta(uint32_t *table) { memcpy(table, reta, sizeof reta); }
+void steer_set_reta(const uint32_t *table) { memcpy(reta, table, sizeof reta); }
+
+int rsspp_plan(const double *est, uint32_t *table, int nworkers, int max_moves, RsMove *moves) {
+    double load[NFOS_MAX_SLOTS] = {0}, total = 0;
+    if (nworkers < 2) return 0;
+    for (int b = 0; b < STEER_RETA; b++) {
+        load[table[b] % (uint32_t)nworkers] += est[b];
+        total += est[b];
+    }
+    double mean = total / nworkers;
+    int n = 0;
+    uint8_t moved[STEER_RETA] = {0};   /* a bucket moves at most once per epoch: its sets travel once */
+    while (n < max_moves) {
+        int hi = 0, lo = 0;
+        for (int w = 1; w < nworkers; w++) {
+            if (load[w] > load[hi]) hi = w;
+            if (load[w] < load[lo]) lo = w;
+        }
+        if (mean <= 0 || load[hi] <= mean * (1 + RSS_THRESHOLD)) break;
+        double gap = load[hi] - load[lo], best_err = 0;
+        int best = -1;
+        for (int b = 0; b < STEER_RETA; b++) {
+            if ((int)table[b] != hi || moved[b] || est[b] <= 0 || est[b] >= gap) continue;
+            double err = 2 * est[b] > gap ? 2 * est[b] - gap : gap - 2 * est[b];
+            if (best < 0 || err < best_err) {
+                best_err = err;
+                best = b;
+            }
+        }
+        if (best < 0) break;
+        table[best] = (uint32_t)lo;
+        moved[best] = 1;
+        load[hi] -= est[best];
+        load[lo] += est[best];
+        moves[n++] = (RsMove){(uint8_t)best, (uint8_t)hi, (uint8_t)lo, 0};
+    }
+    return n;
 }
 
 int steer_has_sets(void) { return has_sets; }
 void steer_reset(void) { has_sets = 0; }
 
 int steer_worker(const PktSlot *s) {
-    return nworkers > 0 ? (int)(reta[s->rss & 127] % (uint32_t)nworkers) : 0;
+    return nworkers > 0 ? (int)(reta[s->rss & (STEER_RETA - 1)] % (uint32_t)nworkers) : 0;
 }

@@ -33,6 +33,32 @@ void steer_reset(void);   /* no definitions (the NF was unloaded) */
 void set_key_extract(PktSlot *s);
 /* The worker RSS picks: the indirection table at the hash (0 without workers). */
 int steer_worker(const PktSlot *s);
+
+/* ------------------------------------------------ RSS++ rebalancing (replay)
+ * The indirection table has STEER_RETA buckets; a key's bucket is its
+ * Toeplitz hash & (STEER_RETA - 1).  steer_set_reta() replaces the table
+ * (round robin after steer_configure). */
+#define STEER_RETA 128
+static inline int steer_bucket(const PktSlot *s) { return (int)(s->rss & (STEER_RETA - 1)); }
+int steer_key_bucket(const uint8_t *key, int keylen);
+void steer_get_reta(uint32_t *table);
+void steer_set_reta(const uint32_t *table);
+
+typedef struct {
+    uint8_t bucket, from, to, pad;
+} RsMove;
+
+/* RSS++'s greedy (Barbette et al., CoNEXT'19), on per-bucket loads (the
+ * replay: packets per epoch, smoothed over epochs, RSS_EWMA): while the busiest
+ * worker's load exceeds the mean by more than RSS_THRESHOLD, move its bucket
+ * whose load is nearest half the gap to the least busy worker (below the gap:
+ * every move lowers the maximum), each bucket at most once, at most max_moves
+ * times.  Applies the moves to `table` and returns how many (in `moves`).
+ * The threshold and the smoothing keep buckets from moving back and forth on
+ * an epoch's noise: each move is a migration the two workers wait for. */
+#define RSS_EWMA 0.3
+#define RSS_THRESHOLD 0.02
+int rsspp_plan(const double *load_of_bucket, uint32_t *table, int nworkers, int max_moves, RsMove *moves);
 uint32_t toeplitz_hash(const uint8_t *key, int len);
 
 #endif

@@ -91,23 +91,20 @@ int stm_tx_init(StmTx *tx) {
     memset(tx, 0, sizeof *tx);
     tx->cap = TX_MAX_ENTRIES;
     tx->entries = calloc(tx->cap, sizeof(TxEntry));
-    tx->hmask = 2 * TX_MAX_ENTRIES - 1;
-    tx->htab = calloc(tx->hmask + 1, sizeof(int32_t));
-    tx->hgen = calloc(tx->hmask + 1, sizeof(uint32_t));
+    tx->hmask = TX_HASH_MIN - 1;
+    tx->htab = calloc(TX_HASH_MAX, sizeof(uint32_t));
     tx->copy_cap = TX_COPY_BYTES;
     tx->copybuf = malloc(tx->copy_cap);
     tx->undo_cap = TX_UNDO_BYTES;
     tx->undo = malloc(tx->undo_cap);
-    tx->gen = 1;
     tx->serial = 1;
-    if (!tx->entries || !tx->htab || !tx->hgen || !tx->copybuf || !tx->undo) return -1;
+    if (!tx->entries || !tx->htab || !tx->copybuf || !tx->undo) return -1;
     return 0;
 }
 
 void stm_tx_free(StmTx *tx) {
     free(tx->entries);
     free(tx->htab);
-    free(tx->hgen);
     free(tx->copybuf);
     free(tx->undo);
     memset(tx, 0, sizeof *tx);
@@ -127,20 +124,53 @@ static inline uint32_t ptr_hash(const void *p) {
     return (uint32_t)x;
 }
 
+/* The descriptor's hash table (object or private pointer -> entry) has
+ * TX_HASH_MIN slots while transactions are small, so that its lines stay in
+ * the L1 cache; it doubles while more than half full, up to TX_HASH_MAX, and
+ * shrinks back after a transaction that used little of it.  Only the slots
+ * a transaction used are cleared when it ends. */
+static inline const void *entry_key(const TxEntry *e) { return e->obj ? (const void *)e->obj : (const void *)e->data; }
+
+static void table_insert(StmTx *tx, uint32_t i) {
+    uint32_t h = ptr_hash(entry_key(&tx->entries[i])) & tx->hmask;
+    while (tx->htab[h]) h = (h + 1) & tx->hmask;
+    tx->htab[h] = i + 1;
+    tx->entries[i].hslot = h;
+}
+
+/* Forget every entry (the attempt is over). */
+static void table_reset(StmTx *tx) {
+    uint32_t n = tx->nentries;
+    for (uint32_t i = 0; i < n; i++) tx->htab[tx->entries[i].hslot] = 0;
+    if (tx->hmask + 1 > TX_HASH_MIN && 16 * n < tx->hmask + 1) tx->hmask = TX_HASH_MIN - 1;   /* all zero */
+    tx->nentries = 0;
+}
+
+static void table_grow(StmTx *tx) {
+    for (uint32_t i = 0; i < tx->nentries; i++) tx->htab[tx->entries[i].hslot] = 0;
+    tx->hmask = 2 * tx->hmask + 1;
+    for (uint32_t i = 0; i < tx->nentries; i++) table_insert(tx, i);
+}
+
 /* Find the entry of `key`; with create, add one.  -1: not found / full. */
 static int32_t entry_find(StmTx *tx, const void *key, int create) {
     uint32_t h = ptr_hash(key) & tx->hmask;
     for (;;) {
-        if (tx->hgen[h] != tx->gen) {
+        uint32_t v = tx->htab[h];
+        if (!v) {
             if (!create || tx->nentries >= tx->cap) return -1;
-            int32_t i = (int32_t)tx->nentries++;
-            tx->hgen[h] = tx->gen;
-            tx->htab[h] = i;
-            memset(&tx->entries[i], 0, sizeof(TxEntry));
-            return i;
+            if (2 * (tx->nentries + 1) > tx->hmask + 1) {
+                table_grow(tx);
+                return entry_find(tx, key, create);
+            }
+            uint32_t i = tx->nentries++;
+            tx->htab[h] = i + 1;
+            TxEntry *e = &tx->entries[i];
+            memset(e, 0, sizeof *e);
+            e->hslot = h;
+            return (int32_t)i;
         }
-        TxEntry *e = &tx->entries[tx->htab[h]];
-        if ((e->obj ? (void *)e->obj : (void *)e->data) == key) return tx->htab[h];
+        if (entry_key(&tx->entries[v - 1]) == key) return (int32_t)(v - 1);
         h = (h + 1) & tx->hmask;
     }
 }
@@ -167,12 +197,7 @@ void stm_begin(StmTx *tx, int mode, int irrevocable) {
     tx->conflict_valid = 0;
     tx->tag = 0;
     tx->serial++;
-    tx->nentries = 0;
-    tx->gen++;
-    if (tx->gen == 0) {   /* wrapped: clear the table once */
-        memset(tx->hgen, 0, (tx->hmask + 1) * sizeof(uint32_t));
-        tx->gen = 1;
-    }
+    table_reset(tx);
     tx->copy_used = tx->undo_used = 0;
     tx->undo_last = 0;
     if (!sh) return;
@@ -324,8 +349,8 @@ static void count_abort(StmTx *tx) {
 static void finish_abort(StmTx *tx) {
     STM_TIMED_BEGIN(tx);
     undo_apply_all(tx);
-    tx->nentries = 0;
     count_abort(tx);
+    table_reset(tx);
     STM_TIMED_END(tx);
     tx_end(tx);
 }
@@ -386,12 +411,12 @@ int stm_push_undo(StmTx *tx, undo_fn fn, const void *payload, uint32_t size) {
 
 /* ---------------------------------------------------------------- opens */
 
-/* Re-check the read set; on success move the snapshot to `now`. */
-static int extend_snapshot(StmTx *tx) {
+/* Re-check the read set (but entry `skip`); on success move the snapshot to `now`. */
+static int extend_snapshot(StmTx *tx, int32_t skip) {
     uint64_t now = atomic_load(&tx->shared->clock);
     for (uint32_t i = 0; i < tx->nentries; i++) {
         TxEntry *e = &tx->entries[i];
-        if (!e->obj) continue;
+        if (!e->obj || (int32_t)i == skip) continue;
         uint64_t w = atomic_load(&e->obj->lock);
         if (LOCK_VERSION(w) != e->version) return -1;
         if ((w & LOCK_BIT) && LOCK_OWNER(w) != tx->slot) return -1;
@@ -405,7 +430,49 @@ static char *aborted_open(StmTx *tx, int cause, ObjHdr *obj, uint16_t struct_id,
     return NULL;
 }
 
-static char *open_impl(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write) {
+/* The object's lock word once it is unlocked (spinning while another slot
+ * writes it back), or 1 (a lock bit: gave up, aborted as `locked`). */
+static uint64_t unlocked_word(StmTx *tx, ObjHdr *obj, uint16_t struct_id, uint32_t index) {
+    for (unsigned spins = 0;; spins++) {
+        uint64_t w = atomic_load_explicit(&obj->lock, memory_order_acquire);
+        if (!(w & LOCK_BIT)) return w;
+        if (spins >= SPIN_LOCKED) {
+            doom(tx, ABORT_LOCKED, obj, struct_id, index);
+            return LOCK_BIT;
+        }
+        if (spins > 16) sched_yield();
+    }
+}
+
+/* An entry read in place gets its private copy, of exactly the version read
+ * (a write, or an open that wants a stable copy): 0, or -1 (aborted). */
+static int copy_entry(StmTx *tx, TxEntry *e) {
+    if (tx->copy_used + e->size > tx->copy_cap) {
+        doom(tx, ABORT_TOO_LARGE, e->obj, e->struct_id, e->index);
+        return -1;
+    }
+    char *copy = tx->copybuf + tx->copy_used;
+    for (;;) {
+        uint64_t w1 = unlocked_word(tx, e->obj, e->struct_id, e->index);
+        if (w1 & LOCK_BIT) return -1;
+        if (LOCK_VERSION(w1) != e->version) {   /* what was read of it is stale */
+            doom(tx, ABORT_VALIDATION, e->obj, e->struct_id, e->index);
+            return -1;
+        }
+        memcpy(copy, OBJ_DATA(e->obj), e->size);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&e->obj->lock, memory_order_relaxed) == w1) break;
+    }
+    tx->copy_used += (e->size + 7) & ~7u;
+    e->data = copy;
+    e->copied = 1;
+    e->fresh = 0;
+    return 0;
+}
+
+/* Open `obj`: a private copy (copy != 0), or in place (copy == 0, a read). */
+static char *open_impl(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write,
+                       int copy, int32_t *ent) {
     if (tx->doomed) {
         tx->fail = STM_DOOMED;
         return NULL;
@@ -421,48 +488,48 @@ static char *open_impl(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id
     int32_t i = entry_find(tx, obj, 1);
     if (i < 0) return aborted_open(tx, ABORT_TOO_LARGE, obj, struct_id, index);
     TxEntry *e = &tx->entries[i];
+    *ent = i;
     if (e->obj == obj) {   /* already open in this transaction */
+        if ((write || copy) && !e->copied && copy_entry(tx, e) < 0) return NULL;
         if (write && !e->written) {
             e->written = 1;
             e->tag = tx->tag;
         }
         return e->data;
     }
-    if (tx->copy_used + size > tx->copy_cap) return aborted_open(tx, ABORT_TOO_LARGE, obj, struct_id, index);
-    char *copy = tx->copybuf + tx->copy_used;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t w1 = atomic_load_explicit(&obj->lock, memory_order_acquire);
-        if (w1 & LOCK_BIT) {
-            if (spins < SPIN_LOCKED) {
-                if (spins > 16) sched_yield();
-                continue;
-            }
-            return aborted_open(tx, ABORT_LOCKED, obj, struct_id, index);
+    copy |= write;
+    if (copy && tx->copy_used + size > tx->copy_cap) return aborted_open(tx, ABORT_TOO_LARGE, obj, struct_id, index);
+    char *data = copy ? tx->copybuf + tx->copy_used : OBJ_DATA(obj);
+    for (;;) {
+        uint64_t w1 = unlocked_word(tx, obj, struct_id, index);
+        if (w1 & LOCK_BIT) return NULL;
+        if (copy) {
+            memcpy(data, OBJ_DATA(obj), size);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&obj->lock, memory_order_relaxed) != w1) continue;
         }
-        memcpy(copy, OBJ_DATA(obj), size);
-        atomic_thread_fence(memory_order_acquire);
-        uint64_t w2 = atomic_load_explicit(&obj->lock, memory_order_relaxed);
-        if (w1 != w2) continue;
         if (LOCK_VERSION(w1) > tx->rv) {
-            /* Newer than the snapshot: extend it, then copy again.  The copy
-             * was taken before the new snapshot time was read, and a commit
-             * numbered up to it may have locked the object since. */
-            if (extend_snapshot(tx) < 0) return aborted_open(tx, ABORT_SNAPSHOT, obj, struct_id, index);
+            /* Newer than the snapshot: extend it, then copy (or read) again.
+             * The copy was taken before the new snapshot time was read, and a
+             * commit numbered up to it may have locked the object since. */
+            if (extend_snapshot(tx, -1) < 0) return aborted_open(tx, ABORT_SNAPSHOT, obj, struct_id, index);
             continue;
         }
         e->version = LOCK_VERSION(w1);
         break;
     }
-    tx->copy_used += (size + 7) & ~7u;
+    if (copy) tx->copy_used += (size + 7) & ~7u;
     e->obj = obj;
-    e->data = copy;
+    e->data = data;
+    e->copied = (uint8_t)copy;
+    e->fresh = (uint8_t)!copy;
     e->size = size;
     e->index = index;
     e->struct_id = struct_id;
     e->written = (uint8_t)write;
     e->site = tx->site;
     e->tag = tx->tag;
-    return copy;
+    return data;
 }
 
 char *stm_open(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write,
@@ -470,9 +537,41 @@ char *stm_open(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32
     if (tx->site_hook) tx->site = tx->site_hook(tx->hook_arg);
     tx->tag = tag;
     STM_TIMED_BEGIN(tx);
-    char *r = open_impl(tx, obj, size, struct_id, index, write);
+    int32_t ent;
+    char *r = open_impl(tx, obj, size, struct_id, index, write, 1, &ent);
     STM_TIMED_END(tx);
     return r;
+}
+
+char *stm_read_open(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, uint64_t tag,
+                    int32_t *ent) {
+    if (tx->site_hook) tx->site = tx->site_hook(tx->hook_arg);
+    tx->tag = tag;
+    STM_TIMED_BEGIN(tx);
+    *ent = -1;
+    char *r = open_impl(tx, obj, size, struct_id, index, OP_READ, 0, ent);
+    STM_TIMED_END(tx);
+    return r;
+}
+
+/* stm_read_check's slow path: the lock word is not the version read. */
+int stm_read_recheck(StmTx *tx, int32_t ent) {
+    TxEntry *e = &tx->entries[ent];
+    uint64_t w = unlocked_word(tx, e->obj, e->struct_id, e->index);
+    if (w & LOCK_BIT) return -1;
+    if (LOCK_VERSION(w) == e->version) return 1;   /* locked during the loads, released unchanged */
+    if (e->fresh) {
+        /* Nothing loaded from it has been used: take the new version (a
+         * commit numbered up to the new snapshot may have locked it since). */
+        if (LOCK_VERSION(w) > tx->rv && extend_snapshot(tx, ent) < 0) {
+            doom(tx, ABORT_SNAPSHOT, e->obj, e->struct_id, e->index);
+            return -1;
+        }
+        e->version = LOCK_VERSION(w);
+        return 1;
+    }
+    doom(tx, ABORT_VALIDATION, e->obj, e->struct_id, e->index);
+    return -1;
 }
 
 /* --------------------------------------------------------------- commit */

@@ -64,6 +64,8 @@ static inline size_t obj_stride(size_t payload) {
  * in STM_SAMPLE is timed.  REDO_BYTES bounds a commit's redo log (a larger
  * write set commits unlogged: it cannot be completed after a crash). */
 #define TX_MAX_ENTRIES 4096
+#define TX_HASH_MIN 256                  /* slots of the descriptor's hash table at first */
+#define TX_HASH_MAX (2 * TX_MAX_ENTRIES)
 #define TX_COPY_BYTES (1u << 20)
 #define TX_UNDO_BYTES (4u << 20)
 #define SPIN_LOCKED 256
@@ -109,15 +111,18 @@ enum tx_mode {
 
 typedef struct {
     ObjHdr *obj;          /* NULL for a private (undo-only) entry */
-    char *data;           /* STM: private copy; DIRECT: the object itself */
+    char *data;           /* STM: the private copy, or the object's payload (an in-place read); DIRECT: the object */
     uint64_t version;     /* version seen when opened (STM) */
     uint64_t tag;         /* tag of the open (of the write, once written) */
     uint32_t size;
     uint32_t index;
     uint32_t site;
+    uint32_t hslot;       /* its slot in the descriptor's hash table */
     uint16_t struct_id;
     uint8_t written;
     uint8_t undo_saved;
+    uint8_t copied;       /* STM: data is a private copy (else it is read in place, validated per load) */
+    uint8_t fresh;        /* an in-place read whose loads have not been validated yet */
 } TxEntry;
 
 /* What an abort met: filled when the attempt is doomed (the first cause wins). */
@@ -167,9 +172,8 @@ struct StmTx {
     uint64_t rv;              /* snapshot version */
     TxEntry *entries;
     uint32_t nentries, cap;
-    int32_t *htab;            /* open addressing: pointer -> entry index */
-    uint32_t *hgen;
-    uint32_t hmask, gen;
+    uint32_t *htab;           /* open addressing: object (or private pointer) -> entry index + 1; 0 empty */
+    uint32_t hmask;           /* slots - 1: small while transactions are (its lines stay in L1) */
     char *copybuf;
     size_t copy_used, copy_cap;
     char *undo;
@@ -201,6 +205,41 @@ void stm_begin(StmTx *tx, int mode, int irrevocable);
  * access its payload, or NULL (tx->fail says why). */
 char *stm_open(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, int write,
                uint64_t tag);
+/* In-place read (no copy): where to load `obj`'s payload from — the object
+ * itself, or this transaction's private copy once it has one — and its entry
+ * (*ent; -1 outside STM mode, where the object is read directly).  The caller
+ * loads what it needs from it, then calls stm_read_check(tx, *ent) before it
+ * uses what it loaded for anything but a bounded local computation:
+ * 0   the loads saw the version in the read set (opacity holds, as with a copy);
+ * 1   the object changed or was being written while loading, and nothing loaded
+ *     from it was validated before: the entry now has the new version (the
+ *     snapshot was extended), load again;
+ * -1  aborted (tx->fail says why): a validated read of this transaction is stale.
+ * A later write (stm_open) copies the object at the version read, or aborts.
+ * NULL: see stm_open. */
+char *stm_read_open(StmTx *tx, ObjHdr *obj, uint32_t size, uint16_t struct_id, uint32_t index, uint64_t tag,
+                    int32_t *ent);
+int stm_read_recheck(StmTx *tx, int32_t ent);
+static inline int stm_read_check(StmTx *tx, int32_t ent) {
+    if (ent < 0) return 0;
+    TxEntry *e = &tx->entries[ent];
+    if (e->copied) return 0;
+    atomic_thread_fence(memory_order_acquire);   /* the loads before, the lock word after */
+    if (atomic_load_explicit(&e->obj->lock, memory_order_relaxed) == e->version << 8) {
+        e->fresh = 0;
+        return 0;
+    }
+    return stm_read_recheck(tx, ent);
+}
+/* Copy `len` bytes at `src` (inside the payload of entry `ent`, or anywhere
+ * when ent < 0) to dst, validated: 0, or -1 (aborted). */
+static inline int stm_read_bytes(StmTx *tx, int32_t ent, const char *src, void *dst, size_t len) {
+    for (;;) {
+        memcpy(dst, src, len);
+        int r = stm_read_check(tx, ent);
+        if (r <= 0) return r;   /* 1: the entry has a new version (still in place): load again */
+    }
+}
 /* Before writing private memory in place: remember its old bytes (undo). */
 int stm_save_private(StmTx *tx, void *ptr, uint32_t size);
 /* A generic undo record: fn(copy of payload) runs if the attempt aborts. */

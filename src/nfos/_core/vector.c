@@ -63,11 +63,23 @@ static PyObject *vector_getitem(PyObject *self, PyObject *key) {
     Py_ssize_t i = vector_index(v, key);
     if (i < 0) return NULL;
     ObjHdr *o = vector_obj(v, i);
-    char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_READ, OP_TAG(OPC_VEC_READ, 0));
+    int32_t ent;
+    char *p = tx_read_open(o, v->payload, v->sid, (uint32_t)i, OP_TAG(OPC_VEC_READ, 0), &ent);   /* in place */
     if (!p) return NULL;
-    if (v->scalar_kind >= 0) return load_field(p, (uint8_t)v->scalar_kind, (uint16_t)v->payload);
+    if (v->scalar_kind >= 0) {
+        uint64_t small;   /* a number; Bytes(n) elements can be longer */
+        char *x = v->payload <= sizeof small ? (char *)&small : PyMem_Malloc(v->payload);
+        if (!x) return PyErr_NoMemory();
+        PyObject *r = tx_read_bytes(ent, p, x, v->payload) == 0
+                          ? load_field(x, (uint8_t)v->scalar_kind, (uint16_t)v->payload) : NULL;
+        if (x != (char *)&small) PyMem_Free(x);
+        return r;
+    }
     PyObject *r = record_view_new(v->rtype, p, o, v->payload, v->sid, (uint32_t)i, 0);
-    if (r) ((RecordView *)r)->wtag = OP_TAG(OPC_VEC_WRITE, 0);
+    if (r) {
+        ((RecordView *)r)->wtag = OP_TAG(OPC_VEC_WRITE, 0);
+        record_view_via(r, ent);   /* each field load is validated */
+    }
     return r;
 }
 
@@ -86,19 +98,22 @@ static int vector_setitem(PyObject *self, PyObject *key, PyObject *value) {
             PyErr_Format(PyExc_TypeError, "this Vector holds %s records", v->rtype->tp_name);
             return -1;
         }
-        RecordView *src = (RecordView *)value;
         char tmp[4096];
         if (v->payload > sizeof tmp) {
             PyErr_SetString(PyExc_ValueError, "record too large to assign; set its fields instead");
             return -1;
         }
-        memcpy(tmp, src->data, v->payload);   /* src may be a view of this same element */
+        if (record_view_copy(value, tmp, v->payload) < 0) return -1;   /* it may be a view of this same element */
         char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_WRITE, OP_TAG(OPC_VEC_WRITE, 0));
         if (!p) return -1;
         memcpy(p, tmp, v->payload);
         return 0;
     }
-    char tmp[8];
+    char tmp[4096];
+    if (v->payload > sizeof tmp) {
+        PyErr_SetString(PyExc_ValueError, "element too large to assign");
+        return -1;
+    }
     if (store_field(tmp, (uint8_t)v->scalar_kind, (uint16_t)v->payload, value, v->value_name) < 0) return -1;
     char *p = tx_open(o, v->payload, v->sid, (uint32_t)i, OP_WRITE, OP_TAG(OPC_VEC_WRITE, 0));
     if (!p) return -1;

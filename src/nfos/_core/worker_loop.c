@@ -271,8 +271,7 @@ static int process_packet(PktSlot *s) {
         running(HANDLER_ORPHAN);
         r = call(h_orphan, &pkt, 1);
     }
-    packet_invalidate(pkt);
-    Py_DECREF(pkt);
+    packet_release(pkt);
     return r;
 }
 
@@ -547,13 +546,27 @@ static int run_batch(Item *items, int n) {
 
 /* ----------------------------------------------------------- expiry sweep */
 
+/* Real-time traffic (paced, live): a sweep runs at most this many batches of
+ * expiry handlers before the packets waiting are handled; the rest when the
+ * loop is idle or at the next advance (0: no limit, replay).  An expired set
+ * is also caught at lookup, so a later sweep changes no set's fate. */
+static int sweep_limit;
+static int sweep_pending;
+
+void loop_set_sweep_limit(int batches) { sweep_limit = batches > 0 ? batches : 0; }
+
 /* 0, or -1 when a stop request interrupted it (an exception may be set). */
 static int sweep_expired(void) {
     if (!expiry_ns || !has_sets) return 0;
     Item items[NFOS_BATCH_MAX];
-    for (;;) {
+    sweep_pending = 0;
+    for (int rounds = 0;; rounds++) {
         int ps = proc_poll_stop();   /* many sets with no handler to run: no Python in between */
         if (ps) return -1;
+        if (sweep_limit && rounds >= sweep_limit) {
+            sweep_pending = 1;
+            return 0;
+        }
         int n = 0;
         int32_t id = pst_oldest();
         /* walk oldest-first; collect up to a batch of expired sets */
@@ -841,7 +854,7 @@ long long loop_run(long long budget, int spin) {
             publish_progress(UINT64_MAX);
             return -1;
         }
-        PktioRx rx = {.items = items, .horizon = lsync ? horizon() : UINT64_MAX};
+        PktioRx rx = {.items = items, .horizon = lsync ? horizon() : UINT64_MAX, .at_wait = publish_progress};
         switch (io->rx(&rx, max, timed ? next_periodic_due() : UINT64_MAX)) {
         case PKTIO_STOP:
             publish_progress(UINT64_MAX);
@@ -871,6 +884,9 @@ long long loop_run(long long budget, int spin) {
                     continue;   /* the backend says STOP next */
                 }
                 c->clock_ns[0] = proc.clock;
+            } else if (sweep_pending && sweep_expired() < 0) {   /* the rest of a bounded sweep, while nothing waits */
+                if (PyErr_Occurred()) return -2;
+                continue;   /* stopped: the backend says STOP next */
             }
             r = io->wait();
             if (r < 0) return -2;

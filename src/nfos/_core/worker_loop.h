@@ -54,6 +54,9 @@ PyObject *loop_run_in_tx(PyObject *fn, PyObject *args, int handler, uint32_t ind
 PyObject *loop_run_alone(PyObject *fn, PyObject *args, int handler, uint32_t index);
 /* Periodic handlers due up to `upto` (-1: exception set). */
 int loop_run_periodics(uint64_t upto);
+/* Real-time traffic: run at most `batches` batches of expiry handlers per
+ * sweep before waiting packets (0: no limit). */
+void loop_set_sweep_limit(int batches);
 /* Expire this worker's idle packet sets (-1: exception set). */
 int loop_sweep(void);
 

@@ -94,9 +94,9 @@ def _draw_flows(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([sip, dip, sport, dport, tcp.astype(np.int64)], axis=1)
 
 
-def _flow_sizes(rng: np.random.Generator, packets: int, flows: int) -> np.ndarray:
-    """Heavy-tailed (Pareto) sizes >= 1 summing exactly to ``packets``."""
-    weight = (1.0 - rng.random(flows)) ** (-1.0 / PARETO_ALPHA)
+def _flow_sizes(rng: np.random.Generator, packets: int, flows: int, alpha: float = PARETO_ALPHA) -> np.ndarray:
+    """Heavy-tailed (Pareto, tail index ``alpha``) sizes >= 1 summing exactly to ``packets``."""
+    weight = (1.0 - rng.random(flows)) ** (-1.0 / alpha)
     share = weight / weight.sum() * (packets - flows)
     sizes = np.floor(share).astype(np.int64)
     left = packets - flows - int(sizes.sum())
@@ -105,14 +105,18 @@ def _flow_sizes(rng: np.random.Generator, packets: int, flows: int) -> np.ndarra
 
 
 def gen_caida(packets: int, flows: int, reverse: float = 0.0, rate: float = 1e6,
-              seed: int = 1) -> Trace:
+              seed: int = 1, alpha: float = PARETO_ALPHA) -> Trace:
     """CAIDA-like LAN->WAN trace: ``flows`` distinct 5-tuples, heavy-tailed sizes, interleaved.
 
     ``packets`` counts LAN->WAN packets (mean flow size ``packets / flows``). A
     ``reverse`` fraction of the flows also gets one WAN->LAN reply right after
     each of its packets, in addition to ``packets``; ``rate`` is frames per
-    second over the whole trace.
+    second over the whole trace.  ``alpha`` is the flow sizes' Pareto tail index: the
+    default 1.2 (infinite variance) gives a few elephants, the largest often several percent
+    of all packets; 2 or more gives flows of more even sizes.
     """
+    if not alpha > 1.0:
+        raise ValueError(f"alpha must be > 1, got {alpha}")
     if not 1 <= flows <= packets:
         raise ValueError(f"need 1 <= flows <= packets, got flows={flows}, packets={packets}")
     if not 0.0 <= reverse <= 1.0:
@@ -128,7 +132,7 @@ def gen_caida(packets: int, flows: int, reverse: float = 0.0, rate: float = 1e6,
         table[dup] = _draw_flows(rng, len(dup))
     sip, dip, sport, dport, tcp = table.T
     tcp = tcp.astype(bool)
-    sizes = _flow_sizes(rng, packets, flows)
+    sizes = _flow_sizes(rng, packets, flows, alpha)
     isn = rng.integers(0, 1 << 32, (2, flows))
     answered = np.zeros(flows, dtype=bool)
     answered[rng.permutation(flows)[:round(reverse * flows)]] = True

@@ -50,30 +50,81 @@ def spare_core(workers: int) -> bool:
     return workers + 1 <= (os.cpu_count() or 1)
 
 
+def placement(workers: int) -> tuple[int | None, list[int] | None]:
+    """(the generator's CPU, the workers' CPUs): one CPU each, the generator on the first
+    one this process may use; (None, None) when there are not enough for that."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None, None
+    if len(allowed) < workers + 1:
+        return None, None
+    return allowed[0], allowed[1: workers + 1]
+
+
+WARMUP_MAX = 0.5   # seconds
+
+
 def paced_run(nf_path: str, trace: Trace, workers: int, rate: float, duration: float = 0.5,
-              params: Sequence[str] = ()) -> dict[str, Any]:
+              params: Sequence[str] = (), warmup: float | None = None) -> dict[str, Any]:
     """Offer `rate` packets/s for `duration` seconds: loss, latency percentiles (µs), the
-    latency histogram, and the rate the generator really achieved (it may fall behind)."""
-    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True, sync=False)
+    latency histogram, and the rate the generator really achieved (it may fall behind).
+
+    A warm-up at the same rate comes first, untimed: one pass over the pool (every flow and
+    heartbeat seen once: packet sets created, Map entries and allocator leases taken, the
+    first touch of their pages, an NF's start-up work such as Maglev's table builds), at
+    most WARMUP_MAX seconds (``warmup`` sets it; 0: none).  Its packets are processed, then
+    the timed part starts: the result is the steady state; the warm-up's own percentiles
+    are kept as ``warmup``."""
+    if warmup is None:
+        warmup = min(WARMUP_MAX, len(trace) / rate) if rate > 0 else 0.0
+    gen_cpu, worker_cpus = placement(workers)
+    s = Session(nf_path, workers, list(params), collect_output=False, busy_poll=True, sync=False,
+                cpus=worker_cpus)
+    before = None
     try:
         s.init(start_time_ns=time.monotonic_ns())
         s.open_rings(RING, 64)
         s.load_pool(trace.frames, list(trace.devs))
         s.start()
+        if gen_cpu is not None:   # the generator (this process) on a CPU of its own while it feeds
+            before = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {gen_cpu})
+        warm: dict[str, Any] = {"duration_s": warmup}
+        hist0 = [0] * 640
+        if warmup > 0:
+            wq, wl, _ = s.feed_paced(rate, warmup)
+            deadline = time.monotonic() + 5   # until the workers have processed it
+            while s.packets_done() < wq and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            hist0 = s.latency_histogram()
+            warm |= {"offered": wq + wl, "lost": wl, "latency_us": percentiles(hist0, (50, 99, 99.9))}
         t0 = time.monotonic()
-        queued, lost = s.feed_paced(rate, duration)
+        queued, lost, skipped = s.feed_paced(rate, duration)
         fed_s = time.monotonic() - t0
+        if before is not None:
+            os.sched_setaffinity(0, before)
+            before = None
         s.close_rx()
         deadline = time.monotonic() + 10
         while not s.workers_finished() and time.monotonic() < deadline:
             time.sleep(0.001)
-        hist = s.latency_histogram()
-        offered = queued + lost
-        return {"rate_pps": rate, "duration_s": duration, "offered": offered, "lost": lost,
-                "loss": lost / offered if offered else 0.0, "timed": sum(hist),
-                "achieved_rate_pps": offered / fed_s if fed_s > 0 else 0.0,
-                "latency_us": percentiles(hist, (50, 99, 99.9)), "hist": hist}
+        hist = [a - b for a, b in zip(s.latency_histogram(), hist0, strict=True)]
+        rows = s.slot_counters()
+        sent = queued + lost
+        offered = sent + skipped   # the schedule's packets; `skipped`: due while the generator was descheduled
+        return {"rate_pps": rate, "duration_s": duration, "offered": offered, "sent": sent, "lost": lost,
+                "generator_skipped": skipped,
+                "loss": lost / sent if sent else 0.0, "timed": sum(hist),
+                "achieved_rate_pps": sent / fed_s if fed_s > 0 else 0.0,
+                "latency_us": percentiles(hist, (50, 99, 99.9)), "hist": hist,
+                "cpus": {"generator": gen_cpu, "workers": worker_cpus}, "warmup": warm,
+                # where a worker's time went: preemptions (another task on its CPU), page faults
+                "preempted": [r["preempted"] for r in rows], "minor_faults": [r["minor_faults"] for r in rows],
+                "cpu_share": [r["cpu_ns"] / r["busy_ns"] if r["busy_ns"] else None for r in rows]}
     finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
         s.close()
 
 

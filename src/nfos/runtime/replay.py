@@ -36,6 +36,8 @@ class RunResult:
     stats: dict[str, Any]
     outputs: dict[str, list[bytes]] = field(default_factory=dict)   # when keep_output
     profile: Any = None   # nfos.profiler.Profile when profiling
+    slots: list[dict[str, Any]] = field(default_factory=list)   # every worker's counters, internal ones too
+    migrated: list[tuple[int, int]] = field(default_factory=list)   # per worker: sets moved in, dropped
 
 
 def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
@@ -51,11 +53,20 @@ def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
                           f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
 
 
+def lap_ns(times_ns: Sequence[int]) -> int:
+    """How much later each lap of a replayed trace is: its span plus one mean gap."""
+    if not times_ns:
+        return 1
+    span = times_ns[-1] - times_ns[0]
+    return span + max(1, span // max(1, len(times_ns) - 1))
+
+
 def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
            out_dir: str | None = None, keep_output: bool = False, batch: int = 32,
            progress: Callable[[int, int], None] | None = None, check: bool = True,
            profile: bool = False, phases: Phases | None = None, max_drift_ns: int = MAX_DRIFT_NS,
-           watchdog: float = 0.0) -> RunResult:
+           watchdog: float = 0.0, laps: int = 1, cpus: Sequence[int] | None = None,
+           rebalance_ns: int = 0, max_moves: int = 16) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
@@ -65,11 +76,20 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
     stuck in one handler call that long on stderr (0: off).  Ctrl-C (a
     KeyboardInterrupt) during the processing stops the workers at once and raises
     :class:`Interrupted` with the summary so far.
+
+    ``laps`` > 1 replays the trace that many times, each lap later by the trace's span (a
+    long saturation run from a short trace: the rings are walked again, memory stays that of
+    one trace; packet-set state carries over from lap to lap).  ``cpus``: pin worker i to
+    ``cpus[i % len(cpus)]``.  ``rebalance_ns`` > 0: RSS++ rebalancing every that many ns of
+    trace time (Session.load_trace); the output stays that of the sequential run, the packet
+    sets moving with their buckets.
     """
+    if laps < 1:
+        raise ValueError("laps must be >= 1")
     ph = phases or Phases()
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
-                      max_drift_ns=max_drift_ns, watchdog=watchdog)
+                      max_drift_ns=max_drift_ns, watchdog=watchdog, cpus=cpus)
     try:
         nf = session.nf
         if callable(trace):
@@ -87,15 +107,20 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         check_memory(trace, session.nslots, nbytes)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
-        total = len(trace)
         into = "the sequential worker" if session.local else \
             f"{session.workers} worker{'s' if session.workers != 1 else ''}"
-        ph.start("steering", f"steering into {into}", total, nbytes)
+        ph.start("steering", f"steering into {into}", len(trace), nbytes)
         per_worker = session.load_trace(trace.frames, trace.times_ns, devs, progress=ph.update,
-                                        wire_lens=trace.wire_lens)
-        ph.finish(total, nbytes)
+                                        wire_lens=trace.wire_lens, rebalance_ns=rebalance_ns, max_moves=max_moves,
+                                        warm=laps > 1)
+        ph.finish(len(trace), nbytes)
+        if laps > 1:
+            session.set_laps(laps, lap_ns(trace.times_ns))
+            per_worker = [n * laps for n in per_worker]
+            nbytes *= laps
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
+        total = len(trace) * laps
 
         def processed(done: int) -> None:
             done = min(done, total)   # (RX descriptors: clock ticks too)
@@ -139,7 +164,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         stats["warnings"] = list(trace.warnings) + run_warnings(stats)
         report = session.profile_report(stats) if profile else None
         outputs = session.sink.by_device() if (session.sink and keep_output) else {}
-        return RunResult(stats, outputs, report)
+        return RunResult(stats, outputs, report, session.slot_counters(), session.migrated())
     finally:
         session.close()
 

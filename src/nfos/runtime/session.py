@@ -45,6 +45,7 @@ and the structures being created find it through ``nfos.structures.base.current(
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import multiprocessing
@@ -236,7 +237,8 @@ class Session:
     def __init__(self, nf_path: str, workers: int = 0, params: dict[str, str] | Sequence[str] | None = None,
                  batch: int = 32, collect_output: bool = True, arena_size: int = DEFAULT_ARENA,
                  check: bool = True, profile: bool = False, busy_poll: bool = False, sync: bool = True,
-                 max_drift_ns: int = MAX_DRIFT_NS, watchdog: float = 0.0) -> None:
+                 max_drift_ns: int = MAX_DRIFT_NS, watchdog: float = 0.0,
+                 cpus: Sequence[int] | None = None) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0 (0 = sequential reference mode)")
         if not 1 <= batch <= _core.BATCH_MAX:
@@ -252,6 +254,7 @@ class Session:
         self.sync = sync             # virtual time: periodic barriers and the drift horizon in the workers
         self.max_drift_ns = max_drift_ns
         self.watchdog = watchdog     # seconds in one handler call before a worker is named (0: off)
+        self.cpus = list(cpus) if cpus else None   # worker i runs on cpus[i % len(cpus)]
         self.local = workers == 0
         self.nslots = 1 if self.local else workers + 1
         self.control_slot = 0 if self.local else workers
@@ -264,6 +267,7 @@ class Session:
         self.time_reordered = 0     # replay: frames whose time went back (processed at the latest time)
         self.started = False
         self.closed = False
+        self.frozen = False
         _core.arena_create(arena_size, self.nslots)
         set_current(self)
         # before the NF is imported: a logging handler it creates writes through the proxy
@@ -301,7 +305,13 @@ class Session:
                 raise LoadError(f"{os.path.basename(where[0])}:{where[1]}: @nf.init failed: "
                                 f"{type(e).__name__}: {e}") from None
             _core.tx_commit()
-        nf.state.__dict__["_frozen"] = True
+        nf.state.freeze()
+        # What init built lives as long as the NF: out of the collector's sight (gc.freeze), so
+        # that no collection walks it (a pause of milliseconds, and copy-on-write faults of the
+        # whole inherited heap in every worker).  close() unfreezes it.
+        gc.collect()
+        gc.freeze()
+        self.frozen = True
         sets = nf.sets
         base = start_time_ns if periodic_base_ns is None else periodic_base_ns
         handlers = {
@@ -345,7 +355,8 @@ class Session:
     # ------------------------------------------------------------ feeding
     def load_trace(self, frames: list[bytes], times_ns: list[int], devs: list[int],
                    progress: Callable[[int], object] | None = None,
-                   wire_lens: Sequence[int] | None = None) -> list[int]:
+                   wire_lens: Sequence[int] | None = None, rebalance_ns: int = 0, max_moves: int = 16,
+                   warm: bool = False) -> list[int]:
         """Replay: steer a whole trace into per-worker RX rings; returns the packets each worker got.
 
         Time never goes back: a frame earlier than one before it is processed at the latest
@@ -354,19 +365,32 @@ class Session:
         frame, :meth:`tick_horizon`), and a jump forward gets one: ``self.clock_ticks`` says
         how many each ring got.  ``progress(frames_done)`` is called as the frames are copied.
         ``wire_lens``: each frame's length on the wire, where a capture's snap length cut it
-        (empty or None: every frame whole)."""
+        (empty or None: every frame whole).  ``rebalance_ns`` > 0: RSS++ moves up to
+        ``max_moves`` indirection-table buckets every that many ns of trace time, from the
+        busiest worker to the least busy (by the last epochs' packets), and the moved buckets'
+        packet sets follow them at the epoch's boundary.  ``warm``: start from the table a
+        first pass over the trace ended with (laps: each lap starts where the previous one
+        ended)."""
         wire = None
         if wire_lens:
             wire = wire_lens if isinstance(wire_lens, array) and wire_lens.typecode == "I" else array("I", wire_lens)
         per_worker, self.clock_ticks, self.time_reordered = _core.load_trace(
             frames, times_ns, devs, self.tick_ns, TX_RING_BYTES if self.collect_output else 64,
-            self.tick_horizon(), progress, wire)
+            self.tick_horizon(), progress, wire, rebalance_ns, max_moves, warm)
         return per_worker
 
     def tick_horizon(self) -> int:
         """How long after the latest frame clock ticks can still expire a set (ns)."""
         sets = self.nf.sets
         return (sets.expiry_ns if sets else 0) + 2 * self.tick_ns
+
+    def migrated(self) -> list[tuple[int, int]]:
+        """Per worker: (packet sets moved in by rebalancing, dropped because its table was full)."""
+        return [_core.migrated(w) for w in range(self.workers)]
+
+    def set_laps(self, laps: int, lap_ns: int) -> None:
+        """Replay: walk the loaded rings ``laps`` times, each lap ``lap_ns`` later."""
+        _core.set_laps(laps, lap_ns)
 
     def open_rings(self, rx_slots: int, tx_bytes: int) -> None:
         """Streaming: empty RX rings of ``rx_slots`` descriptors per slot, TX rings of ``tx_bytes``."""
@@ -385,9 +409,10 @@ class Session:
         """Paced: the frames the generator cycles through."""
         _core.load_pool(frames, devs)
 
-    def feed_paced(self, rate_pps: float, duration_s: float) -> tuple[int, int]:
+    def feed_paced(self, rate_pps: float, duration_s: float) -> tuple[int, int, int]:
         """Paced: queue the pool at ``rate_pps`` for ``duration_s`` (a full ring loses the
-        frame); returns (queued, lost)."""
+        frame); returns (queued, lost, skipped: due while the generator itself was descheduled,
+        not offered)."""
         return _core.feed_paced(rate_pps, duration_s)
 
     def close_rx(self) -> None:
@@ -404,7 +429,8 @@ class Session:
             sys.stdout.flush()
             sys.stderr.flush()
             for slot in range(self.workers):
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup, os.getpid()),
+                cpu = self.cpus[slot % len(self.cpus)] if self.cpus else None
+                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup, os.getpid(), cpu),
                                 name=f"nfos-worker-{slot}", daemon=True)
                 p.start()
                 self.procs.append(p)
@@ -589,6 +615,8 @@ class Session:
             sys.modules.pop(self.module.__name__, None)
             streams.restore(self._streams)
             release(self)
+            if self.frozen:
+                gc.unfreeze()
 
     # ------------------------------------------------------------ errors
     def report_error(self, exc: BaseException) -> None:
@@ -706,23 +734,47 @@ def memory_kb() -> tuple[int, int]:
     return peak, pss
 
 
+#: A worker's garbage collection: never inside a handler (gc.disable()); the young generation
+#: when the loop is idle and it holds more than GC_IDLE objects (older generations every
+#: GC_OLDER-th time), or between runs of WORKER_BUDGET packets when it holds more than GC_BUSY.
+GC_IDLE, GC_BUSY, GC_OLDER = 100, 20_000, 16
+WORKER_BUDGET = 1 << 20
+
+
+def _collect(young: int, gen: list[int]) -> None:
+    if gc.get_count()[0] <= young:
+        return
+    gen[0] += 1
+    gc.collect(2 if gen[0] % (GC_OLDER * GC_OLDER) == 0 else 1 if gen[0] % GC_OLDER == 0 else 0)
+
+
 def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None,
-                 parent: int = 0) -> None:
+                 parent: int = 0, cpu: int | None = None) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty
-    (live mode: until the control process stops it).  ``setup(slot)`` runs first.  It dies with
-    ``parent`` (the control process), also if that died before this line ran."""
+    (live mode: until the control process stops it).  ``setup(slot)`` runs first; ``cpu``:
+    the one CPU it runs on.  It dies with ``parent`` (the control process), also if that
+    died before this line ran."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
+    gc.disable()   # no collection pauses a handler: see _collect
     _core.die_with_parent(parent)
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except (OSError, AttributeError):
+            pass   # not allowed (a cgroup without that CPU): run unpinned
     _core.attach(slot)
+    _core.realtime(busy_poll)   # traffic as it comes: bounded expiry sweeps
     if setup is not None:
         setup(slot)
     _core.prefault()
     _core.wait_start()
     idle = 0
+    gen = [0]
     while True:
-        n = _core.worker_run(1 << 20, 2000)
+        n = _core.worker_run(WORKER_BUDGET, 2000)
         if n < 0:
             break
+        _collect(GC_IDLE if n < WORKER_BUDGET else GC_BUSY, gen)
         if n == 0 and not busy_poll:
             idle += 1
             time.sleep(0.0001 if idle < 100 else 0.001)

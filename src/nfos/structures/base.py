@@ -198,6 +198,9 @@ class Structure:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        # the class's own descriptors of its C base's methods: CPython specialises a C method
+        # call only for an instance of exactly the descriptor's type (table.get(k) ~10 ns faster)
+        _core.own_methods(cls)
         if not cls.kind or cls.kind in STRUCTURES:
             return
         declared = tuple(name for kind, name, _rw in _core.OPERATIONS if kind == cls.kind)
