@@ -68,3 +68,29 @@ def test_the_firewall_with_rebalancing_is_the_sequential_firewall():
     r = replay(FIREWALL, trace, workers=3, keep_output=True, rebalance_ns=2_000_000)
     assert sum(m for m, _ in r.migrated) > 0
     assert outputs_equal(r.outputs, seq.outputs)
+
+
+@pytest.mark.parametrize("drift_ns", [0, 1_000_000])
+def test_rebalancing_under_the_drift_horizon_and_periodic_barriers(tmp_path, drift_ns):
+    """A worker waiting at an epoch boundary for the others has published its progress there:
+    the others, held by the drift horizon (even Δ = 0), reach the boundary; a periodic handler's
+    barriers interleave with the boundaries; the output and the periodic handler's snapshots are
+    the sequential run's."""
+    nf = tmp_path / "counting_periodic.py"
+    nf.write_text(open(COUNTING).read()
+                  .replace("    nf.packet_sets(", "    nf.state.seen = nfos.Vector(nfos.u64, 1)\n    nf.packet_sets(")
+                  .replace("    s.n += 1\n", "    s.n += 1\n    nf.state.seen[0] += 1\n") + '''
+
+@nf.periodic(nfos.seconds(0.003))
+def snapshot():
+    """What every worker counted before this moment, sent out as a frame."""
+    nf.emit(bytes(12) + b"\\x88\\xb5" + nf.state.seen[0].to_bytes(8, "big") + bytes(38), "lan")
+''')
+    trace = gen_caida(12_000, 600, reverse=0.5, seed=7)
+    seq = replay(str(nf), trace, workers=0, keep_output=True)
+    r = replay(str(nf), trace, workers=2, keep_output=True, rebalance_ns=1_000_000, max_moves=8, max_drift_ns=drift_ns)
+    assert sum(m for m, _ in r.migrated) > 0
+    assert outputs_equal(r.outputs, seq.outputs)
+    assert r.stats["packets_in"] == len(trace)
+    snaps = [f for f in seq.outputs["lan"] if f[12:14] == b"\x88\xb5"]
+    assert len(snaps) > 10 and len(set(snaps)) > 10   # the snapshots themselves differ over time

@@ -140,9 +140,11 @@ def test_a_batch_too_large_splits_at_once(write_nf):
         out = h.send_many([("lan", f) for f in frames])
         s = h.stats()
     assert sorted(f for _d, f in out) == sorted(frames)
-    # 8 -> 4+4 -> 2+2+2+2 -> 1 x 8: one abort per node of the split tree, one irrevocable per packet
-    assert s["aborts"] == s["aborts_by_cause"]["too_large"] == 15
-    assert s["batch_splits"] == 7 and s["irrevocable"] == 8
+    # 8 -> 4+4 -> 2+2+2+2 -> 1 x 8: one abort per node of the split tree (2k - 1 for a batch of k),
+    # one irrevocable per packet.  The worker may take the 8 frames as they arrive in more than one
+    # batch (b of them: 8 - b splits, 16 - b aborts): never a retry of the same size
+    assert s["aborts"] == s["aborts_by_cause"]["too_large"] == s["batch_splits"] + 8 <= 15
+    assert s["irrevocable"] == 8
 
 
 def test_a_control_process_transaction_goes_irrevocable_after_one_abort(write_nf):
