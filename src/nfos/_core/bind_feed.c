@@ -215,7 +215,8 @@ static int rsspp_pass(const uint8_t *bucket, const uint64_t *times, Py_ssize_t n
  * by the capture's snap length.
  * Copies the frames into the arena, steers each to its worker's RX ring
  * (allocated here, sized from the exact number of descriptors), inserts
- * clock ticks (plan_ticks), and closes the rings: saturation replay.
+ * clock ticks (plan_ticks) and an end tick at the last frame's time, and
+ * closes the rings: saturation replay.
  *
  * Time never goes back: a frame earlier than the latest one before it is
  * queued at the latest time (its packet's now() and output time), and
@@ -341,7 +342,7 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
     caps = PyList_New(nslots);
     if (!caps) goto done;
     for (uint32_t s = 0; s < nslots; s++)   /* a boundary may split a skipped jump: one tick more each */
-        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks + 2 * B.n : 0));
+        PyList_SET_ITEM(caps, s, PyLong_FromUnsignedLongLong(s < nw ? counts[s] + (uint64_t)nticks + 2 * B.n + 1 : 0));
     if (setup_rings(caps, txbytes, 0) < 0) goto done;
     if (rebalance && ring_migration_setup(nw, (uint32_t)B.n, B.moves, B.nmoves) < 0) goto done;
     TickPush tp = {nw, 0};
@@ -365,6 +366,14 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
             goto done;
         }
     }
+    /* The end tick: every worker's clock reaches the trace's last time and sweeps
+     * what expired by then, as the sequential run's clock does with the last packet. */
+    if (n && tick_ns)
+        for (uint32_t s = 0; s < nw; s++)
+            if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, when[n - 1], 0) < 0) {
+                ring_overflow((int)s, (uint64_t)n);
+                goto done;
+            }
     for (; kb < B.n; kb++)   /* the last boundary (back to the first table) */
         for (uint32_t s = 0; s < nw; s++)
             if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0) < 0) {

@@ -24,9 +24,10 @@
  * next due time, the clock moves to T and expired sets are swept at T; then
  * the handlers due at T run.  With workers this is a barrier: each worker
  * publishes its progress (the time of its next descriptor; UINT64_MAX once
- * its ring is closed and drained) and waits until every worker's progress
- * is >= T; then the lowest-numbered worker that still has input (progress
- * finite) runs the handlers due at T alone, in direct mode (nothing else
+ * its ring is closed and drained) and that it has swept to T, and waits until
+ * every worker has swept to T (or finished: a progress published at an earlier
+ * barrier may already be >= T while that worker's clock is not); then the
+ * lowest-numbered worker that still has input (progress finite) runs the handlers due at T alone, in direct mode (nothing else
  * runs: no STM, no retries), publishes their output through its own TX path
  * and releases the others.  So a periodic handler reads and writes exactly
  * what it does in the sequential run.  Every process keeps the schedule
@@ -93,8 +94,14 @@ typedef struct {
     _Atomic uint64_t released;   /* the last barrier time whose periodic handlers have run */
     _Atomic uint64_t next_event; /* at that barrier: the earliest next descriptor of any worker */
     char pad1[NFOS_CACHELINE - 2 * sizeof(uint64_t)];
-    PaddedTime progress[];       /* per worker: every descriptor before it is processed */
+    /* per worker w: at[w] its progress (every descriptor before it is processed);
+     * at[nworkers + w] the time it has swept to at a barrier (its clock moved
+     * there and its sets expired by then swept: a barrier at T waits for that,
+     * not for progress, which can reach T before the worker's clock does) */
+    PaddedTime at[];
 } LoopSync;
+#define PROGRESS(w) (lsync->at[(w)].v)
+#define SWEPT(w) (lsync->at[proc.nworkers + (w)].v)
 static LoopSync *lsync;          /* NULL: no barriers (sequential, live, paced) */
 static uint64_t max_drift;
 static uint64_t my_progress;     /* what this worker last published */
@@ -149,7 +156,7 @@ int loop_configure(const LoopConfig *c) {
     my_progress = last_rx_time = 0;
     max_drift = c->max_drift_ns;
     if (c->sync && !proc.local && proc.nworkers > 0) {
-        lsync = proc_alloc(sizeof(LoopSync) + sizeof(PaddedTime) * (size_t)proc.nworkers, NFOS_CACHELINE);
+        lsync = proc_alloc(sizeof(LoopSync) + sizeof(PaddedTime) * 2 * (size_t)proc.nworkers, NFOS_CACHELINE);
         if (!lsync) return -1;
     }
     return 0;
@@ -741,14 +748,15 @@ int loop_run_periodics(uint64_t upto) {
 /* ------------------------------------------------- barriers and the horizon */
 
 uint64_t loop_progress(int w) {
-    return lsync && w >= 0 && w < proc.nworkers ? atomic_load(&lsync->progress[w].v) : 0;
+    return lsync && w >= 0 && w < proc.nworkers ? atomic_load(&PROGRESS(w)) : 0;
 }
 
 /* Everything of this worker before `t` is processed (t only grows). */
 static inline void publish_progress(uint64_t t) {
     if (lsync && t > my_progress) {
         my_progress = t;
-        atomic_store(&lsync->progress[proc.slot].v, t);
+        atomic_store(&PROGRESS(proc.slot), t);
+        if (t == UINT64_MAX) atomic_store(&SWEPT(proc.slot), t);   /* finished: at every later barrier */
     }
 }
 
@@ -757,7 +765,7 @@ static uint64_t horizon(void) {
     uint64_t m = UINT64_MAX;
     for (int w = 0; w < proc.nworkers; w++) {
         if (w == proc.slot) continue;
-        uint64_t p = atomic_load(&lsync->progress[w].v);
+        uint64_t p = atomic_load(&PROGRESS(w));
         if (p < m) m = p;
     }
     return m > UINT64_MAX - max_drift ? UINT64_MAX : m + max_drift;
@@ -782,18 +790,18 @@ static int periodic_barrier(uint64_t T, uint64_t next) {
         return PyErr_Occurred() ? -2 : 0;
     }
     publish_progress(next);
+    atomic_store(&SWEPT(proc.slot), T);
     int leader = -1;
     for (unsigned spins = 0;; spins++) {
         if (atomic_load(&lsync->released) >= T) break;   /* led already */
         int all = 1;
         leader = -1;
         for (int w = 0; w < proc.nworkers; w++) {
-            uint64_t p = atomic_load(&lsync->progress[w].v);
-            if (p < T) {
+            if (atomic_load(&SWEPT(w)) < T) {
                 all = 0;
                 break;
             }
-            if (p != UINT64_MAX && leader < 0) leader = w;   /* the lowest worker that has input left */
+            if (atomic_load(&PROGRESS(w)) != UINT64_MAX && leader < 0) leader = w;   /* the lowest with input left */
         }
         if (all) break;
         if (proc_stopping()) return -1;
@@ -805,7 +813,7 @@ static int periodic_barrier(uint64_t T, uint64_t next) {
         if (led < T) {
             uint64_t g = UINT64_MAX;   /* the next event of any worker (all wait: it stays put) */
             for (int w = 0; w < proc.nworkers; w++) {
-                uint64_t p = atomic_load(&lsync->progress[w].v);
+                uint64_t p = atomic_load(&PROGRESS(w));
                 if (p < g) g = p;
             }
             atomic_store(&lsync->next_event, g);
