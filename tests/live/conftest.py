@@ -85,6 +85,27 @@ class Lab:
                 self.run(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
             self.sh("ip", "-n", ns, "link", "set", dev, "up")
 
+    def hops(self, lan_cidr: str, lan_gw: str, wan_gw_cidr: str, far_gw_cidr: str,
+             far_cidrs: tuple[str, ...]) -> tuple[str, str, str, str]:
+        """Four namespaces in a row, addressed and routed: a LAN host (L, h0) - the NF's box (N,
+        lan0 | wan0) - a router (R, h0 | h1, forwarding, no ICMP rate limit) - a far host (F, h0,
+        no ICMP rate limit); L routes via `lan_gw`, F via the router.  No static neighbour."""
+        lan, box, router, far = self.ns("L"), self.ns("N"), self.ns("R"), self.ns("F")
+        self.veth(lan, "h0", box, "lan0")
+        self.veth(box, "wan0", router, "h0")
+        self.veth(router, "h1", far, "h0")
+        self.addr(lan, "h0", lan_cidr)
+        self.sh("ip", "-n", lan, "route", "add", "default", "via", lan_gw)
+        self.addr(router, "h0", wan_gw_cidr)
+        self.addr(router, "h1", far_gw_cidr)
+        for cidr in far_cidrs:
+            self.addr(far, "h0", cidr)
+        self.sh("ip", "-n", far, "route", "add", "default", "via", far_gw_cidr.split("/")[0])
+        self.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for ns in (router, far):   # answer every probe: no per-host ICMP rate limit
+            self.run(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
+        return lan, box, router, far
+
     def addr(self, ns: str, dev: str, cidr: str) -> None:
         self.sh("ip", "-n", ns, "addr", "add", cidr, "dev", dev)
 
@@ -190,6 +211,13 @@ class LiveRun:
         time.sleep(0.05)
         assert rc == 0, f"nfos exited with {rc}: {' | '.join(self.err)}"
         return json.loads(self.stats_path.read_text())
+
+
+def need(*tools: str) -> None:
+    """Skip the test unless every tool it drives is installed (the README's apt-get line has them)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (the README's apt-get line installs it)")
 
 
 def wait_until(predicate, timeout: float = 10, step: float = 0.05) -> bool:

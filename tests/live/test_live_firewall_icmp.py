@@ -13,23 +13,16 @@ worker of the session it quotes, or it is dropped.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from live.conftest import wait_until
+from live.conftest import need, wait_until
 
 LAN_IP, ROUTER_IP, ROUTER_FAR, FAR_IP = "192.0.2.1", "192.0.2.254", "198.51.100.1", "198.51.100.2"
 FAR_IP2 = "198.51.100.3"   # F's second address: a destination whose path MTU L has not learned
 WORKERS = pytest.mark.parametrize("workers", [1, 2])
-
-
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install -y iputils-ping iputils-tracepath curl nmap)")
 
 
 class PathLab:
@@ -37,22 +30,10 @@ class PathLab:
 
     def __init__(self, lab) -> None:
         self.lab = lab
-        self.lan, self.box, self.router, self.far = lab.ns("L"), lab.ns("N"), lab.ns("R"), lab.ns("F")
-        lab.veth(self.lan, "h0", self.box, "lan0")
-        lab.veth(self.box, "wan0", self.router, "h0")
-        lab.veth(self.router, "h1", self.far, "h0")
-        lab.addr(self.lan, "h0", f"{LAN_IP}/24")
-        lab.sh("ip", "-n", self.lan, "route", "add", "default", "via", ROUTER_IP)
-        lab.addr(self.router, "h0", f"{ROUTER_IP}/24")
-        lab.addr(self.router, "h1", f"{ROUTER_FAR}/24")
-        lab.addr(self.far, "h0", f"{FAR_IP}/24")
-        lab.addr(self.far, "h0", f"{FAR_IP2}/24")
-        lab.sh("ip", "-n", self.far, "route", "add", "default", "via", ROUTER_FAR)
+        self.lan, self.box, self.router, self.far = lab.hops(
+            f"{LAN_IP}/24", ROUTER_IP, f"{ROUTER_IP}/24", f"{ROUTER_FAR}/24", (f"{FAR_IP}/24", f"{FAR_IP2}/24"))
         for ns, dev in ((self.router, "h1"), (self.far, "h0")):   # the smaller-MTU hop
             lab.sh("ip", "-n", ns, "link", "set", dev, "mtu", "1400")
-        lab.run(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for ns in (self.router, self.far):   # answer every probe: no per-host ICMP rate limit
-            lab.run(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
         self.ifaces = {"lan": "lan0", "wan": "wan0"}
 
 

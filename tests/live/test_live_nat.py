@@ -12,7 +12,6 @@ no private address ever reaches the WAN link.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 
 import pytest
 
-from live.conftest import wait_until
+from live.conftest import need, wait_until
 from nfos.io.capture import read_capture
 
 LAN_HOST, LAN_GW = "10.0.0.2", "10.0.0.1"
@@ -28,12 +27,6 @@ PUBLIC = "203.0.113.1"
 WAN_GW, WEB = "203.0.113.254", "203.0.113.20"
 STUN_1, STUN_2 = "198.51.100.10", "198.51.100.11"
 NAT_MAC = "02:00:00:00:00:aa"
-
-
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install -y stun-client stun-server curl tcpdump)")
 
 
 class Routed:

@@ -14,13 +14,13 @@ Each test runs with 1 and with 2 workers.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 
 import pytest
 
 import frames as F
+from live.conftest import need
 from nfos.io.capture import read_capture
 
 LAN_HOST, LAN_GW, PUBLIC = "10.0.0.2", "10.0.0.1", "203.0.113.1"
@@ -28,30 +28,13 @@ WAN_GW, ROUTER_FAR, FAR = "203.0.113.254", "192.0.2.1", "192.0.2.2"
 WORKERS = pytest.mark.parametrize("workers", [1, 2])
 
 
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install -y iputils-ping iputils-tracepath tcpdump)")
-
-
 class Hops:
     """The four namespaces above, addressed and routed."""
 
     def __init__(self, lab) -> None:
         self.lab = lab
-        self.lan, self.box, self.router, self.far = lab.ns("L"), lab.ns("N"), lab.ns("R"), lab.ns("F")
-        lab.veth(self.lan, "h0", self.box, "lan0")
-        lab.veth(self.box, "wan0", self.router, "h0")
-        lab.veth(self.router, "h1", self.far, "h0")
-        lab.addr(self.lan, "h0", f"{LAN_HOST}/24")
-        lab.sh("ip", "-n", self.lan, "route", "add", "default", "via", LAN_GW)
-        lab.addr(self.router, "h0", f"{WAN_GW}/24")
-        lab.addr(self.router, "h1", f"{ROUTER_FAR}/24")
-        lab.addr(self.far, "h0", f"{FAR}/24")
-        lab.sh("ip", "-n", self.far, "route", "add", "default", "via", ROUTER_FAR)
-        lab.run(self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for ns in (self.router, self.far):
-            lab.run(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
+        self.lan, self.box, self.router, self.far = lab.hops(
+            f"{LAN_HOST}/24", LAN_GW, f"{WAN_GW}/24", f"{ROUTER_FAR}/24", (f"{FAR}/24",))
         self.ifaces = {"lan": "lan0", "wan": "wan0"}
         self.params = (f"lan_ip={LAN_GW}", f"public_base={PUBLIC}", "public_ips=1", f"wan_gateway={WAN_GW}",
                        "wan_prefix=203.0.113.0/24")

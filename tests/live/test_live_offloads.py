@@ -9,22 +9,15 @@ off`` for an output device that cannot checksum), ``python3 -m http.server`` (th
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from live.conftest import Wire, wait_until
+from live.conftest import Wire, need, wait_until
 from live.test_live_nat import WEB, Routed
 
 SIZE = 10_000_000
-
-
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt-get install -y curl ethtool)")
 
 
 def offload(lab, ns: str, dev: str, feature: str) -> str:
