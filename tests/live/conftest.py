@@ -213,6 +213,26 @@ class LiveRun:
         return json.loads(self.stats_path.read_text())
 
 
+#: A TCP listener run in a namespace (argv: address, port): "ready", then the connections it
+#: accepted, printed when its stdin closes.
+TCP_LISTENER = r"""
+import select, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("ready", flush=True)
+n = 0
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [], 30)
+    if not r or sys.stdin in r:
+        break
+    s.accept()
+    n += 1
+print(n, flush=True)
+"""
+
+
 def need(*tools: str) -> None:
     """Skip the test unless every tool it drives is installed (the README's apt-get line has them)."""
     missing = [t for t in tools if shutil.which(t) is None]

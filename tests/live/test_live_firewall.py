@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from live.conftest import TCP_LISTENER
+
 LAN_IP, WAN_IP = "192.0.2.1", "192.0.2.2"
 
 # Counts TCP frames on h0, and SYNs to a port; stops when its stdin closes.
@@ -50,22 +52,6 @@ while True:
 print(n, flush=True)
 """
 
-TCP_LISTENER = r"""
-import select, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen()
-print("ready", flush=True)
-n = 0
-while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 30)
-    if not r or sys.stdin in r:
-        break
-    s.accept()
-    n += 1
-print(n, flush=True)
-"""
 
 UDP_SINK = r"""
 import select, socket, sys

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from live.conftest import need, wait_until
+from live.conftest import TCP_LISTENER, need, wait_until
 
 LAN_IP, ROUTER_IP, ROUTER_FAR, FAR_IP = "192.0.2.1", "192.0.2.254", "198.51.100.1", "198.51.100.2"
 FAR_IP2 = "198.51.100.3"   # F's second address: a destination whose path MTU L has not learned
@@ -65,22 +65,6 @@ def test_ping_and_curl_from_lan_with_no_static_neighbours(path, nfos_live, tmp_p
     assert stats["packets_out"]["lan"] > 0 and stats["packets_out"]["wan"] > 0
 
 
-TCP_LISTENER = r"""
-import select, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen()
-print("ready", flush=True)
-n = 0
-while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 30)
-    if not r or sys.stdin in r:
-        break
-    s.accept()
-    n += 1
-print(n, flush=True)
-"""
 
 
 @WORKERS
