@@ -39,9 +39,9 @@ run_args = st.tuples(st.integers(0, 2**32 - 1), st.integers(100, 600), st.intege
 
 
 def _check(tmp_path_factory: pytest.TempPathFactory, spec: rnf_gen.Spec,
-           args: tuple[int, int, int, int]) -> None:
+           args: tuple[int, int, int, int]) -> str:
     seed, packets, workers, batch = args
-    rnf_gen.check(spec, seed, packets, workers, batch, str(tmp_path_factory.mktemp("rnf")))
+    return rnf_gen.check(spec, seed, packets, workers, batch, str(tmp_path_factory.mktemp("rnf")))
 
 
 @settings(max_examples=DEFAULT_EXAMPLES, deadline=None, phases=PHASES,
@@ -49,7 +49,8 @@ def _check(tmp_path_factory: pytest.TempPathFactory, spec: rnf_gen.Spec,
                                  HealthCheck.function_scoped_fixture])
 @given(rnf_gen.specs(PROGRAMS), run_args)
 def test_random_nfs_parallel_equals_sequential(tmp_path_factory, spec, args):
-    _check(tmp_path_factory, spec, args)
+    problem = _check(tmp_path_factory, spec, args)
+    assert not problem, problem
 
 
 @pytest.mark.slow
@@ -58,4 +59,5 @@ def test_random_nfs_parallel_equals_sequential(tmp_path_factory, spec, args):
                                  HealthCheck.function_scoped_fixture])
 @given(rnf_gen.specs(PROGRAMS), run_args)
 def test_random_nfs_slow(tmp_path_factory, spec, args):
-    _check(tmp_path_factory, spec, args)
+    problem = _check(tmp_path_factory, spec, args)
+    assert not problem, problem
