@@ -59,3 +59,19 @@ def test_random_nfs_parallel_equals_sequential(tmp_path_factory, spec, args):
 @given(rnf_gen.specs(PROGRAMS), run_args)
 def test_random_nfs_slow(tmp_path_factory, spec, args):
     _check(tmp_path_factory, spec, args)
+
+
+#: the commit order re-executed (nfos verify) for a subset: 10 files of 10 programs
+RECORDED_PROGRAMS = 10
+RECORDED_EXAMPLES = 10
+
+
+@settings(max_examples=RECORDED_EXAMPLES, deadline=None, phases=PHASES,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(rnf_gen.specs(RECORDED_PROGRAMS), run_args)
+def test_random_nfs_recorded_commit_order_verifies(tmp_path_factory, spec, args):
+    """Recorded with 2-4 workers (--record-commits), re-executed sequentially in that commit
+    order (nfos verify): the output and every structure's final bytes are the run's."""
+    seed, packets, workers, batch = args
+    rnf_gen.check_recorded(spec, seed, packets, workers, batch, str(tmp_path_factory.mktemp("rnfv")))

@@ -20,8 +20,14 @@ from nfos import _core
 from nfos.io.capture import Trace
 from nfos.runtime.progress import Phases
 from nfos.runtime.session import MAX_DRIFT_NS, OutputSink, Session
-from nfos.runtime.verify import (collect_records, output_digests, record_header, records_capacity,
-                                 structure_digests, write_record)
+from nfos.runtime.verify import (
+    collect_records,
+    output_digests,
+    record_header,
+    records_capacity,
+    structure_digests,
+    write_record,
+)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -183,7 +183,7 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
         theirs = end["structures"]
         if len(mine) != len(theirs):
             problems.append(f"the NF has {len(mine)} structures now, the run had {len(theirs)}")
-        for a, b in zip(theirs, mine):
+        for a, b in zip(theirs, mine, strict=False):
             if a["sha256"] != b["sha256"]:
                 problems.append(f"final state of {a['name']} differs (sha256 {a['sha256'][:16]} in the run, "
                                 f"{b['sha256'][:16]} re-executed)")
