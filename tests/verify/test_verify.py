@@ -4,28 +4,27 @@ compares the output and every structure's final state with the run's.  A tampere
 transactions swapped where the order matters) is a violation."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import EXAMPLES
 from nfos import _core
 from nfos.io.capture import write_pcapng
 from nfos.io.gen import gen_caida
 from nfos.runtime.replay import replay
 from nfos.runtime.session import Session
-from nfos.runtime.verify import _REC, HANDLER_NAMES, read_record, serial_order, verify, write_record
+from nfos.runtime.verify import (
+    COMMIT_REC,
+    HANDLER_NAMES,
+    read_record,
+    serial_order,
+    verify,
+    write_record,
+)
+from test_cli import nfos_cmd
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-FIREWALL = os.path.join(ROOT, "examples", "firewall.py")
-CONTENDED = os.path.join(HERE, "contended_nf.py")
-
-
-def nfos_cmd(*args, timeout=120):
-    env = dict(os.environ, COLUMNS="1000")
-    return subprocess.run([sys.executable, "-m", "nfos", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+FIREWALL = str(EXAMPLES / "firewall.py")
+CONTENDED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contended_nf.py")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def rewrite(src, dst, edit):
 
 
 def test_the_record_layout_is_the_c_one():
-    assert _REC.size == 160   # CommitRec in worker_loop.h
+    assert COMMIT_REC.size == 160   # CommitRec in worker_loop.h
     assert HANDLER_NAMES[:3] == ["packet", "new_packet_set", "expired"]
 
 

@@ -29,7 +29,7 @@ from nfos import _core
 FORMAT = "nfos-commits"
 VERSION = 1
 #: CommitRec (worker_loop.h): order, clock, seq, writer, handler, n, worker, index, item[32]
-_REC = struct.Struct("<QQQBBBBI32I")
+COMMIT_REC = struct.Struct("<QQQBBBBI32I")
 HANDLER_NAMES = [name for name, _doc in _core.HANDLERS]
 #: at most this many lines per kind of difference, then a count
 MAX_LINES = 20
@@ -77,7 +77,7 @@ def collect_records(nslots: int) -> tuple[list[dict[str, Any]], int]:
             continue
         data, n_lost = got
         lost += n_lost
-        for order, clock, seq, writer, handler, n, worker, index, *items in _REC.iter_unpack(data):
+        for order, clock, seq, writer, handler, n, worker, index, *items in COMMIT_REC.iter_unpack(data):
             recs.append({"o": order, "w": writer, "k": worker, "s": seq, "h": HANDLER_NAMES[handler],
                          "c": clock, "i": index, "x": list(items[:n])})
     return recs, lost
