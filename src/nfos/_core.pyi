@@ -19,6 +19,7 @@ TX_DIRECT: Final[int]      # writes in place with an undo log (sequential mode)
 TX_STM: Final[int]         # software TM: private copies, validated at commit
 TX_UNLOGGED: Final[int]    # writes in place, no undo log (@nf.init, before the fork)
 BATCH_MAX: Final[int]      # packets per transaction at most
+COMMIT_REC_SIZE: Final[int]   # bytes of a commit record (worker_loop.h CommitRec; nfos.runtime.verify)
 MAX_KEY: Final[int]        # bytes of a packet-set key at most
 # the heartbeat code of each handler kind of HANDLERS (the watchdog's); H_PERIODIC + i: periodic handler i
 H_PACKET: Final[int]

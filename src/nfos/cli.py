@@ -385,7 +385,7 @@ def verify(record_file: str) -> None:
         problems = run_verify(record_file, load)
     except USER_ERRORS as e:
         fail(str(e))
-    except (RuntimeError, ValueError) as e:
+    except RuntimeError as e:
         fail(str(e))
     for line in problems:
         say(f"violation: {line}")

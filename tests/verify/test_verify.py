@@ -40,7 +40,7 @@ def rewrite(src, dst, edit):
 
 
 def test_the_record_layout_is_the_c_one():
-    assert COMMIT_REC.size == 160   # CommitRec in worker_loop.h
+    assert COMMIT_REC.size == _core.COMMIT_REC_SIZE == 160   # CommitRec in worker_loop.h
     assert HANDLER_NAMES[:3] == ["packet", "new_packet_set", "expired"]
 
 

@@ -62,6 +62,18 @@ def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
                           f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
 
 
+def trace_devices(trace: Trace, nf_name: str, devices: list[str]) -> list[int]:
+    """Each frame's device as an index into the NF's ``devices`` (the trace names its own)."""
+    if trace.dev_names and trace.dev_names != devices[: len(trace.dev_names)]:
+        unknown = [d for d in trace.dev_names if d not in devices]
+        if unknown:
+            raise ValueError(f"the trace has device(s) {', '.join(unknown)} that NF '{nf_name}' does not "
+                             f"have (its devices: {', '.join(devices)})")
+        remap = [devices.index(d) for d in trace.dev_names]
+        return [remap[d] for d in trace.devs]
+    return list(trace.devs)
+
+
 def lap_ns(times_ns: Sequence[int]) -> int:
     """How much later each lap of a replayed trace is: its span plus one mean gap."""
     if not times_ns:
@@ -111,15 +123,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         nf = session.nf
         if callable(trace):
             trace = trace(list(nf.devices))
-        if trace.dev_names and trace.dev_names != list(nf.devices)[: len(trace.dev_names)]:
-            unknown = [d for d in trace.dev_names if d not in nf.devices]
-            if unknown:
-                raise ValueError(f"the trace has device(s) {', '.join(unknown)} that NF '{nf.name}' does not "
-                                 f"have (its devices: {', '.join(nf.devices)})")
-            remap = [nf.devices.index(d) for d in trace.dev_names]
-            devs = [remap[d] for d in trace.devs]
-        else:
-            devs = list(trace.devs)
+        devs = trace_devices(trace, nf.name, list(nf.devices))
         nbytes = sum(map(len, trace.frames))
         check_memory(trace, session.nslots, nbytes)
         start = trace.times_ns[0] if len(trace) else 0

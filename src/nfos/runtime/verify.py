@@ -28,8 +28,11 @@ from nfos import _core
 
 FORMAT = "nfos-commits"
 VERSION = 1
-#: CommitRec (worker_loop.h): order, clock, seq, writer, handler, n, worker, index, item[32]
-COMMIT_REC = struct.Struct("<QQQBBBBI32I")
+#: CommitRec (worker_loop.h): order, clock, seq, writer, handler, n, worker, index, item[BATCH_MAX]
+COMMIT_REC = struct.Struct(f"<QQQBBBBI{_core.BATCH_MAX}I")
+if COMMIT_REC.size != _core.COMMIT_REC_SIZE:   # pragma: no cover (a C change not made here)
+    raise ImportError(f"nfos.runtime.verify reads {COMMIT_REC.size}-byte commit records, the C core writes "
+                      f"{_core.COMMIT_REC_SIZE}")
 HANDLER_NAMES = [name for name, _doc in _core.HANDLERS]
 #: at most this many lines per kind of difference, then a count
 MAX_LINES = 20
@@ -125,6 +128,7 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
     """Re-execute the record at ``path`` sequentially in its recorded order; one line per
     violation (empty: the run equals that serial execution).  ``load_trace(devices, header)``
     returns the trace (nfos.io.capture.Trace) the run replayed."""
+    from nfos.runtime.replay import trace_devices  # (replay imports this module)
     from nfos.runtime.session import Session
 
     header, recs, end = read_record(path)
@@ -136,11 +140,7 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
     try:
         nf = session.nf
         trace = load_trace(list(nf.devices), header)
-        if trace.dev_names and trace.dev_names != list(nf.devices)[: len(trace.dev_names)]:
-            remap = [nf.devices.index(d) for d in trace.dev_names]
-            devs = [remap[d] for d in trace.devs]
-        else:
-            devs = list(trace.devs)
+        devs = trace_devices(trace, nf.name, list(nf.devices))
         if len(trace) != header.get("packets", len(trace)):
             problems.append(f"the trace has {len(trace)} packets, the run replayed {header['packets']}")
         times: list[int] = []
