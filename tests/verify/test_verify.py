@@ -134,3 +134,19 @@ def test_recording_is_off_by_default():
 def test_record_commits_is_for_replays():
     r = nfos_cmd("run", FIREWALL, "--iface", "lan=lo", "--record-commits", "x")
     assert r.returncode != 0 and "--record-commits is for replays" in r.stderr
+
+
+def test_each_workers_output_order_is_compared(tmp_path, trace):
+    """Output of one worker leaves in its commit order: the re-execution must send it in that
+    order too (a record whose worker 1 sent its frames in reverse is a violation)."""
+    rec = str(tmp_path / "c.commits")
+    replay(FIREWALL, trace, workers=2, record_commits=rec)
+    header, recs, end = read_record(rec)
+    assert set(end["slot_outputs"]) == {"0", "1"}
+    assert verify(rec, lambda devices, header: trace) == []
+    end["slot_outputs"]["1"]["wan"].reverse()
+    write_record(rec, {k: v for k, v in header.items() if k not in ("format", "version")}, recs,
+                 {k: v for k, v in end.items() if k != "end"})
+    problems = verify(rec, lambda devices, header: trace)
+    assert problems == ["output of slot 1 on wan: the same frames in another order (first difference at its "
+                        "frame 0)"]

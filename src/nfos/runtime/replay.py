@@ -25,6 +25,7 @@ from nfos.runtime.verify import (
     output_digests,
     record_header,
     records_capacity,
+    slot_output_digests,
     structure_digests,
     write_record,
 )
@@ -143,6 +144,8 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             nbytes *= laps
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
+            if record_commits:
+                session.sink.kept_slots = []
         total = len(trace) * laps
 
         def processed(done: int) -> None:
@@ -184,6 +187,7 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             write_record(record_commits, record_header(nf_path, params, record_inputs, workers, batch, len(trace)),
                          recs, {"lost": lost, "exit_clock": exit_clock,
                                 "outputs": output_digests(session.sink.by_device() if session.sink else {}),
+                                "slot_outputs": slot_output_digests(_kept_by_slot(session.sink)),
                                 "structures": structure_digests(session.registry)})
         if session.sink is not None and session.sink.writers:
             session.sink.close()
@@ -211,6 +215,13 @@ def run_warnings(stats: dict[str, Any]) -> list[str]:
                    "capture's clock went back): each was processed at the latest time before it "
                    "(time_reordered; the clock never goes back)")
     return out
+
+
+def _kept_by_slot(sink: OutputSink | None) -> list[tuple[int, str, bytes]]:
+    """(slot, device, frame) of every frame kept, in the order drained."""
+    if sink is None or sink.kept_slots is None:
+        return []
+    return [(s, d, f) for s, (d, f) in zip(sink.kept_slots, sink.kept, strict=True)]
 
 
 def _control(session: Session) -> list[dict[str, Any]]:

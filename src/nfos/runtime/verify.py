@@ -7,8 +7,8 @@ packet sets an expiry sweep expired, or the periodic handler).  ``nfos verify FI
 (:func:`verify`) loads the same NF with the same parameters and worker count, re-executes those
 transactions one at a time in the recorded order in one process, each as its worker (that
 worker's packet-set table, its replicas, shards, budgets and pools) at its recorded clock, then
-compares the output (per device, as multisets) and the final bytes of every structure with the
-run's.  docs/reliability.md explains the order rule and the limits.
+compares the output (per device as multisets, then each slot's in its commit order) and the final
+bytes of every structure with the run's.  docs/reliability.md explains the order rule and the limits.
 
 The file is JSON lines (FORMAT, VERSION): a header object, one object per transaction (in the
 order the workers committed them, per worker), and an end object.
@@ -21,7 +21,7 @@ import json
 import os
 import struct
 from collections import Counter as Multiset
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nfos import _core
@@ -67,6 +67,15 @@ def structure_digests(registry: Any) -> list[dict[str, Any]]:
 
 def output_digests(outputs: dict[str, list[bytes]]) -> dict[str, list[str]]:
     return {dev: sorted(frame_digest(f) for f in frames) for dev, frames in outputs.items()}
+
+
+def slot_output_digests(sent: Iterable[tuple[int, str, bytes]]) -> dict[str, dict[str, list[str]]]:
+    """Per slot and device, the digests of the frames it sent, in the order it sent them (its
+    commit order): {slot: {device: [digest]}}."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for slot, dev, frame in sent:
+        out.setdefault(str(slot), {}).setdefault(dev, []).append(frame_digest(frame))
+    return out
 
 
 def collect_records(nslots: int) -> tuple[list[dict[str, Any]], int]:
@@ -151,6 +160,12 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
         wires = trace.wire_lens or [len(f) for f in trace.frames]
         session.init(start_time_ns=times[0] if times else 0)
         _core.replay_io(True)
+        sent: list[tuple[int, str, bytes]] = []   # (slot, device, frame) in the serial order
+
+        def take(slot: int) -> None:
+            for mask, frame in _core.replay_io(True):
+                sent.extend((slot, d, frame) for i, d in enumerate(nf.devices) if mask >> i & 1)
+
         try:
             packet = HANDLER_NAMES.index("packet")
             for r in serial_order(recs):
@@ -162,6 +177,7 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
                 if _core.replay_tx(r["k"], h, r["i"], r["c"], items) == 1:
                     problems.append(f"transaction {r['s']} of worker {r['k']} (order {r['o']}): an expiry "
                                     f"sweep's packet sets {r['x']} have not expired in the serial order")
+                take(r["k"])
             _core.set_slot(session.control_slot)
             if nf.handlers.exit is not None:
                 _core.set_clock(end.get("exit_clock", 0))
@@ -169,16 +185,25 @@ def verify(path: str, load_trace: Callable[[list[str], dict[str, Any]], Any]) ->
                     _core.run_exit(nf.handlers.exit)
                 except Exception as e:
                     session._log_error(e, "@nf.exit")
+                take(session.control_slot)
         finally:
-            sent = _core.replay_io(False)
+            _core.replay_io(False)
         outputs: dict[str, list[bytes]] = {d: [] for d in nf.devices}
-        for mask, frame in sent:
-            for i, d in enumerate(nf.devices):
-                if mask >> i & 1:
-                    outputs[d].append(frame)
+        for _slot, dev, frame in sent:
+            outputs[dev].append(frame)
         got = output_digests(outputs)
         for dev, recorded in end["outputs"].items():
             problems += _diff_lines(f"output on {dev}", recorded, got.get(dev, []))
+        if not problems:   # the same frames: each worker's, in its commit order, in that order too
+            mine_by_slot = slot_output_digests(sent)
+            for slot, devs in end.get("slot_outputs", {}).items():
+                for dev, recorded in devs.items():
+                    replayed = mine_by_slot.get(slot, {}).get(dev, [])
+                    if recorded != replayed:
+                        at = next((i for i, (a, b) in enumerate(zip(recorded, replayed, strict=False)) if a != b),
+                                  min(len(recorded), len(replayed)))
+                        problems.append(f"output of slot {slot} on {dev}: the same frames in another order "
+                                        f"(first difference at its frame {at})")
         mine = structure_digests(session.registry)
         theirs = end["structures"]
         if len(mine) != len(theirs):
