@@ -196,10 +196,12 @@ def _summary(stats: dict[str, Any]) -> Table:
               help="live: once the packet sockets are open, run as this user (e.g. nobody)")
 @click.option("--watchdog", type=float, default=DEFAULT_WATCHDOG, show_default=True, metavar="SECONDS",
               help="name on stderr a worker stuck in one handler call this long (0: off)")
+@click.option("--record-commits", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="replay: record every transaction's commit order to FILE, for `nfos verify FILE`")
 def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers: int | None, out_dir: str | None,
         params: tuple[str, ...], stats_json: str | None, batch: int, quiet: bool, profile: bool,
         stats_interval: float | None, metrics_port: int | None, metrics_addr: str | None, duration: float | None,
-        user: str | None, watchdog: float) -> None:
+        user: str | None, watchdog: float, record_commits: str | None) -> None:
     """Replay a capture through NF_FILE on N worker processes (--in), or run it on interfaces (--iface)."""
     if inputs and ifaces:
         fail("--in and --iface are mutually exclusive: replay a capture or run on interfaces")
@@ -214,7 +216,7 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
     if watchdog < 0:
         fail("--watchdog must be >= 0 (0: off)")
     if ifaces:
-        for name, value in (("--out", out_dir), ("--profile", profile)):
+        for name, value in (("--out", out_dir), ("--profile", profile), ("--record-commits", record_commits)):
             if value:
                 fail(f"{name} is for replays (--in), not live runs")
         if metrics_addr is not None and metrics_port is None:
@@ -242,7 +244,8 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
     for name, given in live_only:
         if given is not None:
             fail(f"{name} is for live runs (--iface), not replays")
-    result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile, watchdog, stats_json)
+    result = _run(nf_file, inputs, workers, out_dir, params, batch, quiet, profile, watchdog, stats_json,
+                  record_commits)
     stats = result.stats
     if stats_json:
         with open(stats_json, "w") as f:
@@ -259,7 +262,7 @@ def run(nf_file: str, inputs: tuple[str, ...], ifaces: tuple[str, ...], workers:
 
 def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: str | None,
          params: tuple[str, ...], batch: int, quiet: bool, profile: bool, watchdog: float = 0.0,
-         stats_json: str | None = None):
+         stats_json: str | None = None, record_commits: str | None = None):
     """Replay with a progress bar; user errors end the command with one line.  Ctrl-C or
     SIGTERM: the workers stop at once; the summary so far (with ``interrupted`` and
     ``unprocessed``) goes to ``stats_json`` and, unless quiet, to stdout; exit status 2."""
@@ -275,7 +278,8 @@ def _run(nf_file: str, inputs: tuple[str, ...], workers: int | None, out_dir: st
     phases: Phases | None = None if quiet else RichPhases(err) if sys.stderr.isatty() else PlainPhases()
     try:
         result = replay(nf_file, _trace_loader(inputs, phases), workers=workers, params=list(params),
-                        out_dir=out_dir, batch=batch, profile=profile, phases=phases, watchdog=watchdog)
+                        out_dir=out_dir, batch=batch, profile=profile, phases=phases, watchdog=watchdog,
+                        record_commits=record_commits, record_inputs=[_absolute_input(i) for i in inputs])
     except Interrupted as e:
         if phases is not None:
             phases.close()
@@ -360,6 +364,36 @@ def _sigterm_as_interrupt() -> None:
 
 
 # ---------------------------------------------------------------- check
+def _absolute_input(spec: str) -> str:
+    """An --in argument with its file as an absolute path (a record names it for nfos verify)."""
+    dev, sep, path = spec.rpartition("=")
+    return f"{dev}{sep}{os.path.abspath(path)}" if not os.path.exists(spec) else os.path.abspath(spec)
+
+
+@cli.command()
+@click.argument("record_file", type=click.Path(exists=True, dir_okay=False))
+def verify(record_file: str) -> None:
+    """Re-execute a run recorded with `nfos run --record-commits RECORD_FILE` sequentially, in its
+    commit order, and compare its output and final structure state byte for byte: one line per
+    violation; exit status 0 (serializable) or 1."""
+    from nfos.runtime.verify import verify as run_verify
+
+    def load(devices: list[str], header: dict) -> Trace:
+        return _trace_loader(tuple(header["trace"]))(devices)
+
+    try:
+        problems = run_verify(record_file, load)
+    except USER_ERRORS as e:
+        fail(str(e))
+    except RuntimeError as e:
+        fail(str(e))
+    for line in problems:
+        say(f"violation: {line}")
+    if problems:
+        sys.exit(1)
+    say(f"{record_file}: OK (the output and the final state of every structure equal the serial execution)")
+
+
 @cli.command()
 @click.argument("nf_file", type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="K=V", help="NF parameter for the trial load")

@@ -395,6 +395,25 @@ def check(spec: Spec, seed: int, packets: int, workers: int, batch: int, tmp: st
     return ""
 
 
+def check_recorded(spec: Spec, seed: int, packets: int, workers: int, batch: int, tmp: str) -> str:
+    """Run the spec's NF with ``workers``, recording its commits, and re-execute the record
+    sequentially in that order (nfos verify): "" without a violation, else the violations and a
+    reproducer."""
+    from nfos.runtime.verify import verify
+
+    path = os.path.join(tmp, f"rnf_{seed}_{workers}_{batch}.py")
+    with open(path, "w") as f:
+        f.write(render(spec))
+    tr = trace(seed, len(spec.programs), packets)
+    rec = path + ".commits"
+    replay(path, tr, workers=workers, batch=batch, record_commits=rec)
+    problems = verify(rec, lambda devices, header: tr)
+    if not problems:
+        return ""
+    return "\n".join(problems[:20]) + (
+        f"\nreproduce: nfos verify {rec} (trace: rnf_gen.trace({seed}, {len(spec.programs)}, {packets}))")
+
+
 def describe(seq: dict[str, list[bytes]], par: dict[str, list[bytes]], src: str) -> str:
     """Which frames differ per device, and the source of the programs the dump frames name."""
     lines, progs = [], set()

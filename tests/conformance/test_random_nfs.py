@@ -12,7 +12,9 @@ device's output must be the same multiset of frames; the exit handler dumps
 every structure of every program onto ``dump``, so that includes the final
 state.  What counts as a random NF is a program: the default run checks
 ``DEFAULT_EXAMPLES * PROGRAMS`` = 40 x 30 = 1,200 of them (about 15 s on 2
-cores), the slow run 334 x 30 = 10,020 (a few minutes)::
+cores), the slow run 334 x 30 = 10,020 (a few minutes).  A subset is also recorded with
+``--record-commits`` and re-executed in its commit order (``nfos verify``): 10 files of 10
+programs by default, 100 files (1,000 programs) in the slow run::
 
     PYTHONPATH=src python3 -m pytest -p no:cacheprovider -m slow tests/conformance/test_random_nfs.py
 
@@ -60,4 +62,33 @@ def test_random_nfs_parallel_equals_sequential(tmp_path_factory, spec, args):
 @given(rnf_gen.specs(PROGRAMS), run_args)
 def test_random_nfs_slow(tmp_path_factory, spec, args):
     problem = _check(tmp_path_factory, spec, args)
+    assert not problem, problem
+
+
+#: the commit order re-executed (nfos verify) for a subset: 10 files of 10 programs
+RECORDED_PROGRAMS = 10
+RECORDED_EXAMPLES = 10
+
+
+@settings(max_examples=RECORDED_EXAMPLES, deadline=None, phases=PHASES,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(rnf_gen.specs(RECORDED_PROGRAMS), run_args)
+def test_random_nfs_recorded_commit_order_verifies(tmp_path_factory, spec, args):
+    """Recorded with 2-4 workers (--record-commits), re-executed sequentially in that commit
+    order (nfos verify): the output and every structure's final bytes are the run's."""
+    seed, packets, workers, batch = args
+    problem = rnf_gen.check_recorded(spec, seed, packets, workers, batch, str(tmp_path_factory.mktemp("rnfv")))
+    assert not problem, problem
+
+
+@pytest.mark.slow
+@settings(max_examples=1_000 // RECORDED_PROGRAMS, deadline=None, phases=PHASES,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(rnf_gen.specs(RECORDED_PROGRAMS), run_args)
+def test_random_nfs_recorded_slow(tmp_path_factory, spec, args):
+    """1,000 random NFs (100 files of 10) recorded and verified."""
+    seed, packets, workers, batch = args
+    problem = rnf_gen.check_recorded(spec, seed, packets, workers, batch, str(tmp_path_factory.mktemp("rnfv")))
     assert not problem, problem

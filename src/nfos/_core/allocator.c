@@ -102,6 +102,8 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     /* cells start as zero pages: free, unlocked, version 0 (never touched here) */
     Py_XSETREF(a->on_expire, on_expire == Py_None ? NULL : Py_NewRef(on_expire));
     a->sid = struct_register();
+    struct_region(a->sid, a->heads, a->head_stride, a->nslots);
+    struct_region(a->sid, a->cells, a->cell_stride, capacity);
     a->gen = proc.arena_gen;
     return 0;
 }

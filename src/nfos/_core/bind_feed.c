@@ -140,7 +140,7 @@ typedef struct {
 static int push_tick(uint64_t t, void *arg) {
     TickPush *tp = arg;
     for (uint32_t s = 0; s < tp->nw; s++)
-        if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, t, 0) < 0) return ring_overflow((int)s, tp->pushed);
+        if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, t, 0, 0) < 0) return ring_overflow((int)s, tp->pushed);
     tp->pushed++;
     return 0;
 }
@@ -355,13 +355,13 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
         for (; kb + 1 < B.n && B.time[kb] <= t; kb++) {
             if (B.time[kb] && plan_flush(&plan, B.time[kb] - 1, push_tick, &tp) < 0) goto done;
             for (uint32_t s = 0; s < nw; s++)
-                if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0) < 0) {
+                if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0, 0) < 0) {
                     ring_overflow((int)s, (uint64_t)i);
                     goto done;
                 }
         }
         if (plan_ticks(&plan, t, push_tick, &tp) < 0) goto done;
-        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, t, 0) < 0) {
+        if (ring_push(target[i], ptrs[i], lens[i], wires[i], dev_of[i], DESC_PACKET, t, (uint32_t)i, 0) < 0) {
             ring_overflow(target[i], (uint64_t)i);
             goto done;
         }
@@ -370,13 +370,13 @@ static PyObject *py_load_trace(PyObject *self, PyObject *args, PyObject *kw) {
      * what expired by then, as the sequential run's clock does with the last packet. */
     if (n && tick_ns)
         for (uint32_t s = 0; s < nw; s++)
-            if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, when[n - 1], 0) < 0) {
+            if (ring_push((int)s, NULL, 0, 0, 0, DESC_TICK, when[n - 1], 0, 0) < 0) {
                 ring_overflow((int)s, (uint64_t)n);
                 goto done;
             }
     for (; kb < B.n; kb++)   /* the last boundary (back to the first table) */
         for (uint32_t s = 0; s < nw; s++)
-            if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0) < 0) {
+            if (ring_push((int)s, NULL, (uint32_t)kb, 0, 0, DESC_MIGRATE, B.time[kb], 0, 0) < 0) {
                 ring_overflow((int)s, (uint64_t)n);
                 goto done;
             }
@@ -424,7 +424,7 @@ static PyObject *py_inject(PyObject *self, PyObject *args) {
     uint8_t *p = ring_data_copy(slot, b.buf, len);
     PyBuffer_Release(&b);
     if (!p) return NULL;
-    if (ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 1) < 0) return NULL;
+    if (ring_push(slot, p, len, wire, (uint16_t)dev, DESC_PACKET, t, 0, 1) < 0) return NULL;
     return Py_BuildValue("(iK)", slot, (unsigned long long)ring_rx_head(slot));
 }
 
@@ -434,7 +434,7 @@ static PyObject *py_tick(PyObject *self, PyObject *args) {
     unsigned long long t;
     if (!PyArg_ParseTuple(args, "iK", &slot, &t)) return NULL;
     if (check_ring_slot(slot) < 0) return NULL;
-    if (ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 1) < 0) return NULL;
+    if (ring_push(slot, NULL, 0, 0, 0, DESC_TICK, t, 0, 1) < 0) return NULL;
     return PyLong_FromUnsignedLongLong(ring_rx_head(slot));
 }
 
@@ -535,7 +535,119 @@ static PyObject *py_migrated(PyObject *self, PyObject *arg) {
     return Py_BuildValue("(KK)", (unsigned long long)in, (unsigned long long)dropped);
 }
 
+/* ---------------------------------------------- commit records, nfos verify */
+
+/* record_commits(per_slot): record every slot's committed transactions (before the fork). */
+static PyObject *py_record_commits(PyObject *self, PyObject *arg) {
+    unsigned long long n = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    if (!proc.arena.base) {
+        PyErr_SetString(PyExc_RuntimeError, "no NF is loaded");
+        return NULL;
+    }
+    if (loop_record_setup(n) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* commit_records(slot) -> (bytes of its CommitRecs, lost), or None when not recording. */
+static PyObject *py_commit_records(PyObject *self, PyObject *arg) {
+    long slot;
+    if (bind_slot_arg(arg, &slot) < 0) return NULL;
+    uint64_t n = 0, lost = 0;
+    const CommitRec *r = loop_records((int)slot, &n, &lost);
+    if (!r) Py_RETURN_NONE;
+    return Py_BuildValue("(NK)", PyBytes_FromStringAndSize((const char *)r, (Py_ssize_t)(n * sizeof(CommitRec))),
+                         (unsigned long long)lost);
+}
+
+/* Output of replayed transactions (replay_io): (devmask, frame) in publish order. */
+static PyObject *replay_out;
+static void replay_send(const PktOut *out, int n) {
+    for (int i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(Iy#)", out[i].devmask, (const char *)out[i].data, (Py_ssize_t)out[i].len);
+        if (!t || !replay_out || PyList_Append(replay_out, t) < 0) PyErr_WriteUnraisable(NULL);
+        Py_XDECREF(t);
+    }
+}
+static const Pktio pktio_replay = {.name = "replay", .send = replay_send};
+
+/* replay_io(on) -> the output collected since the last call: [(devmask, frame)].
+ * on: this process's transactions publish into that list (nfos verify); off: the rings again. */
+static PyObject *py_replay_io(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    PyObject *was = replay_out ? replay_out : PyList_New(0);
+    replay_out = on ? PyList_New(0) : NULL;
+    loop_set_io(on ? &pktio_replay : &pktio_ring);
+    return was;
+}
+
+/* replay_tx(worker, handler, index, clock, items) -> 0 done, 1 an expiry item's set is not
+ * expired here.  items: [(frame, dev, wire, time, trace index)] for packets, [set id] for expiry. */
+static PyObject *py_replay_tx(PyObject *self, PyObject *args) {
+    int worker, handler;
+    unsigned int index;
+    unsigned long long clock;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iiIKO!", &worker, &handler, &index, &clock, &PyList_Type, &list)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (n > NFOS_BATCH_MAX || worker < 0 || worker >= (proc.nworkers ? proc.nworkers : 1)) {
+        PyErr_SetString(PyExc_ValueError, "replay_tx: bad worker or too many items");
+        return NULL;
+    }
+    PktSlot slots[NFOS_BATCH_MAX];
+    Item items[NFOS_BATCH_MAX];
+    uint8_t *bufs[NFOS_BATCH_MAX] = {0};
+    PyObject *res = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PyList_GET_ITEM(list, i);
+        if (PyLong_Check(o)) {
+            items[i].pkt = NULL;
+            items[i].expire_id = (int32_t)PyLong_AsLong(o);
+            if (PyErr_Occurred()) goto done;
+            continue;
+        }
+        const char *buf;
+        Py_ssize_t len;
+        int dev;
+        unsigned int wire, tindex;
+        unsigned long long t;
+        if (!PyArg_ParseTuple(o, "y#iIKI", &buf, &len, &dev, &wire, &t, &tindex)) goto done;
+        if (check_dev(dev) < 0) goto done;
+        bufs[i] = PyMem_RawMalloc(len ? (size_t)len : 1);
+        if (!bufs[i]) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memcpy(bufs[i], buf, (size_t)len);
+        PktSlot *s = &slots[i];
+        memset(s, 0, sizeof *s);
+        s->data = bufs[i];
+        s->len = (uint32_t)len;
+        s->wire = wire > (uint32_t)len ? wire : (uint32_t)len;
+        s->dev = (uint16_t)dev;
+        s->time = t;
+        s->index = tindex;
+        pkt_parse(s);
+        set_key_extract(s);
+        items[i].pkt = s;
+        items[i].expire_id = -1;
+    }
+    int r = loop_replay_tx(worker, handler, index, clock, items, (int)n);
+    if (r >= 0) res = PyLong_FromLong(r);
+done:
+    for (Py_ssize_t i = 0; i < n; i++) PyMem_RawFree(bufs[i]);
+    return res;
+}
+
+static PyObject *py_struct_dump(PyObject *self, PyObject *noargs) { return struct_dump(); }
+
 PyMethodDef bind_feed_methods[] = {
+    {"record_commits", py_record_commits, METH_O, "record_commits(per_slot): record each slot's commits"},
+    {"commit_records", py_commit_records, METH_O, "commit_records(slot) -> (records, lost) or None"},
+    {"replay_io", py_replay_io, METH_O, "replay_io(on) -> [(devmask, frame)] published since the last call"},
+    {"replay_tx", py_replay_tx, METH_VARARGS, "replay_tx(worker, handler, index, clock, items) -> 0, or 1"},
+    {"struct_dump", py_struct_dump, METH_NOARGS, "struct_dump() -> [(structure id, payload bytes)]"},
     {"migrated", py_migrated, METH_O, "migrated(slot) -> (packet sets moved in, dropped)"},
     {"set_laps", py_set_laps, METH_VARARGS, "set_laps(laps, lap_ns): walk the loaded trace `laps` times"},
     {"rings_setup", py_rings_setup, METH_VARARGS, NULL},

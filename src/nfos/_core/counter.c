@@ -42,6 +42,7 @@ static int ctr_init(PyObject *self, PyObject *args, PyObject *kw) {
     c->staleness = staleness;
     memset(c->cache, 0, sizeof c->cache);
     c->sid = struct_register();
+    struct_region(c->sid, c->shards, c->stride, c->nslots);
     c->gen = proc.arena_gen;
     return 0;
 }

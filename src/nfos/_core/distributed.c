@@ -65,6 +65,7 @@ static int dobj_init(PyObject *self, PyObject *args, PyObject *kw) {
     }
     o->staleness = staleness;
     o->sid = struct_register();
+    struct_region(o->sid, o->replicas, o->stride, o->nslots);
     o->gen = proc.arena_gen;
     Py_XSETREF(o->rtype, (PyTypeObject *)Py_NewRef(rtype));
     return 0;

@@ -241,6 +241,8 @@ static int map_init(PyObject *self, PyObject *args, PyObject *kw) {
         ((Budget *)OBJ_DATA(m->budgets + (size_t)s * m->budget_stride))->avail =
             capacity / m->nslots + (s < capacity % m->nslots);
     m->sid = struct_register();
+    struct_region(m->sid, m->base, m->stride, m->nbuckets);
+    struct_region(m->sid, m->budgets, m->budget_stride, m->nslots);
     m->gen = proc.arena_gen;
     return 0;
 }

@@ -91,6 +91,7 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyModule_AddIntConstant(m, "TX_DIRECT", TX_DIRECT) < 0 || PyModule_AddIntConstant(m, "TX_STM", TX_STM) < 0 ||
         PyModule_AddIntConstant(m, "TX_UNLOGGED", TX_UNLOGGED) < 0 ||
         PyModule_AddIntConstant(m, "BATCH_MAX", NFOS_BATCH_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "COMMIT_REC_SIZE", (long)sizeof(CommitRec)) < 0 ||
         PyModule_AddIntConstant(m, "MAX_KEY", NFOS_MAX_KEY) < 0)
         goto fail;
     /* the heartbeat code of each handler kind (worker_loop.h: HB_CODE), for the watchdog's names */

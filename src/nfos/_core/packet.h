@@ -63,6 +63,7 @@ typedef struct {
     uint64_t undo_serial;     /* header bytes saved for this attempt */
     uint64_t enq_ns;          /* paced mode: monotonic time the generator queued it (0: not timed) */
     PktVnet vnet;             /* live: offload metadata (zero: none) */
+    uint32_t index;           /* replay: the frame's place in the trace (--record-commits) */
     uint8_t *copy_to;         /* the frame is handled more than once (laps, the paced pool): before
                                * the first rewrite it is copied here and data points to the copy */
     uint8_t key[NFOS_MAX_KEY];

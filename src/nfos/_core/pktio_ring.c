@@ -44,7 +44,7 @@ typedef struct {
     uint64_t time;     /* paced mode (DESC_TIMED): also when the generator queued it */
     uint16_t dev;
     uint16_t kind;     /* DESC_PACKET or DESC_TICK, | DESC_TIMED */
-    uint32_t pad;
+    uint32_t index;    /* a replayed trace's frame: its place in the trace */
     uint64_t dend;     /* the slot's data-ring position after this descriptor's frame */
 } RxDesc;   /* 40 bytes */
 
@@ -216,7 +216,7 @@ int ring_steer_bucket(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev, 
 }
 
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint16_t dev, uint16_t kind,
-              uint64_t time, int wait) {
+              uint64_t time, uint32_t index, int wait) {
     RxRing *rx = &R->rx[slot];
     for (unsigned spins = 0;; spins++) {
         uint64_t head = atomic_load_explicit(&rx->head, memory_order_relaxed);
@@ -230,6 +230,7 @@ int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint1
             d->kind = kind;
             d->time = time;
             d->dend = rx->dhead;
+            d->index = index;
             atomic_store_explicit(&rx->head, head + 1, memory_order_release);
             return 0;
         }
@@ -510,7 +511,7 @@ int ring_feed_paced_step(PacedFeed *f, uint64_t until) {
         }
         size_t i = f->i;
         if (ring_push(pool.targets[i], pool.ptrs[i], pool.lens[i], pool.lens[i], pool.devs[i],
-                      DESC_PACKET | DESC_TIMED, now, 0) == 0)
+                      DESC_PACKET | DESC_TIMED, now, (uint32_t)i, 0) == 0)
             f->queued++;
         else
             f->lost++;
@@ -624,6 +625,7 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
         s->wire = d->wire;
         s->dev = d->dev;
         s->time = t;
+        s->index = d->index;
         s->enq_ns = (d->kind & DESC_TIMED) ? d->time : 0;
         memset(&s->vnet, 0, sizeof s->vnet);
         s->undo_serial = 0;

@@ -25,11 +25,11 @@ uint8_t *ring_data_copy(int slot, const void *frame, uint32_t len);
 /* The worker a frame goes to (0 in the sequential mode or with one worker). */
 int ring_steer(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev);
 int ring_steer_bucket(uint8_t *data, uint32_t len, uint32_t wire, uint16_t dev, int *bucket);   /* and its RSS bucket */
-/* Queue a descriptor on slot's RX ring: 0, or -1 full (wait: spin until room;
+/* Queue a descriptor on slot's RX ring (`index`: a replayed frame's place in the trace): 0, or -1 full (wait: spin until room;
  * -2 with an exception set on a stop request or when this process would wait
  * on itself).  `len` bytes were captured of a frame of `wire` bytes (wire > len: cut). */
 int ring_push(int slot, const uint8_t *frame, uint32_t len, uint32_t wire, uint16_t dev, uint16_t kind,
-              uint64_t time, int wait);
+              uint64_t time, uint32_t index, int wait);
 /* Walk every (loaded, closed) RX ring `laps` times, each lap `lap_ns` later
  * (a long saturation run from a short trace; frames are then copied before
  * the handlers see them). */

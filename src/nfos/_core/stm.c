@@ -185,6 +185,7 @@ static void wait_irrevocable_free(StmTx *tx) {
 
 void stm_begin(StmTx *tx, int mode, int irrevocable) {
     StmShared *sh = tx->shared;
+    tx->wv = 0;
     tx->sampled = sh && (++tx->count % STM_SAMPLE) == 0;
     tx->stm_ns = 0;
     if (tx->sampled) tx->t_begin = mono_ns();
@@ -599,7 +600,7 @@ static int commit_direct(StmTx *tx) {
          * the clock makes later snapshots newer than them.  Objects written
          * keep their old version word, which is safe because no transaction
          * that could have read the old payload is still running. */
-        atomic_fetch_add(&tx->shared->clock, 1);
+        tx->wv = atomic_fetch_add(&tx->shared->clock, 1) + 1;
     }
     undo_discard(tx);
     if (tx->counters) tx->counters->commits[0]++;
@@ -612,6 +613,7 @@ static int commit_impl(StmTx *tx) {
         finish_abort(tx);
         return -1;
     }
+    tx->wv = 0;
     if (tx->mode != TX_STM) return commit_direct(tx);
     StmSlot *me = &tx->shared->slots[tx->slot];
     uint32_t n = tx->nentries, nwritten = 0;
@@ -636,6 +638,7 @@ static int commit_impl(StmTx *tx) {
     }
     /* 2. write version; 3. validate the read set */
     uint64_t wv = atomic_fetch_add(&tx->shared->clock, 1) + 1;
+    tx->wv = wv;
     if (wv != tx->rv + 1) {
         for (uint32_t i = 0; i < n; i++) {
             TxEntry *e = &tx->entries[i];

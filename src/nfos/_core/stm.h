@@ -170,6 +170,7 @@ struct StmTx {
     int fail_cause;           /* STM_ABORTED: its abort cause */
     uint64_t serial;          /* changes at every attempt: stale views are refused */
     uint64_t rv;              /* snapshot version */
+    uint64_t wv;              /* after a commit: its write version (the clock it took; 0: it took none, read-only) */
     TxEntry *entries;
     uint32_t nentries, cap;
     uint32_t *htab;           /* open addressing: object (or private pointer) -> entry index + 1; 0 empty */

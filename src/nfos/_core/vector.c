@@ -38,6 +38,7 @@ static int vector_init(PyObject *self, PyObject *args, PyObject *kw) {
     v->payload = payload;
     v->scalar_kind = scalar_kind;
     v->sid = struct_register();
+    struct_region(v->sid, v->base, v->stride, n);
     v->gen = proc.arena_gen;
     Py_XSETREF(v->rtype, scalar_kind < 0 ? (PyTypeObject *)Py_NewRef(rtype) : NULL);
     Py_XSETREF(v->value_name, PyUnicode_FromString("value"));

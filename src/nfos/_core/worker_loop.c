@@ -107,6 +107,14 @@ static uint64_t max_drift;
 static uint64_t my_progress;     /* what this worker last published */
 static uint64_t last_rx_time;    /* the time of the last descriptor taken */
 
+/* Commit records (worker_loop.h), per slot in the arena; NULL: off (one test per commit). */
+typedef struct {
+    _Atomic uint64_t n;
+    uint64_t cap, lost;
+    CommitRec *recs;
+} CommitLog;
+static CommitLog *clog;
+
 static PktSlot *cur_new;          /* the packet in the new-packet-set handler */
 typedef struct {
     uint64_t created, expired, table_full;
@@ -164,6 +172,7 @@ int loop_configure(const LoopConfig *c) {
 
 void loop_reset(void) {
     has_sets = 0;
+    clog = NULL;
     lsync = NULL;
     Py_CLEAR(h_new);
     Py_CLEAR(h_packet);
@@ -303,6 +312,49 @@ static void report_handler_error(PyObject *exc) {
     }
     Py_XDECREF(exc);
     PyErr_Clear();
+}
+
+/* ------------------------------------------------------- commit records */
+
+int loop_record_setup(uint64_t per_slot) {
+    CommitLog *l = proc_alloc(sizeof(CommitLog) * proc.nslots, NFOS_CACHELINE);
+    if (!l) return -1;
+    for (uint32_t s = 0; s < proc.nslots; s++) {
+        l[s].recs = proc_alloc(sizeof(CommitRec) * (per_slot ? per_slot : 1), NFOS_CACHELINE);
+        if (!l[s].recs) return -1;
+        l[s].cap = per_slot;
+    }
+    clog = l;
+    return 0;
+}
+
+const CommitRec *loop_records(int slot, uint64_t *n, uint64_t *lost) {
+    if (!clog || slot < 0 || (uint32_t)slot >= proc.nslots) return NULL;
+    *n = atomic_load(&clog[slot].n);
+    *lost = clog[slot].lost;
+    return clog[slot].recs;
+}
+
+/* The transaction just ended (committed, or a handler error's): its record. */
+static void record_tx(int handler, uint32_t index, uint64_t clock, const Item *items, int n) {
+    CommitLog *l = &clog[proc.slot];
+    uint64_t k = atomic_load_explicit(&l->n, memory_order_relaxed);
+    if (k >= l->cap) {
+        l->lost++;
+        return;
+    }
+    CommitRec *r = &l->recs[k];
+    r->writer = proc.tx.wv != 0;
+    r->order = r->writer ? proc.tx.wv : proc.tx.rv;
+    r->clock = clock;
+    r->seq = k;
+    r->handler = (uint8_t)handler;
+    r->worker = (uint8_t)proc.slot;
+    r->index = index;
+    r->n = (uint8_t)n;
+    for (int i = 0; i < n; i++)
+        r->item[i] = items[i].pkt ? items[i].pkt->index : (uint32_t)items[i].expire_id;
+    atomic_store_explicit(&l->n, k + 1, memory_order_release);
 }
 
 /* ------------------------------------------------------------- output */
@@ -529,9 +581,11 @@ static int run_batch(Item *items, int n) {
                 c->packet_sets_expired[0]++;
                 c->packet_sets_live[0] = pst_count();
             }
+            if (clog) record_tx(items[0].pkt ? HANDLER_PACKET : HANDLER_EXPIRED, 0, start_clock, items, 1);
             return 1;
         }
         if (r == 0 && stm_commit(&proc.tx) == 0) {
+            if (clog) record_tx(items[0].pkt ? HANDLER_PACKET : HANDLER_EXPIRED, 0, start_clock, items, n);
             publish(items, n);
             return n;
         }
@@ -700,12 +754,41 @@ static int periodics_at(uint64_t T, int run) {
                 p->next -= p->interval;
                 return -1;
             }
+            if (clog) record_tx(HANDLER_PERIODIC, (uint32_t)i, T, NULL, 0);
             proc.me->counters.handler_errors[0]++;
             report_handler_error(nfos_fetch_exc());
+        } else if (clog) {
+            record_tx(HANDLER_PERIODIC, (uint32_t)i, T, NULL, 0);
         }
         Py_XDECREF(r);
     }
     return 0;
+}
+
+int loop_replay_tx(int worker, int handler, uint32_t index, uint64_t clock, Item *items, int n) {
+    if (proc_set_slot(worker) < 0) return -2;
+    pst_select(worker);
+    proc.clock = clock;
+    if (handler == HANDLER_PERIODIC) {
+        if ((int)index >= nperiodic) {
+            PyErr_Format(PyExc_ValueError, "the NF has no periodic handler %u", index);
+            return -2;
+        }
+        PyObject *empty = PyTuple_New(0);
+        PyObject *r = empty ? loop_run_alone(periodics[index].fn, empty, HANDLER_PERIODIC, index) : NULL;
+        Py_XDECREF(empty);
+        if (!r) {
+            if (!empty || stop_exception()) return -2;
+            proc.me->counters.handler_errors[0]++;
+            report_handler_error(nfos_fetch_exc());
+        }
+        Py_XDECREF(r);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (!items[i].pkt && !set_expired(items[i].expire_id)) return 1;
+    if (run_batch(items, n) < n) return -2;
+    return PyErr_Occurred() ? -2 : 0;
 }
 
 /* The control process (live mode): the handlers due up to `upto`, each in a

@@ -60,6 +60,30 @@ void loop_set_sweep_limit(int batches);
 /* Expire this worker's idle packet sets (-1: exception set). */
 int loop_sweep(void);
 
+/* Commit records (nfos run --record-commits, nfos verify): one per committed
+ * transaction of a slot, in a per-slot array in the arena, written by the slot
+ * and read by the control process.  `order` places it in the serial order:
+ * a writer's write version (the global clock value it took at commit; an
+ * irrevocable or alone transaction bumps the clock too), else the snapshot it
+ * read (rv), which comes after the writer of that version. */
+typedef struct {
+    uint64_t order;
+    uint64_t clock;                  /* the attempt's starting clock (a periodic handler: its due time) */
+    uint64_t seq;                    /* the slot's records before this one */
+    uint8_t writer, handler, n, worker;   /* handler: handlers.def; n: items */
+    uint32_t index;                  /* a periodic handler's place in the schedule */
+    uint32_t item[NFOS_BATCH_MAX];   /* packets: their trace indexes; expiry: set ids in the worker's table */
+} CommitRec;   /* 160 bytes */
+/* Record every slot's commits, up to `per_slot` each (before the fork); -1: exception set. */
+int loop_record_setup(uint64_t per_slot);
+/* slot's records so far (*n) and how many did not fit (*lost); NULL: not recording. */
+const CommitRec *loop_records(int slot, uint64_t *n, uint64_t *lost);
+/* nfos verify: run one recorded transaction in this process, as slot `worker`
+ * with that worker's packet-set table, at `clock`: a packet batch or expiry
+ * sweep (items), or periodic handler `index` alone.  0 done, 1 an expiry item's
+ * set is not expired here (it cannot be the recorded one), -2 exception set. */
+int loop_replay_tx(int worker, int handler, uint32_t index, uint64_t clock, Item *items, int n);
+
 /* The NF API inside handlers. */
 void loop_tx_begin(int mode, int irrevocable);   /* a transaction for Python (frames discarded) */
 int loop_tx_commit(void);                        /* its commit: 0 (its text written), -1 aborted */

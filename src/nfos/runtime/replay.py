@@ -16,9 +16,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nfos import _core
 from nfos.io.capture import Trace
 from nfos.runtime.progress import Phases
 from nfos.runtime.session import MAX_DRIFT_NS, OutputSink, Session
+from nfos.runtime.verify import (
+    collect_records,
+    output_digests,
+    record_header,
+    records_capacity,
+    slot_output_digests,
+    structure_digests,
+    write_record,
+)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -53,6 +63,18 @@ def check_memory(trace: Trace, nslots: int, nbytes: int | None = None) -> None:
                           f"{avail / 2**30:.1f} GiB is available: replay a shorter capture")
 
 
+def trace_devices(trace: Trace, nf_name: str, devices: list[str]) -> list[int]:
+    """Each frame's device as an index into the NF's ``devices`` (the trace names its own)."""
+    if trace.dev_names and trace.dev_names != devices[: len(trace.dev_names)]:
+        unknown = [d for d in trace.dev_names if d not in devices]
+        if unknown:
+            raise ValueError(f"the trace has device(s) {', '.join(unknown)} that NF '{nf_name}' does not "
+                             f"have (its devices: {', '.join(devices)})")
+        remap = [devices.index(d) for d in trace.dev_names]
+        return [remap[d] for d in trace.devs]
+    return list(trace.devs)
+
+
 def lap_ns(times_ns: Sequence[int]) -> int:
     """How much later each lap of a replayed trace is: its span plus one mean gap."""
     if not times_ns:
@@ -66,7 +88,8 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
            progress: Callable[[int, int], None] | None = None, check: bool = True,
            profile: bool = False, phases: Phases | None = None, max_drift_ns: int = MAX_DRIFT_NS,
            watchdog: float = 0.0, laps: int = 1, cpus: Sequence[int] | None = None,
-           rebalance_ns: int = 0, max_moves: int = 16) -> RunResult:
+           rebalance_ns: int = 0, max_moves: int = 16, record_commits: str | None = None,
+           record_inputs: Sequence[str] = ()) -> RunResult:
     """Run ``trace`` through the NF at ``nf_path``; returns the stats (and outputs if kept).
 
     ``trace`` may be a callable that gets the NF's device names and returns the
@@ -83,10 +106,17 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
     ``cpus[i % len(cpus)]``.  ``rebalance_ns`` > 0: RSS++ rebalancing every that many ns of
     trace time (Session.load_trace); the output stays that of the sequential run, the packet
     sets moving with their buckets.
+
+    ``record_commits``: write every committed transaction, in the order the serial equivalent
+    runs them, and the output and final state digests to that file (nfos.runtime.verify;
+    ``record_inputs``: the capture files, named in it for ``nfos verify``).
     """
     if laps < 1:
         raise ValueError("laps must be >= 1")
     ph = phases or Phases()
+    if record_commits and (laps > 1 or rebalance_ns):
+        raise ValueError("--record-commits records a replay of one lap without rebalancing")
+    keep_output = keep_output or bool(record_commits)
     collect = bool(out_dir) or keep_output
     session = Session(nf_path, workers, params, batch=batch, collect_output=collect, check=check, profile=profile,
                       max_drift_ns=max_drift_ns, watchdog=watchdog, cpus=cpus)
@@ -94,19 +124,13 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         nf = session.nf
         if callable(trace):
             trace = trace(list(nf.devices))
-        if trace.dev_names and trace.dev_names != list(nf.devices)[: len(trace.dev_names)]:
-            unknown = [d for d in trace.dev_names if d not in nf.devices]
-            if unknown:
-                raise ValueError(f"the trace has device(s) {', '.join(unknown)} that NF '{nf.name}' does not "
-                                 f"have (its devices: {', '.join(nf.devices)})")
-            remap = [nf.devices.index(d) for d in trace.dev_names]
-            devs = [remap[d] for d in trace.devs]
-        else:
-            devs = list(trace.devs)
+        devs = trace_devices(trace, nf.name, list(nf.devices))
         nbytes = sum(map(len, trace.frames))
         check_memory(trace, session.nslots, nbytes)
         start = trace.times_ns[0] if len(trace) else 0
         session.init(start_time_ns=start)
+        if record_commits:
+            _core.record_commits(records_capacity(len(trace)))
         into = "the sequential worker" if session.local else \
             f"{session.workers} worker{'s' if session.workers != 1 else ''}"
         ph.start("steering", f"steering into {into}", len(trace), nbytes)
@@ -120,6 +144,8 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
             nbytes *= laps
         if collect:
             session.sink = OutputSink(nf.devices, out_dir, keep_output)
+            if record_commits:
+                session.sink.kept_slots = []
         total = len(trace) * laps
 
         def processed(done: int) -> None:
@@ -153,8 +179,16 @@ def replay(nf_path: str, trace: Trace | Callable[[list[str]], Trace], workers: i
         if session.sink is not None and session.sink.writers:
             ph.start("writing output", "writing output", unit="frames")
         session.drain()
+        exit_clock = max(c["clock_ns"] for c in session.slot_counters())
         session.run_exit_handler()
         session.drain()
+        if record_commits:
+            recs, lost = collect_records(session.nslots)
+            write_record(record_commits, record_header(nf_path, params, record_inputs, workers, batch, len(trace)),
+                         recs, {"lost": lost, "exit_clock": exit_clock,
+                                "outputs": output_digests(session.sink.by_device() if session.sink else {}),
+                                "slot_outputs": slot_output_digests(_kept_by_slot(session.sink)),
+                                "structures": structure_digests(session.registry)})
         if session.sink is not None and session.sink.writers:
             session.sink.close()
             ph.finish(sum(sum(r["packets_out"]) for r in session.slot_counters() + _control(session)),
@@ -181,6 +215,13 @@ def run_warnings(stats: dict[str, Any]) -> list[str]:
                    "capture's clock went back): each was processed at the latest time before it "
                    "(time_reordered; the clock never goes back)")
     return out
+
+
+def _kept_by_slot(sink: OutputSink | None) -> list[tuple[int, str, bytes]]:
+    """(slot, device, frame) of every frame kept, in the order drained."""
+    if sink is None or sink.kept_slots is None:
+        return []
+    return [(s, d, f) for s, (d, f) in zip(sink.kept_slots, sink.kept, strict=True)]
 
 
 def _control(session: Session) -> list[dict[str, Any]]:

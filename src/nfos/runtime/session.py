@@ -170,6 +170,7 @@ class OutputSink:
         self.devices = list(devices)
         self.keep = keep
         self.kept: list[Output] = []   # (device, frame) in the order drained
+        self.kept_slots: list[int] | None = None   # a list: the slot each kept frame came from
         self.writers: list[PcapWriter] = []
         self.paths: list[str] = []
         self.bytes_written = 0         # pcap records (headers included)
@@ -184,9 +185,9 @@ class OutputSink:
         """Only files to write: the fast path, pcap records built in C, one write per device."""
         return bool(self.writers) and not self.keep
 
-    def frame(self, mask: int, frame: bytes, time_ns: int, wire_len: int | None = None) -> None:
+    def frame(self, mask: int, frame: bytes, time_ns: int, wire_len: int | None = None, slot: int = -1) -> None:
         """One frame sent on every device whose bit is set in ``mask`` (``wire_len``: its length on
-        the wire, when a capture cut it)."""
+        the wire, when a capture cut it) by ``slot``."""
         for i, d in enumerate(self.devices):
             if mask >> i & 1:
                 if self.writers:
@@ -194,6 +195,8 @@ class OutputSink:
                     self.bytes_written += 16 + len(frame)
                 if self.keep:
                     self.kept.append((d, frame))
+                    if self.kept_slots is not None:
+                        self.kept_slots.append(slot)
 
     def take(self) -> list[Output]:
         """The frames kept since the last call, in order."""
@@ -572,7 +575,7 @@ class Session:
         else:
             for s in range(self.nslots):
                 for mask, frame, t, _indev, wire in _core.drain_tx(s):
-                    sink.frame(mask, frame, t, wire)
+                    sink.frame(mask, frame, t, wire, s)
         if sink.writers:
             sink.seconds += time.perf_counter() - t0
 
