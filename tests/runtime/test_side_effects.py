@@ -158,6 +158,8 @@ def test_a_control_process_transaction_goes_irrevocable_after_one_abort(write_nf
 # ------------------------------------------------------------------- print and logging
 # Every packet reads and writes one hot Vector element (and waits between the two, so that the
 # two workers' transactions overlap): attempts abort and run again; each prints and logs a line.
+# Every 10th packet's first attempt also aborts on purpose after printing, so attempts abort
+# even when the two workers did not overlap (a busy machine).
 HOT_PRINTER = """
 import logging
 import time
@@ -171,6 +173,19 @@ log.setLevel(logging.INFO)
 log.propagate = False
 
 
+class Attempts:   # this process's attempts per packet: never rolled back (on purpose)
+
+    def __init__(self):
+        self.seen = {}
+
+    def bump(self, i):
+        self.seen[i] = self.seen.get(i, 0) + 1
+        return self.seen[i]
+
+
+ATTEMPTS = Attempts()
+
+
 @nf.init
 def setup(p):
     nf.state.hot = nfos.Vector(nfos.u64, 1)
@@ -182,6 +197,8 @@ def count(pkt):
     n = nf.state.hot[0]
     print(f"packet {i}")
     log.info("logged %d", i)
+    if i % 10 == 0 and ATTEMPTS.bump(i) == 1:
+        raise nfos.TransactionAborted("forced")   # what this attempt printed must not appear
     t = time.perf_counter()
     while time.perf_counter() - t < 0.0002:
         pass
