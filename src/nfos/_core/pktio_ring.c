@@ -66,6 +66,9 @@ typedef struct {
      * walked `laps` times, each lap lap_ns later than the one before */
     uint64_t lap_n, lap_ns;
     uint32_t laps, pad;
+    /* the batch in flight (respawn): the tail after it, and the slot's packets_in when taken */
+    _Atomic uint64_t taken;
+    uint64_t in_at_take;
 } RxRing;
 
 typedef struct {
@@ -375,6 +378,26 @@ uint64_t ring_rx_head(int slot) { return atomic_load(&R->rx[slot].head); }
 uint64_t ring_rx_tail(int slot) { return atomic_load(&R->rx[slot].tail); }
 int ring_rx_finished(int slot) { return (int)atomic_load(&R->rx[slot].finished); }
 
+uint64_t ring_rx_recover(int slot, SlotCounters *c) {
+    if (!R || slot < 0 || (uint32_t)slot >= R->nslots) return 0;
+    RxRing *rx = &R->rx[slot];
+    uint64_t tail = atomic_load(&rx->tail), taken = atomic_load(&rx->taken);
+    if (taken <= tail) return 0;
+    uint64_t lap_n = rx->laps > 1 ? rx->lap_n : 0, packets = 0;
+    for (uint64_t at = tail; at < taken; at++) {
+        RxDesc *d = lap_n ? &rx->descs[at % lap_n] : &rx->descs[at & rx->mask];
+        if (!(d->kind & (DESC_TICK | DESC_MIGRATE))) packets++;
+    }
+    uint64_t counted = c->packets_in[0] - rx->in_at_take;   /* committed (or dropped) before it died */
+    if (rx->data) {
+        RxDesc *d = lap_n ? &rx->descs[(taken - 1) % lap_n] : &rx->descs[(taken - 1) & rx->mask];
+        atomic_store_explicit(&rx->dtail, d->dend, memory_order_release);
+    }
+    atomic_store_explicit(&rx->tail, taken, memory_order_release);
+    c->rx_done[0] = taken;
+    return packets > counted ? packets - counted : 0;
+}
+
 uint64_t ring_rx_pending_packets(int slot) {
     RxRing *rx = &R->rx[slot];
     uint64_t n = 0, head = atomic_load(&rx->head);
@@ -639,6 +662,8 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     b->last = slots[n - 1].time;
     b->count = consumed;
     b->mark = tail;
+    rx->in_at_take = proc.me->counters.packets_in[0];
+    atomic_store_explicit(&rx->taken, tail + consumed, memory_order_release);
     return PKTIO_BATCH;
 }
 

@@ -93,7 +93,8 @@ typedef struct {
     char pad0[NFOS_CACHELINE - sizeof(uint64_t)];
     _Atomic uint64_t released;   /* the last barrier time whose periodic handlers have run */
     _Atomic uint64_t next_event; /* at that barrier: the earliest next descriptor of any worker */
-    char pad1[NFOS_CACHELINE - 2 * sizeof(uint64_t)];
+    _Atomic uint64_t leader;     /* the worker that took the lead of `led` */
+    char pad1[NFOS_CACHELINE - 3 * sizeof(uint64_t)];
     /* per worker w: at[w] its progress (every descriptor before it is processed);
      * at[nworkers + w] the time it has swept to at a barrier (its clock moved
      * there and its sets expired by then swept: a barrier at T waits for that,
@@ -747,6 +748,27 @@ int loop_run_periodics(uint64_t upto) {
 
 /* ------------------------------------------------- barriers and the horizon */
 
+void loop_recover(int w) {
+    if (!lsync || w < 0 || w >= proc.nworkers) return;
+    uint64_t rel = atomic_load(&lsync->released), led = atomic_load(&lsync->led);
+    if (led > rel && atomic_load(&lsync->leader) == (uint64_t)w)   /* it died leading: the barrier is open again */
+        atomic_store(&lsync->led, rel);
+}
+
+void loop_resume(void) {
+    SlotCounters *c = &proc.me->counters;
+    if (c->clock_ns[0] > proc.clock) proc.clock = c->clock_ns[0];
+    if (!lsync) return;
+    my_progress = atomic_load(&PROGRESS(proc.slot));
+    if (my_progress == UINT64_MAX) my_progress = 0;
+    last_rx_time = proc.clock;
+    uint64_t rel = atomic_load(&lsync->released);
+    for (int i = 0; i < nperiodic; i++) {   /* the barriers already released: the others ran them */
+        Periodic *p = &periodics[i];
+        if (p->interval && p->next <= rel) p->next += ((rel - p->next) / p->interval + 1) * p->interval;
+    }
+}
+
 uint64_t loop_progress(int w) {
     return lsync && w >= 0 && w < proc.nworkers ? atomic_load(&PROGRESS(w)) : 0;
 }
@@ -811,6 +833,7 @@ static int periodic_barrier(uint64_t T, uint64_t next) {
         uint64_t led = atomic_load(&lsync->led);
         while (led < T && !atomic_compare_exchange_weak(&lsync->led, &led, T)) {}
         if (led < T) {
+            atomic_store(&lsync->leader, (uint64_t)proc.slot);
             uint64_t g = UINT64_MAX;   /* the next event of any worker (all wait: it stays put) */
             for (int w = 0; w < proc.nworkers; w++) {
                 uint64_t p = atomic_load(&PROGRESS(w));
