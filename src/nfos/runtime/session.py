@@ -19,7 +19,8 @@ Lifecycle: ``Session(...)`` loads the NF into a fresh arena → :meth:`~Session.
 runs ``@nf.init`` → feed (:meth:`~Session.load_trace`, or :meth:`~Session.open_rings`
 then :meth:`~Session.inject` / :meth:`~Session.load_pool`) → :meth:`~Session.start`
 forks the workers → the driver's loop (:meth:`~Session.drain`,
-:meth:`~Session.run_periodics`, :meth:`~Session.check_workers`, ...) →
+:meth:`~Session.run_periodics`, :meth:`~Session.check_workers`: a dead worker is
+recovered and replaced, ...) →
 :meth:`~Session.run_exit_handler` → :meth:`~Session.summarize` → :meth:`~Session.close`.
 
 ``workers=0`` is the sequential reference mode: one process, no STM, the
@@ -81,7 +82,8 @@ class LoadError(Exception):
 
 
 class WorkerDied(RuntimeError):
-    """A worker process died during the run; its shared-state commit was completed or discarded."""
+    """A worker process died and was not replaced (its slot died ``RESPAWN_LIMIT`` times within
+    ``RESPAWN_WINDOW_S``, or a live run); its shared-state commit was completed or discarded."""
 
 
 #: a worker asked to stop that is still in one handler call after this long is killed
