@@ -401,7 +401,7 @@ def test_the_counting_nf_after_random_kills_is_the_sequential_run(tmp_path):
     ids = {frame_id(f) for f in out}
     assert len(trace) - len(ids) == s["packets_lost"]
     assert collections.Counter(out) == collections.Counter(sequential_over(nf, trace, ids))
-    assert max(waited) < 0.1
+    assert max(waited) < 0.25   # 17-34 ms here; a shared 2-core VM can stall a process that long
 
 
 # --------------------------------------------------- deaths at a barrier, in a sweep
