@@ -714,11 +714,11 @@ static int commit_impl(StmTx *tx) {
         return 0;
     }
     /* 1. lock the write set (the objects logged first: a death from here on releases them) */
-    atomic_store(&me->nlocks, 0);
+    atomic_store_explicit(&me->nlocks, 0, memory_order_relaxed);
     uint32_t nl = 0;
     for (uint32_t i = 0; i < n; i++)
         if (tx->entries[i].obj && tx->entries[i].written) me->locks[nl++] = tx->entries[i].obj;
-    atomic_store(&me->nlocks, nl);
+    atomic_store_explicit(&me->nlocks, nl, memory_order_release);
     for (uint32_t i = 0; i < n; i++) {
         TxEntry *e = &tx->entries[i];
         if (!e->obj || !e->written) continue;
