@@ -307,12 +307,13 @@ static PyObject *py_recover_slot(PyObject *self, PyObject *arg) {
 static PyObject *py_respawn(PyObject *self, PyObject *arg) {
     long s;
     if (bind_slot_arg(arg, &s) < 0) return NULL;
+    int completed = atomic_load(&proc.stm->slots[s].redo_state) == REDO_WRITING;
     if (recover(s) == -2)
         return PyErr_Format(PyExc_RuntimeError, "worker %ld died in a transaction whose undo log outgrew the "
                             "shared arena's %u bytes: its private writes cannot be rolled back", s,
                             (unsigned)UNDO_SHARED_BYTES);
     SlotCounters *c = &proc.shared->slots[s].counters;
-    uint64_t lost = ring_ready() ? ring_rx_recover((int)s, c) : 0;
+    uint64_t lost = ring_ready() ? ring_rx_recover((int)s, c, completed) : 0;
     c->packets_lost[0] += lost;
     c->respawns[0]++;
     atomic_store(&proc.shared->slots[s].hb_handler, 0);

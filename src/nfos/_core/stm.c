@@ -394,7 +394,11 @@ static void undo_apply_all(StmTx *tx) {
     undo_reset(tx);
 }
 
-static void undo_discard(StmTx *tx) { undo_reset(tx); }
+/* The attempt committed: its undo log is dropped, then the slot's commit count moves. */
+static void undo_discard(StmTx *tx) {
+    undo_reset(tx);
+    if (tx->shared) atomic_fetch_add_explicit(&tx->shared->slots[tx->slot].commit_seq, 1, memory_order_release);
+}
 
 /* --------------------------------------------------------------- aborts */
 

@@ -96,6 +96,7 @@ typedef struct {
      * undo_last is the offset of the last complete record + 1 (0: none) */
     _Atomic uint32_t undo_last;
     _Atomic uint32_t undo_overflow;  /* the log outgrew `undo`: not recoverable */
+    _Atomic uint64_t commit_seq;     /* transactions committed by the slot (after their undo log is dropped) */
     char undo[UNDO_SHARED_BYTES];
 } StmSlot;
 

@@ -406,29 +406,25 @@ int loop_text(int stream, const char *text, size_t len) {
     return 1;
 }
 
-/* After a commit: output and counters of the committed transaction. */
-static void publish(Item *items, int n) {
-    SlotShared *me = proc.me;
-    SlotCounters *c = &me->counters;
-    uint32_t all = all_devs_mask();
-    uint64_t now = 0;
+/* The packets of a batch (expiry items have none). */
+static uint64_t batch_packets(Item *items, int n) {
+    uint64_t k = 0;
+    for (int i = 0; i < n; i++) k += items[i].pkt != NULL;
+    return k;
+}
+
+static inline uint32_t out_mask(const PktSlot *s) {
+    return s->out == -1 ? 0 : s->out == -2 ? (all_devs_mask() & ~(1u << s->dev)) : (1u << s->out);
+}
+
+/* The frames of a transaction: the packets sent and the frames emitted. */
+static void send_output(Item *items, int n) {
     PktOut out[NFOS_BATCH_MAX];
     int k = 0;
     for (int i = 0; i < n; i++) {
         PktSlot *s = items[i].pkt;
-        if (!s) continue;
-        if (s->enq_ns) {   /* paced mode: queue-to-commit latency */
-            if (!now) now = mono_ns();
-            me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
-        }
-        count_in(c, s);
-        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
-        uint32_t mask = s->out == -1 ? 0 : s->out == -2 ? (all & ~(1u << s->dev)) : (1u << s->out);
-        if (!mask) {
-            c->dropped[0]++;
-            continue;
-        }
-        count_out(c, mask);
+        uint32_t mask = s ? out_mask(s) : 0;
+        if (!mask) continue;
         out[k++] = (PktOut){.data = s->data, .len = s->len, .wire = s->wire, .devmask = mask, .indev = s->dev,
                             .time = s->time, .vnet = &s->vnet};
     }
@@ -436,7 +432,6 @@ static void publish(Item *items, int n) {
     k = 0;
     for (size_t at = 0; at < emit_used;) {
         uint32_t *h = (uint32_t *)(emit_buf + at);
-        count_out(c, h[1]);
         out[k++] = (PktOut){.data = (const uint8_t *)(h + 2), .len = h[0], .wire = h[0], .devmask = h[1],
                             .indev = UINT32_MAX, .time = proc.clock};
         if (k == NFOS_BATCH_MAX) {
@@ -446,12 +441,66 @@ static void publish(Item *items, int n) {
         at += 8 + ((h[0] + 7) & ~7u);
     }
     if (k) io->send(out, k);
+}
+
+/* The counters of a committed transaction, but packets_in. */
+static void count_output(Item *items, int n) {
+    SlotShared *me = proc.me;
+    SlotCounters *c = &me->counters;
+    uint64_t now = 0;
+    for (int i = 0; i < n; i++) {
+        PktSlot *s = items[i].pkt;
+        if (!s) continue;
+        if (s->enq_ns) {   /* paced mode: queue-to-commit latency */
+            if (!now) now = mono_ns();
+            me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
+        }
+        if (s->wire > s->len) c->cut[0]++;
+        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
+        uint32_t mask = out_mask(s);
+        if (!mask) c->dropped[0]++;
+        else count_out(c, mask);
+    }
+    for (size_t at = 0; at < emit_used;) {
+        uint32_t *h = (uint32_t *)(emit_buf + at);
+        count_out(c, h[1]);
+        at += 8 + ((h[0] + 7) & ~7u);
+    }
     c->packet_sets_created[0] += pend.created;
     c->packet_sets_expired[0] += pend.expired;
     c->table_full[0] += pend.table_full;
     c->packet_sets_live[0] = pst_count();
+}
+
+/* After a commit: output and counters of the committed transaction. */
+static void publish(Item *items, int n) {
+    count_output(items, n);
+    send_output(items, n);
     if (io->flush) io->flush();
+    proc.me->counters.packets_in[0] += batch_packets(items, n);
     write_text();
+}
+
+/* Commit a batch with its output: staged before the commit where the packet
+ * I/O can (a worker's rings), so a worker that dies leaves the batch committed
+ * with its output and counted, or neither (see pktio.h).  0, or -1 aborted. */
+static int commit_publish(Item *items, int n) {
+    int staged = io->stage && !proc.local && io->stage(1, 0) == 0;
+    if (staged) {
+        send_output(items, n);
+        io->stage(2, batch_packets(items, n));
+    }
+    if (stm_commit(&proc.tx) < 0) {
+        if (staged) io->stage(0, 0);
+        return -1;
+    }
+    if (!staged || io->stage(3, 0) < 0) {
+        publish(items, n);
+        return 0;
+    }
+    count_output(items, n);
+    write_text();
+    return 0;
 }
 
 /* --------------------------------------------------------- transactions */
@@ -532,10 +581,7 @@ static int run_batch(Item *items, int n) {
             }
             return 1;
         }
-        if (r == 0 && stm_commit(&proc.tx) == 0) {
-            publish(items, n);
-            return n;
-        }
+        if (r == 0 && commit_publish(items, n) == 0) return n;
         if (r == -1) stm_abort(&proc.tx);
         aborts++;
         /* too large for one transaction: retrying cannot help; split, or run alone */
