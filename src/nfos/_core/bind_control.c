@@ -281,10 +281,67 @@ static PyObject *py_stop_workers(PyObject *self, PyObject *noargs) {
 
 /* recover_slot(slot): finish a dead slot's commit from its redo log, release
  * its locks and irrevocable token -> objects replayed. */
+/* A dead slot: roll back its transaction's private writes (its packet-set
+ * table selected while its undo callbacks run), release its locks, complete
+ * or discard its commit, reopen a barrier it was leading.  -2: its undo log
+ * had overflowed into its private memory (not rolled back). */
+static long recover(long s) {
+    pst_select((int)s);
+    int undo = stm_recover_undo(proc.stm, (uint32_t)s, proc.arena.base, proc.arena.end);
+    pst_select(proc.slot);
+    long replayed = stm_recover_slot(proc.stm, (uint32_t)s);
+    loop_recover((int)s);
+    return undo < 0 ? -2 : replayed;
+}
+
 static PyObject *py_recover_slot(PyObject *self, PyObject *arg) {
     long s;
     if (bind_slot_arg(arg, &s) < 0) return NULL;
-    return PyLong_FromLong(stm_recover_slot(proc.stm, (uint32_t)s));
+    long r = recover(s);
+    return PyLong_FromLong(r < 0 ? 0 : r);
+}
+
+/* respawn(slot) -> packets lost: before a dead worker's replacement is forked:
+ * recover the slot (above), skip the batch it had taken on its RX ring (the
+ * packets of it not committed are lost) and count them and the respawn. */
+static PyObject *py_respawn(PyObject *self, PyObject *arg) {
+    long s;
+    if (bind_slot_arg(arg, &s) < 0) return NULL;
+    int completed = atomic_load(&proc.stm->slots[s].redo_state) == REDO_WRITING;
+    if (recover(s) == -2)
+        return PyErr_Format(PyExc_RuntimeError, "worker %ld died in a transaction whose undo log outgrew the "
+                            "shared arena's %u bytes: its private writes cannot be rolled back", s,
+                            (unsigned)UNDO_SHARED_BYTES);
+    SlotCounters *c = &proc.shared->slots[s].counters;
+    uint64_t lost = ring_ready() ? ring_rx_recover((int)s, c, completed) : 0;
+    c->packets_lost[0] += lost;
+    c->respawns[0]++;
+    atomic_store(&proc.shared->slots[s].hb_handler, 0);
+    return PyLong_FromUnsignedLongLong(lost);
+}
+
+/* _die_in_commit(n) (an internal test hook): this process SIGKILLs itself in
+ * the write-back of its n-th writing commit from now, after the first object
+ * is written back and before the others (0: off).  Inherited by fork. */
+static long die_after;
+static void die_hook(StmTx *tx, void *arg) {
+    (void)tx;
+    (void)arg;
+    if (die_after > 0 && --die_after == 0) kill(getpid(), SIGKILL);
+}
+
+static PyObject *py_die_in_commit(PyObject *self, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    die_after = n > 0 ? n : 0;
+    proc.tx.fault_hook = die_after ? die_hook : NULL;
+    Py_RETURN_NONE;
+}
+
+/* resume(): a replacement worker, after attach(): go on where the dead one stopped. */
+static PyObject *py_resume(PyObject *self, PyObject *noargs) {
+    loop_resume();
+    Py_RETURN_NONE;
 }
 
 /* heartbeat(slot) -> (handler code, handler calls): what the watchdog reads. */
@@ -349,4 +406,7 @@ PyMethodDef bind_control_methods[] = {
     {"start_ns", py_start_ns, METH_NOARGS, NULL},
     {"stop_workers", py_stop_workers, METH_NOARGS, "ask every worker to stop after its current batch"},
     {"recover_slot", py_recover_slot, METH_O, "finish a dead slot's commit, release its locks"},
+    {"respawn", py_respawn, METH_O, "respawn(slot) -> packets lost: recover a dead worker's slot for its replacement"},
+    {"_die_in_commit", py_die_in_commit, METH_O, NULL},
+    {"resume", py_resume, METH_NOARGS, "a replacement worker continues where the dead one stopped"},
     {NULL, NULL, 0, NULL}};

@@ -70,6 +70,13 @@ typedef struct {
      * NFOS_BATCH_MAX frames), then flush() once (NULL: nothing to flush). */
     void (*send)(const PktOut *out, int n);
     void (*flush)(void);
+    /* Optional (NULL: output is sent after the commit): a batch's output staged
+     * before its commit, invisible until it commits, so a worker that dies
+     * leaves its batch either committed with its output and counted, or not
+     * at all (respawn).  step 1: begin (send() stages), 2: staged (`packets`:
+     * the batch's packets), 3: committed: publish and count packets_in; -1:
+     * nothing was staged (no room): send normally; 0: aborted, drop it. */
+    int (*stage)(int step, uint64_t packets);
 } Pktio;
 
 extern const Pktio pktio_ring;

@@ -66,6 +66,9 @@ typedef struct {
      * walked `laps` times, each lap lap_ns later than the one before */
     uint64_t lap_n, lap_ns;
     uint32_t laps, pad;
+    /* the batch in flight (respawn): the tail after it, and the slot's packets_in when taken */
+    _Atomic uint64_t taken;
+    uint64_t in_at_take;
 } RxRing;
 
 typedef struct {
@@ -75,6 +78,12 @@ typedef struct {
     char pad1[56];
     uint64_t cap;
     char *buf;
+    /* a worker's batch output staged before its commit (ring_stage): 1 staged,
+     * 2 committed (publishing); the head and packets_in once it is published */
+    _Atomic uint32_t stage_state;
+    uint32_t pad2;
+    uint64_t stage_head, stage_in;
+    uint64_t stage_seq;   /* the slot's STM commit count once the staged batch commits */
 } TxRing;
 
 typedef struct {
@@ -376,6 +385,34 @@ uint64_t ring_rx_head(int slot) { return atomic_load(&R->rx[slot].head); }
 uint64_t ring_rx_tail(int slot) { return atomic_load(&R->rx[slot].tail); }
 int ring_rx_finished(int slot) { return (int)atomic_load(&R->rx[slot].finished); }
 
+uint64_t ring_rx_recover(int slot, SlotCounters *c, int completed) {
+    if (!R || slot < 0 || (uint32_t)slot >= R->nslots) return 0;
+    TxRing *t = &R->tx[slot];
+    uint32_t st = atomic_load(&t->stage_state);
+    if (st == 1 && proc.stm && atomic_load(&proc.stm->slots[slot].commit_seq) >= t->stage_seq) completed = 1;
+    if (st == 2 || (st == 1 && completed)) {   /* its batch committed: its staged output and count stand */
+        if (atomic_load(&t->head) < t->stage_head) atomic_store(&t->head, t->stage_head);
+        if (c->packets_in[0] < t->stage_in) c->packets_in[0] = t->stage_in;
+    }
+    atomic_store(&t->stage_state, 0);
+    RxRing *rx = &R->rx[slot];
+    uint64_t tail = atomic_load(&rx->tail), taken = atomic_load(&rx->taken);
+    if (taken <= tail) return 0;
+    uint64_t lap_n = rx->laps > 1 ? rx->lap_n : 0, packets = 0;
+    for (uint64_t at = tail; at < taken; at++) {
+        RxDesc *d = lap_n ? &rx->descs[at % lap_n] : &rx->descs[at & rx->mask];
+        if (!(d->kind & (DESC_TICK | DESC_MIGRATE))) packets++;
+    }
+    uint64_t counted = c->packets_in[0] - rx->in_at_take;   /* committed (or dropped) before it died */
+    if (rx->data) {
+        RxDesc *d = lap_n ? &rx->descs[(taken - 1) % lap_n] : &rx->descs[(taken - 1) & rx->mask];
+        atomic_store_explicit(&rx->dtail, d->dend, memory_order_release);
+    }
+    atomic_store_explicit(&rx->tail, taken, memory_order_release);
+    c->rx_done[0] = taken;
+    return packets > counted ? packets - counted : 0;
+}
+
 uint64_t ring_rx_pending_packets(int slot) {
     RxRing *rx = &R->rx[slot];
     uint64_t n = 0, head = atomic_load(&rx->head);
@@ -641,6 +678,8 @@ static int ring_rx(PktioRx *b, int max, uint64_t due) {
     b->last = slots[n - 1].time;
     b->count = consumed;
     b->mark = tail;
+    rx->in_at_take = proc.me->counters.packets_in[0];
+    atomic_store_explicit(&rx->taken, tail + consumed, memory_order_release);
     return PKTIO_BATCH;
 }
 
@@ -709,6 +748,20 @@ static int spill_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint32_
     return 0;
 }
 
+/* A worker's records of the batch being published are written from tx_pend
+ * and made visible together by ring_flush (one store of the head): a worker
+ * that dies while publishing leaves all of the batch's frames or none. */
+static uint64_t tx_pend;
+static int tx_pend_on;
+static int staging, stage_failed;   /* ring_stage: records staged before the commit; no room for them */
+
+static void tx_publish_pending(TxRing *t) {
+    if (tx_pend_on) {
+        atomic_store_explicit(&t->head, tx_pend, memory_order_release);
+        tx_pend_on = 0;
+    }
+}
+
 static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint32_t devmask, uint32_t indev,
                          uint64_t time) {
     TxRing *t = &R->tx[proc.slot];
@@ -719,7 +772,7 @@ static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint
         return;
     }
     for (unsigned spins = 0;; spins++) {
-        uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+        uint64_t head = tx_pend_on ? tx_pend : atomic_load_explicit(&t->head, memory_order_relaxed);
         uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
         uint64_t off = head % t->cap, room_end = t->cap - off;
         uint64_t need = rec <= room_end ? rec : room_end + rec;
@@ -732,20 +785,71 @@ static void tx_ring_push(const uint8_t *frame, uint32_t len, uint32_t wire, uint
                 off = 0;
             }
             write_rec((TxRec *)(t->buf + off), rec, frame, len, wire, devmask, indev, time);
-            atomic_store_explicit(&t->head, head + rec, memory_order_release);
+            if (self) {
+                atomic_store_explicit(&t->head, head + rec, memory_order_release);
+            } else {
+                tx_pend = head + rec;
+                tx_pend_on = 1;
+            }
             return;
         }
         if (self) {   /* nobody else will make room: spill */
             spill_push(frame, len, wire, devmask, indev, time);
             return;
         }
-        /* a worker: the control process drains the ring; unless the run is stopping */
+        if (staging) {   /* no room to stage before the commit: sent after it (ring_stage) */
+            stage_failed = 1;
+            tx_pend_on = 0;
+            return;
+        }
+        /* a worker: the control process drains the ring (what is pending first); unless the run is stopping */
+        tx_publish_pending(t);
         if (rec > t->cap || (spins % 64 == 63 && proc_stop_nogil())) return;
         if (spins > 64) usleep(50);
     }
 }
 
+static void ring_flush(void) {
+    if (R && tx_pend_on) tx_publish_pending(&R->tx[proc.slot]);
+}
+
+static int ring_stage(int step, uint64_t packets) {
+    if (!R || !proc.me) return -1;
+    TxRing *t = &R->tx[proc.slot];
+    SlotCounters *c = &proc.me->counters;
+    switch (step) {
+    case 1:
+        staging = 1;
+        stage_failed = 0;
+        return 0;
+    case 2:
+        t->stage_head = tx_pend_on ? tx_pend : atomic_load_explicit(&t->head, memory_order_relaxed);
+        t->stage_in = c->packets_in[0] + packets;
+        t->stage_seq = proc.stm ? atomic_load(&proc.stm->slots[proc.slot].commit_seq) + 1 : UINT64_MAX;
+        atomic_store_explicit(&t->stage_state, stage_failed ? 0 : 1, memory_order_release);
+        return 0;
+    case 3:
+        staging = 0;
+        if (stage_failed) {
+            tx_pend_on = 0;
+            atomic_store(&t->stage_state, 0);
+            return -1;
+        }
+        atomic_store(&t->stage_state, 2);
+        tx_publish_pending(t);
+        c->packets_in[0] = t->stage_in;
+        atomic_store_explicit(&t->stage_state, 0, memory_order_release);
+        return 0;
+    default:
+        staging = 0;
+        tx_pend_on = 0;
+        atomic_store(&t->stage_state, 0);
+        return 0;
+    }
+}
+
 static void ring_send(const PktOut *out, int n) {
+    if (staging && stage_failed) return;
     if (!collect || !R) return;
     for (int i = 0; i < n; i++)
         tx_ring_push(out[i].data, out[i].len, out[i].wire, out[i].devmask, out[i].indev, out[i].time);
@@ -759,5 +863,6 @@ const Pktio pktio_ring = {
     .wait = ring_wait,
     .leave = ring_leave,
     .send = ring_send,
-    .flush = NULL,
+    .flush = ring_flush,
+    .stage = ring_stage,
 };

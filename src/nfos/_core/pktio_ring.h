@@ -39,6 +39,12 @@ void ring_close_all(void);
 uint64_t ring_rx_head(int slot);
 uint64_t ring_rx_tail(int slot);    /* descriptors consumed and committed */
 int ring_rx_finished(int slot);
+/* A dead worker's rings (the control process, before its replacement
+ * starts): the output of a batch that committed (`completed`: its commit was
+ * completed from the redo log) is published and its packets counted; the
+ * batch it had taken is skipped (the tail moves past it); returns its packets
+ * that were not committed (lost; `c`: the slot's counters). */
+uint64_t ring_rx_recover(int slot, SlotCounters *c, int completed);
 /* Packets queued on slot's RX ring and not processed (ticks not counted). */
 uint64_t ring_rx_pending_packets(int slot);
 

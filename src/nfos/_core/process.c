@@ -65,6 +65,7 @@ void proc_arena_destroy(void) {
     arena_unmap(&proc.arena);
     proc.shared = NULL;
     proc.stm = NULL;
+    stm_tx_bind(&proc.tx, NULL, 0, NULL);   /* its undo log was in the arena */
     proc.nslots = 0;
     proc.arena_gen++;
     proc.clock = 0;

@@ -62,6 +62,19 @@ StmShared *stm_shared_create(Arena *a, uint32_t nslots) {
     return sh;
 }
 
+/* Release the locks `slot` holds among the objects its last commit logged. */
+static void release_logged_locks(StmSlot *ss, uint32_t slot) {
+    uint32_t n = atomic_load(&ss->nlocks);
+    if (n > TX_MAX_ENTRIES) n = TX_MAX_ENTRIES;
+    for (uint32_t i = 0; i < n; i++) {
+        ObjHdr *o = ss->locks[i];
+        if (!o) continue;
+        uint64_t w = atomic_load(&o->lock);
+        if ((w & LOCK_BIT) && LOCK_OWNER(w) == slot) atomic_store(&o->lock, LOCK_VERSION(w) << 8);
+    }
+    atomic_store(&ss->nlocks, 0);
+}
+
 int stm_recover_slot(StmShared *sh, uint32_t slot) {
     StmSlot *ss = &sh->slots[slot];
     int replayed = 0;
@@ -78,11 +91,50 @@ int stm_recover_slot(StmShared *sh, uint32_t slot) {
             replayed++;
         }
     }
+    release_logged_locks(ss, slot);   /* a commit that died before writing back, or unlogged */
     atomic_store(&ss->redo_state, REDO_IDLE);
+    atomic_store(&ss->undo_last, 0);
     atomic_store(&ss->in_tx, 0);
     uint32_t owner = slot + 1;
     atomic_compare_exchange_strong(&sh->irrevocable, &owner, 0);
     return replayed;
+}
+
+typedef struct {
+    uint32_t kind;   /* 0: memory restore, 1: callback */
+    uint32_t size;
+    void *ptr;       /* memory address, or the callback */
+    uint32_t prev;   /* offset of the previous record + 1 (0: none) */
+    uint32_t pad;
+} UndoHdr;
+
+int stm_recover_undo(StmShared *sh, uint32_t slot, const void *lo, const void *hi) {
+    StmSlot *ss = &sh->slots[slot];
+    if (atomic_load(&ss->redo_state) == REDO_WRITING) {   /* committed: completed from the redo log */
+        atomic_store(&ss->undo_last, 0);
+        return 0;
+    }
+    release_logged_locks(ss, slot);
+    if (atomic_load(&ss->undo_overflow)) {
+        atomic_store(&ss->undo_last, 0);
+        return -1;
+    }
+    int n = 0;
+    uint32_t at = atomic_load(&ss->undo_last);
+    while (at && at <= UNDO_SHARED_BYTES) {
+        UndoHdr *h = (UndoHdr *)(ss->undo + at - 1);
+        if (h->kind == 0) {
+            const char *p = h->ptr;
+            if (p >= (const char *)lo && p + h->size <= (const char *)hi) memcpy(h->ptr, h + 1, h->size);
+        } else {
+            ((undo_fn)h->ptr)(h + 1);
+        }
+        n++;
+        at = h->prev;
+        atomic_store(&ss->undo_last, at);
+    }
+    atomic_store(&ss->undo_last, 0);
+    return n;
 }
 
 /* ------------------------------------------------------------- descriptor */
@@ -95,8 +147,8 @@ int stm_tx_init(StmTx *tx) {
     tx->htab = calloc(TX_HASH_MAX, sizeof(uint32_t));
     tx->copy_cap = TX_COPY_BYTES;
     tx->copybuf = malloc(tx->copy_cap);
-    tx->undo_cap = TX_UNDO_BYTES;
-    tx->undo = malloc(tx->undo_cap);
+    tx->undo_priv_cap = tx->undo_cap = TX_UNDO_BYTES;
+    tx->undo_priv = tx->undo = malloc(tx->undo_cap);
     tx->serial = 1;
     if (!tx->entries || !tx->htab || !tx->copybuf || !tx->undo) return -1;
     return 0;
@@ -106,14 +158,28 @@ void stm_tx_free(StmTx *tx) {
     free(tx->entries);
     free(tx->htab);
     free(tx->copybuf);
-    free(tx->undo);
+    free(tx->undo_priv);
     memset(tx, 0, sizeof *tx);
+}
+
+/* The undo log in the slot's StmSlot (shared), else in private memory. */
+static void undo_home(StmTx *tx) {
+    if (tx->shared) {
+        tx->undo = tx->shared->slots[tx->slot].undo;
+        tx->undo_cap = UNDO_SHARED_BYTES;
+    } else {
+        tx->undo = tx->undo_priv;
+        tx->undo_cap = tx->undo_priv_cap;
+    }
 }
 
 void stm_tx_bind(StmTx *tx, StmShared *shared, uint32_t slot, SlotCounters *counters) {
     tx->shared = shared;
     tx->slot = slot;
     tx->counters = shared ? counters : NULL;
+    tx->undo_used = 0;
+    tx->undo_last = 0;
+    if (tx->undo_priv) undo_home(tx);
 }
 
 static inline uint32_t ptr_hash(const void *p) {
@@ -175,6 +241,8 @@ static int32_t entry_find(StmTx *tx, const void *key, int create) {
     }
 }
 
+static void undo_reset(StmTx *tx);
+
 static void wait_irrevocable_free(StmTx *tx) {
     for (unsigned spins = 0;; spins++) {
         uint32_t owner = atomic_load(&tx->shared->irrevocable);
@@ -199,8 +267,8 @@ void stm_begin(StmTx *tx, int mode, int irrevocable) {
     tx->tag = 0;
     tx->serial++;
     table_reset(tx);
-    tx->copy_used = tx->undo_used = 0;
-    tx->undo_last = 0;
+    tx->copy_used = 0;
+    undo_reset(tx);
     if (!sh) return;
     StmSlot *me = &sh->slots[tx->slot];
     tx->counters->transactions[0]++;
@@ -251,14 +319,6 @@ static void tx_end(StmTx *tx) {
 
 /* ------------------------------------------------------------- undo log */
 
-typedef struct {
-    uint32_t kind;   /* 0: memory restore, 1: callback */
-    uint32_t size;
-    void *ptr;       /* memory address, or the callback */
-    uint32_t prev;   /* offset of the previous record + 1 (0: none) */
-    uint32_t pad;
-} UndoHdr;
-
 static int grow(char **buf, size_t *cap, size_t need) {
     size_t n = *cap;
     while (n < need) n *= 2;
@@ -270,10 +330,41 @@ static int grow(char **buf, size_t *cap, size_t need) {
     return 0;
 }
 
+static inline StmSlot *undo_slot(StmTx *tx) {
+    return tx->shared && tx->undo == tx->shared->slots[tx->slot].undo ? &tx->shared->slots[tx->slot] : NULL;
+}
+
+/* The log outgrew the arena's room: on in private memory (not recoverable). */
+static int undo_overflow(StmTx *tx, size_t need) {
+    StmSlot *ss = undo_slot(tx);
+    if (tx->undo_priv_cap < need && grow(&tx->undo_priv, &tx->undo_priv_cap, need) < 0) return -1;
+    if (ss) {
+        memcpy(tx->undo_priv, tx->undo, tx->undo_used);
+        atomic_store(&ss->undo_overflow, 1);
+    }
+    tx->undo = tx->undo_priv;
+    tx->undo_cap = tx->undo_priv_cap;
+    return 0;
+}
+
+/* The log is empty (the attempt ended): back in the arena, published empty. */
+static void undo_reset(StmTx *tx) {
+    tx->undo_used = 0;
+    tx->undo_last = 0;
+    if (!tx->shared) return;
+    StmSlot *ss = &tx->shared->slots[tx->slot];
+    if (tx->undo != ss->undo) {
+        tx->undo = ss->undo;
+        tx->undo_cap = UNDO_SHARED_BYTES;
+        atomic_store(&ss->undo_overflow, 0);
+    }
+    atomic_store_explicit(&ss->undo_last, 0, memory_order_release);
+}
+
 static int undo_push(StmTx *tx, uint32_t kind, void *ptr, const void *bytes, uint32_t size) {
     size_t need = sizeof(UndoHdr) + ((size + 7) & ~7u);
     if (tx->undo_used == 0) tx->undo_last = 0;
-    if (tx->undo_used + need > tx->undo_cap && grow(&tx->undo, &tx->undo_cap, tx->undo_used + need) < 0)
+    if (tx->undo_used + need > tx->undo_cap && undo_overflow(tx, tx->undo_used + need) < 0)
         return -1;
     UndoHdr *h = (UndoHdr *)(tx->undo + tx->undo_used);
     h->kind = kind;
@@ -283,11 +374,14 @@ static int undo_push(StmTx *tx, uint32_t kind, void *ptr, const void *bytes, uin
     memcpy(h + 1, bytes, size);
     tx->undo_last = (uint32_t)tx->undo_used + 1;
     tx->undo_used += need;
+    StmSlot *ss = undo_slot(tx);
+    if (ss) atomic_store_explicit(&ss->undo_last, tx->undo_last, memory_order_release);
     return 0;
 }
 
 static void undo_apply_all(StmTx *tx) {
     if (tx->undo_used == 0) return;
+    StmSlot *ss = undo_slot(tx);
     uint32_t at = tx->undo_last;
     while (at) {
         UndoHdr *h = (UndoHdr *)(tx->undo + at - 1);
@@ -296,14 +390,15 @@ static void undo_apply_all(StmTx *tx) {
         else
             ((undo_fn)h->ptr)(h + 1);
         at = h->prev;
+        if (ss) atomic_store_explicit(&ss->undo_last, at, memory_order_release);
     }
-    tx->undo_used = 0;
-    tx->undo_last = 0;
+    undo_reset(tx);
 }
 
+/* The attempt committed: its undo log is dropped, then the slot's commit count moves. */
 static void undo_discard(StmTx *tx) {
-    tx->undo_used = 0;
-    tx->undo_last = 0;
+    undo_reset(tx);
+    if (tx->shared) atomic_fetch_add_explicit(&tx->shared->slots[tx->slot].commit_seq, 1, memory_order_release);
 }
 
 /* --------------------------------------------------------------- aborts */
@@ -624,7 +719,12 @@ static int commit_impl(StmTx *tx) {
         tx_end(tx);
         return 0;
     }
-    /* 1. lock the write set */
+    /* 1. lock the write set (the objects logged first: a death from here on releases them) */
+    atomic_store_explicit(&me->nlocks, 0, memory_order_relaxed);
+    uint32_t nl = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (tx->entries[i].obj && tx->entries[i].written) me->locks[nl++] = tx->entries[i].obj;
+    atomic_store_explicit(&me->nlocks, nl, memory_order_release);
     for (uint32_t i = 0; i < n; i++) {
         TxEntry *e = &tx->entries[i];
         if (!e->obj || !e->written) continue;

@@ -71,6 +71,11 @@ static inline size_t obj_stride(size_t payload) {
 #define SPIN_LOCKED 256
 #define STM_SAMPLE 64
 #define REDO_BYTES (256 * 1024)
+/* A slot's undo log lives in the arena (StmSlot.undo) up to UNDO_SHARED_BYTES,
+ * so the control process can roll back a dead worker's private writes; a
+ * larger one moves to private memory for the rest of that transaction
+ * (undo_overflow: such a death cannot be rolled back). */
+#define UNDO_SHARED_BYTES (512 * 1024)
 
 /* ------------------------------------------------------- shared STM state */
 enum { REDO_IDLE = 0, REDO_WRITING = 1 };
@@ -82,6 +87,17 @@ typedef struct {
     uint32_t pad;
     uint64_t redo_version;           /* the version the logged commit releases with */
     char redo[REDO_BYTES];           /* records: object pointer, size (8 bytes), payload */
+    /* the objects a commit is locking (written before the first lock is taken),
+     * so the locks of a slot that dies while committing can be released */
+    _Atomic uint32_t nlocks;
+    uint32_t pad2;
+    ObjHdr *locks[TX_MAX_ENTRIES];
+    /* the running transaction's undo log (records as in the descriptor):
+     * undo_last is the offset of the last complete record + 1 (0: none) */
+    _Atomic uint32_t undo_last;
+    _Atomic uint32_t undo_overflow;  /* the log outgrew `undo`: not recoverable */
+    _Atomic uint64_t commit_seq;     /* transactions committed by the slot (after their undo log is dropped) */
+    char undo[UNDO_SHARED_BYTES];
 } StmSlot;
 
 typedef struct {
@@ -101,6 +117,15 @@ StmShared *stm_shared_create(Arena *a, uint32_t nslots);
  * version), clear its in_tx flag and irrevocable token.  Returns the number
  * of objects replayed. */
 int stm_recover_slot(StmShared *sh, uint32_t slot);
+/* Before stm_recover_slot, for a slot that died: unless it died while writing
+ * back (its commit is completed, private writes kept), roll back its
+ * running transaction's private writes from its undo log in the arena:
+ * memory restores inside [lo, hi) (elsewhere is the dead process's own
+ * memory) and undo callbacks (the caller makes them act on the dead slot's
+ * state, e.g. its packet-set table).  Releases the locks its commit had
+ * taken.  Returns the records applied, or -1: the log had overflowed into
+ * private memory (nothing applied). */
+int stm_recover_undo(StmShared *sh, uint32_t slot, const void *lo, const void *hi);
 
 /* ------------------------------------------------------------- descriptor */
 enum tx_mode {
@@ -177,8 +202,10 @@ struct StmTx {
     uint32_t hmask;           /* slots - 1: small while transactions are (its lines stay in L1) */
     char *copybuf;
     size_t copy_used, copy_cap;
-    char *undo;
+    char *undo;               /* undo_priv, or the slot's StmSlot.undo while bound to an arena */
     size_t undo_used, undo_cap;
+    char *undo_priv;
+    size_t undo_priv_cap;
     uint32_t undo_last;       /* offset of the last undo record + 1 (0: none) */
     int conflict_valid;
     StmConflict conflict;

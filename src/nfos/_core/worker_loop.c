@@ -93,7 +93,8 @@ typedef struct {
     char pad0[NFOS_CACHELINE - sizeof(uint64_t)];
     _Atomic uint64_t released;   /* the last barrier time whose periodic handlers have run */
     _Atomic uint64_t next_event; /* at that barrier: the earliest next descriptor of any worker */
-    char pad1[NFOS_CACHELINE - 2 * sizeof(uint64_t)];
+    _Atomic uint64_t leader;     /* the worker that took the lead of `led` */
+    char pad1[NFOS_CACHELINE - 3 * sizeof(uint64_t)];
     /* per worker w: at[w] its progress (every descriptor before it is processed);
      * at[nworkers + w] the time it has swept to at a barrier (its clock moved
      * there and its sets expired by then swept: a barrier at T waits for that,
@@ -457,29 +458,25 @@ int loop_text(int stream, const char *text, size_t len) {
     return 1;
 }
 
-/* After a commit: output and counters of the committed transaction. */
-static void publish(Item *items, int n) {
-    SlotShared *me = proc.me;
-    SlotCounters *c = &me->counters;
-    uint32_t all = all_devs_mask();
-    uint64_t now = 0;
+/* The packets of a batch (expiry items have none). */
+static uint64_t batch_packets(Item *items, int n) {
+    uint64_t k = 0;
+    for (int i = 0; i < n; i++) k += items[i].pkt != NULL;
+    return k;
+}
+
+static inline uint32_t out_mask(const PktSlot *s) {
+    return s->out == -1 ? 0 : s->out == -2 ? (all_devs_mask() & ~(1u << s->dev)) : (1u << s->out);
+}
+
+/* The frames of a transaction: the packets sent and the frames emitted. */
+static void send_output(Item *items, int n) {
     PktOut out[NFOS_BATCH_MAX];
     int k = 0;
     for (int i = 0; i < n; i++) {
         PktSlot *s = items[i].pkt;
-        if (!s) continue;
-        if (s->enq_ns) {   /* paced mode: queue-to-commit latency */
-            if (!now) now = mono_ns();
-            me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
-        }
-        count_in(c, s);
-        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
-        uint32_t mask = s->out == -1 ? 0 : s->out == -2 ? (all & ~(1u << s->dev)) : (1u << s->out);
-        if (!mask) {
-            c->dropped[0]++;
-            continue;
-        }
-        count_out(c, mask);
+        uint32_t mask = s ? out_mask(s) : 0;
+        if (!mask) continue;
         out[k++] = (PktOut){.data = s->data, .len = s->len, .wire = s->wire, .devmask = mask, .indev = s->dev,
                             .time = s->time, .vnet = &s->vnet};
     }
@@ -487,7 +484,6 @@ static void publish(Item *items, int n) {
     k = 0;
     for (size_t at = 0; at < emit_used;) {
         uint32_t *h = (uint32_t *)(emit_buf + at);
-        count_out(c, h[1]);
         out[k++] = (PktOut){.data = (const uint8_t *)(h + 2), .len = h[0], .wire = h[0], .devmask = h[1],
                             .indev = UINT32_MAX, .time = proc.clock};
         if (k == NFOS_BATCH_MAX) {
@@ -497,12 +493,66 @@ static void publish(Item *items, int n) {
         at += 8 + ((h[0] + 7) & ~7u);
     }
     if (k) io->send(out, k);
+}
+
+/* The counters of a committed transaction, but packets_in. */
+static void count_output(Item *items, int n) {
+    SlotShared *me = proc.me;
+    SlotCounters *c = &me->counters;
+    uint64_t now = 0;
+    for (int i = 0; i < n; i++) {
+        PktSlot *s = items[i].pkt;
+        if (!s) continue;
+        if (s->enq_ns) {   /* paced mode: queue-to-commit latency */
+            if (!now) now = mono_ns();
+            me->lat_hist[lat_bucket(now > s->enq_ns ? now - s->enq_ns : 0)]++;
+        }
+        if (s->wire > s->len) c->cut[0]++;
+        if (s->flags & PF_MALFORMED) c->malformed[0]++;   /* dropped unless @nf.malformed sent it */
+        uint32_t mask = out_mask(s);
+        if (!mask) c->dropped[0]++;
+        else count_out(c, mask);
+    }
+    for (size_t at = 0; at < emit_used;) {
+        uint32_t *h = (uint32_t *)(emit_buf + at);
+        count_out(c, h[1]);
+        at += 8 + ((h[0] + 7) & ~7u);
+    }
     c->packet_sets_created[0] += pend.created;
     c->packet_sets_expired[0] += pend.expired;
     c->table_full[0] += pend.table_full;
     c->packet_sets_live[0] = pst_count();
+}
+
+/* After a commit: output and counters of the committed transaction. */
+static void publish(Item *items, int n) {
+    count_output(items, n);
+    send_output(items, n);
     if (io->flush) io->flush();
+    proc.me->counters.packets_in[0] += batch_packets(items, n);
     write_text();
+}
+
+/* Commit a batch with its output: staged before the commit where the packet
+ * I/O can (a worker's rings), so a worker that dies leaves the batch committed
+ * with its output and counted, or neither (see pktio.h).  0, or -1 aborted. */
+static int commit_publish(Item *items, int n) {
+    int staged = io->stage && !proc.local && io->stage(1, 0) == 0;
+    if (staged) {
+        send_output(items, n);
+        io->stage(2, batch_packets(items, n));
+    }
+    if (stm_commit(&proc.tx) < 0) {
+        if (staged) io->stage(0, 0);
+        return -1;
+    }
+    if (!staged || io->stage(3, 0) < 0) {
+        publish(items, n);
+        return 0;
+    }
+    count_output(items, n);
+    write_text();
+    return 0;
 }
 
 /* --------------------------------------------------------- transactions */
@@ -584,9 +634,8 @@ static int run_batch(Item *items, int n) {
             if (clog) record_tx(items[0].pkt ? HANDLER_PACKET : HANDLER_EXPIRED, 0, start_clock, items, 1);
             return 1;
         }
-        if (r == 0 && stm_commit(&proc.tx) == 0) {
+        if (r == 0 && commit_publish(items, n) == 0) {
             if (clog) record_tx(items[0].pkt ? HANDLER_PACKET : HANDLER_EXPIRED, 0, start_clock, items, n);
-            publish(items, n);
             return n;
         }
         if (r == -1) stm_abort(&proc.tx);
@@ -830,6 +879,27 @@ int loop_run_periodics(uint64_t upto) {
 
 /* ------------------------------------------------- barriers and the horizon */
 
+void loop_recover(int w) {
+    if (!lsync || w < 0 || w >= proc.nworkers) return;
+    uint64_t rel = atomic_load(&lsync->released), led = atomic_load(&lsync->led);
+    if (led > rel && atomic_load(&lsync->leader) == (uint64_t)w)   /* it died leading: the barrier is open again */
+        atomic_store(&lsync->led, rel);
+}
+
+void loop_resume(void) {
+    SlotCounters *c = &proc.me->counters;
+    if (c->clock_ns[0] > proc.clock) proc.clock = c->clock_ns[0];
+    if (!lsync) return;
+    my_progress = atomic_load(&PROGRESS(proc.slot));
+    if (my_progress == UINT64_MAX) my_progress = 0;
+    last_rx_time = proc.clock;
+    uint64_t rel = atomic_load(&lsync->released);
+    for (int i = 0; i < nperiodic; i++) {   /* the barriers already released: the others ran them */
+        Periodic *p = &periodics[i];
+        if (p->interval && p->next <= rel) p->next += ((rel - p->next) / p->interval + 1) * p->interval;
+    }
+}
+
 uint64_t loop_progress(int w) {
     return lsync && w >= 0 && w < proc.nworkers ? atomic_load(&PROGRESS(w)) : 0;
 }
@@ -894,6 +964,7 @@ static int periodic_barrier(uint64_t T, uint64_t next) {
         uint64_t led = atomic_load(&lsync->led);
         while (led < T && !atomic_compare_exchange_weak(&lsync->led, &led, T)) {}
         if (led < T) {
+            atomic_store(&lsync->leader, (uint64_t)proc.slot);
             uint64_t g = UINT64_MAX;   /* the next event of any worker (all wait: it stays put) */
             for (int w = 0; w < proc.nworkers; w++) {
                 uint64_t p = atomic_load(&PROGRESS(w));

@@ -99,5 +99,11 @@ int loop_text(int stream, const char *text, size_t len);
 /* The drift horizon's view (tests): worker w's progress (every descriptor
  * before it processed; UINT64_MAX: finished), or 0 without barriers. */
 uint64_t loop_progress(int w);
+/* Respawn: the control process, for dead worker w: a periodic barrier it had
+ * claimed and not released is open again (its replacement leads it). */
+void loop_recover(int w);
+/* Respawn: a replacement worker, after attach: its clock, published progress
+ * and periodic schedule continue where the dead one's stopped. */
+void loop_resume(void);
 
 #endif

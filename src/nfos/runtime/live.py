@@ -396,6 +396,7 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         # real time: no barriers; the control process runs periodic handlers (see _serve)
         session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check, sync=False,
                           watchdog=watchdog)
+        session.respawn = False   # a dead worker stops a live run (its fanout place is not taken over yet)
         nf = session.nf
         devices = list(nf.devices)
         offloads = offloads_supported()

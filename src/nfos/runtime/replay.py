@@ -214,6 +214,9 @@ def run_warnings(stats: dict[str, Any]) -> list[str]:
         out.append(f"{stats['time_reordered']:,} frame(s) had a timestamp earlier than a frame before them (the "
                    "capture's clock went back): each was processed at the latest time before it "
                    "(time_reordered; the clock never goes back)")
+    if stats.get("respawns"):
+        out.append(f"{stats['respawns']:,} worker(s) died and were respawned; the {stats.get('packets_lost', 0):,} "
+                   "frame(s) of their batches in flight were lost (packets_lost: not processed, not sent)")
     return out
 
 

@@ -19,7 +19,8 @@ Lifecycle: ``Session(...)`` loads the NF into a fresh arena → :meth:`~Session.
 runs ``@nf.init`` → feed (:meth:`~Session.load_trace`, or :meth:`~Session.open_rings`
 then :meth:`~Session.inject` / :meth:`~Session.load_pool`) → :meth:`~Session.start`
 forks the workers → the driver's loop (:meth:`~Session.drain`,
-:meth:`~Session.run_periodics`, :meth:`~Session.check_workers`, ...) →
+:meth:`~Session.run_periodics`, :meth:`~Session.check_workers`: a dead worker is
+recovered and replaced, ...) →
 :meth:`~Session.run_exit_handler` → :meth:`~Session.summarize` → :meth:`~Session.close`.
 
 ``workers=0`` is the sequential reference mode: one process, no STM, the
@@ -81,11 +82,17 @@ class LoadError(Exception):
 
 
 class WorkerDied(RuntimeError):
-    """A worker process died during the run; its shared-state commit was completed or discarded."""
+    """A worker process died and was not replaced (its slot died ``RESPAWN_LIMIT`` times within
+    ``RESPAWN_WINDOW_S``, or a live run); its shared-state commit was completed or discarded."""
 
 
 #: a worker asked to stop that is still in one handler call after this long is killed
 STUCK_GRACE_S = 0.3
+
+#: a worker slot that dies this many times within RESPAWN_WINDOW_S seconds stops the run
+#: (a handler that kills its process, e.g. os._exit) instead of being respawned again
+RESPAWN_LIMIT = 5
+RESPAWN_WINDOW_S = 10.0
 
 
 def handler_name(kind: str, fn: Any) -> str:
@@ -255,6 +262,11 @@ class Session:
         self.profile = profile
         self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
         self.sync = sync             # virtual time: periodic barriers and the drift horizon in the workers
+        self.respawn = True          # a dead worker is replaced (live mode: not yet, the run stops)
+        self.respawn_limit = RESPAWN_LIMIT   # deaths of one slot within RESPAWN_WINDOW_S that stop the run
+        self.deaths: dict[int, list[float]] = {}   # per slot: when its workers died (the respawn policy)
+        self.recoveries: list[dict[str, Any]] = []   # per respawn: slot, exit code, packets lost, seconds
+        self._worker_setup: Callable[[int], None] | None = None
         self.max_drift_ns = max_drift_ns
         self.watchdog = watchdog     # seconds in one handler call before a worker is named (0: off)
         self.cpus = list(cpus) if cpus else None   # worker i runs on cpus[i % len(cpus)]
@@ -428,19 +440,24 @@ class Session:
         in each forked worker (live mode opens the worker's sockets there).  With ``watchdog``,
         a thread then watches the workers' handler calls (:meth:`handler_names`)."""
         if not self.local:
-            ctx = multiprocessing.get_context("fork")   # the arena is inherited, not pickled
-            sys.stdout.flush()
-            sys.stderr.flush()
+            self._worker_setup = worker_setup
             for slot in range(self.workers):
-                cpu = self.cpus[slot % len(self.cpus)] if self.cpus else None
-                p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, worker_setup, os.getpid(), cpu),
-                                name=f"nfos-worker-{slot}", daemon=True)
-                p.start()
-                self.procs.append(p)
+                self.procs.append(self._fork(slot))
         self.started = True
         if self.watchdog > 0:   # after the fork: a worker never has the thread
             _core.watchdog_start(self.watchdog, max(1, self.workers), self.handler_names())
         _core.signal_start(len(self.procs))
+
+    def _fork(self, slot: int, resume: bool = False) -> multiprocessing.process.BaseProcess:
+        """Fork the worker of ``slot`` (``resume``: the replacement of a dead one)."""
+        ctx = multiprocessing.get_context("fork")   # the arena is inherited, not pickled
+        sys.stdout.flush()
+        sys.stderr.flush()
+        cpu = self.cpus[slot % len(self.cpus)] if self.cpus else None
+        p = ctx.Process(target=_worker_main, args=(slot, self.busy_poll, self._worker_setup, os.getpid(), cpu, resume),
+                        name=f"nfos-worker-{slot}", daemon=True)
+        p.start()
+        return p
 
     def handler_names(self) -> dict[int, str]:
         """The watchdog's name of each handler code a slot's heartbeat can show (H_<KIND>, and
@@ -468,7 +485,7 @@ class Session:
         spins = 0
         while _core.rx_done(slot) < seq:
             spins += 1
-            if spins % 1000 == 0:
+            if spins % 100 == 0:
                 self.check_workers()
             time.sleep(0.00005 if spins < 2000 else 0.001)
 
@@ -491,16 +508,44 @@ class Session:
         return min(clocks) if clocks else None
 
     def dead_workers(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if p.exitcode not in (None, 0)]
+        """Workers that died: killed, exited with an error, or exited with 0 before their RX ring
+        was finished (a handler's ``os._exit(0)``)."""
+        rings = self.respawn and self.started and not self.local
+        return [i for i, p in enumerate(self.procs)
+                if p.exitcode not in (None, 0) or (p.exitcode == 0 and rings and not _core.rx_finished(i))]
 
     def check_workers(self) -> None:
-        """Raise WorkerDied if a worker died; its half-done commit is completed or discarded first."""
-        dead = self.dead_workers()
-        if dead:
-            for w in dead:
-                _core.recover_slot(w)
-            raise WorkerDied(f"worker {dead[0]} died (exit code {self.procs[dead[0]].exitcode}); "
-                             "its shared-state commit was completed or discarded")
+        """Replace every worker that died (:meth:`respawn_worker`); raise WorkerDied when one cannot
+        be (a slot that died ``RESPAWN_LIMIT`` times within ``RESPAWN_WINDOW_S``, or a session
+        made not to respawn: live).  Its half-done commit is completed or discarded first."""
+        for w in self.dead_workers():
+            self.respawn_worker(w)
+
+    def respawn_worker(self, w: int) -> int:
+        """Worker ``w`` died: complete or discard its commit, roll back its transaction's private
+        writes, release its locks, skip the batch it had taken (its packets not committed are
+        lost: counted in ``packets_lost``), and fork a new worker for the slot, which goes on
+        from there with the same packet-set table and RX ring.  Returns the packets lost."""
+        t0 = time.monotonic()
+        p = self.procs[w]
+        code = p.exitcode
+        hb, _calls = _core.heartbeat(w)
+        where = self.handler_names().get(hb) if hb else None
+        deaths = [t for t in self.deaths.get(w, []) if t0 - t < RESPAWN_WINDOW_S] + [t0]
+        self.deaths[w] = deaths
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        if not self.respawn or len(deaths) >= self.respawn_limit:
+            _core.recover_slot(w)
+            if not self.respawn:
+                raise WorkerDied(f"worker {w} died ({how}"
+                                 f"{', in ' + where if where else ''}); its shared-state commit was completed or discarded")
+            raise WorkerDied(f"worker {w} died {len(deaths)} times within {RESPAWN_WINDOW_S:.0f} s (last: {how}, "
+                             f"in {where or 'no handler'}); not respawned again: the run stops")
+        lost = _core.respawn(w)
+        self.procs[w] = self._fork(w, resume=True)
+        self.recoveries.append({"worker": w, "exit_code": code, "handler": where, "packets_lost": lost,
+                                "seconds": time.monotonic() - t0})
+        return lost
 
     def stop_workers(self) -> None:
         """Ask every worker to leave now, even mid-trace: a batch being processed is rolled back
@@ -752,11 +797,12 @@ def _collect(young: int, gen: list[int]) -> None:
 
 
 def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None] | None = None,
-                 parent: int = 0, cpu: int | None = None) -> None:
+                 parent: int = 0, cpu: int | None = None, resume: bool = False) -> None:
     """A forked worker: run the C loop on this slot's RX ring until it is closed and empty
     (live mode: until the control process stops it).  ``setup(slot)`` runs first; ``cpu``:
     the one CPU it runs on.  It dies with ``parent`` (the control process), also if that
-    died before this line ran."""
+    died before this line ran.  ``resume``: it replaces a dead worker of the slot and goes on
+    where that one stopped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the control process handles Ctrl-C
     gc.disable()   # no collection pauses a handler: see _collect
     _core.die_with_parent(parent)
@@ -766,10 +812,13 @@ def _worker_main(slot: int, busy_poll: bool = False, setup: Callable[[int], None
         except (OSError, AttributeError):
             pass   # not allowed (a cgroup without that CPU): run unpinned
     _core.attach(slot)
+    if resume:
+        _core.resume()
     _core.realtime(busy_poll)   # traffic as it comes: bounded expiry sweeps
     if setup is not None:
         setup(slot)
-    _core.prefault()
+    if not resume:   # a replacement starts at once: the others may be waiting for it
+        _core.prefault()
     _core.wait_start()
     idle = 0
     gen = [0]
