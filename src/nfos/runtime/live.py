@@ -490,10 +490,17 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
     while not stop_requested:
         session.run_periodics(time.monotonic_ns())
         now = time.monotonic()
+        seen = len(session.recoveries)
         try:
-            session.check_workers()
+            session.check_workers()   # a dead worker is replaced in its place in the fanout groups
         except WorkerDied as e:
             raise LiveError(str(e)) from None
+        for r in session.recoveries[seen:]:
+            code = r["exit_code"]
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            say(f"nfos: warning: worker {r['worker']} died ({how}"
+                f"{', in ' + r['handler'] if r['handler'] else ''}) and was respawned; "
+                f"{r['packets_lost']} packet(s) of its batch in flight lost")
         if now >= next_metrics:
             snap = _snapshot(session)
             if metrics is not None:
