@@ -314,6 +314,7 @@ static PyObject *py_respawn(PyObject *self, PyObject *arg) {
                             (unsigned)UNDO_SHARED_BYTES);
     SlotCounters *c = &proc.shared->slots[s].counters;
     uint64_t lost = ring_ready() ? ring_rx_recover((int)s, c, completed) : 0;
+    if (afp_active()) lost += afp_recover((int)s);
     c->packets_lost[0] += lost;
     c->respawns[0]++;
     atomic_store(&proc.shared->slots[s].hb_handler, 0);

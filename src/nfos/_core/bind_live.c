@@ -28,7 +28,8 @@ static PyObject *py_live_open_tx(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* live_open(dev, ifname, program, max_frame): this worker's ring socket on the device. */
+/* live_open(dev, ifname, program, max_frame): before the fork, every worker's
+ * ring socket on the device, joined to its fanout group in slot order. */
 static PyObject *py_live_open(PyObject *self, PyObject *args) {
     int dev;
     const char *ifname;
@@ -41,11 +42,9 @@ static PyObject *py_live_open(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* live_join(timeout_s=20): join the fanout groups, in slot order. */
-static PyObject *py_live_join(PyObject *self, PyObject *args) {
-    double timeout = 20.0;
-    if (!PyArg_ParseTuple(args, "|d", &timeout)) return NULL;
-    if (afp_join(timeout) < 0) return NULL;
+/* live_take(): in a worker (after attach): take over its slot's sockets. */
+static PyObject *py_live_take(PyObject *self, PyObject *noargs) {
+    if (afp_take() < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -79,8 +78,8 @@ PyMethodDef bind_live_methods[] = {
      "live_setup(nworkers, frame_size=2048, block_size=262144, block_nr=16, offloads=True): before the fork"},
     {"live_open_tx", py_live_open_tx, METH_VARARGS, "live_open_tx(dev, ifname): a send-only socket"},
     {"live_open", py_live_open, METH_VARARGS,
-     "live_open(dev, ifname, program, max_frame): a worker's ring socket on the device"},
-    {"live_join", py_live_join, METH_VARARGS, "live_join(timeout_s=20): join the fanout groups in slot order"},
+     "live_open(dev, ifname, program, max_frame): every worker's ring socket on the device, joined in slot order"},
+    {"live_take", py_live_take, METH_NOARGS, "live_take(): a worker takes over its slot's sockets"},
     {"live_fail", py_live_fail, METH_O, "live_fail(message): this worker could not start"},
     {"live_error", py_live_error, METH_NOARGS, "the first worker's start-up error, or None"},
     {"live_running", py_live_running, METH_NOARGS, "workers that are receiving"},

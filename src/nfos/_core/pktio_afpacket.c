@@ -5,20 +5,28 @@
  *
  * Set-up (driven by nfos/runtime/live.py through bind_live.c):
  *
- *   control, before the fork   live_setup(): the join turn in the arena; the
- *                              worker loop's packet I/O is this file's.
+ *   control, before the fork   live_setup(): the shared state in the arena;
+ *                              the worker loop's packet I/O is this file's.
  *                              live_open_tx(dev, ifname): a send-only socket
  *                              per device (periodic / exit handlers emit).
- *   each worker, after it      live_open(dev, ifname, prog, max_frame): its
- *                              socket, RX ring, promiscuous mode, bound to the
- *                              interface, with a drop-everything socket filter
- *                              until every worker has joined.
- *                              live_join(): in slot order (worker 0 first) —
- *                              the fanout member index is the join order, and
- *                              the program returns a worker index — join each
- *                              device's group; worker 0 creates it (the kernel
- *                              picks a free id) and sets the program.
- *   each worker, first run     once all have joined: drop the filter, go.
+ *                              live_open(dev, ifname, prog, max_frame): every
+ *                              worker's socket on the device (RX ring mapped,
+ *                              promiscuous, bound, a drop-everything socket
+ *                              filter until its worker starts), joined to the
+ *                              device's group in slot order — the fanout
+ *                              member index is the join order, and the program
+ *                              returns a worker index; slot 0 creates it (the
+ *                              kernel picks a free id) and sets the program.
+ *                              The control process holds them to the end.
+ *   each worker, after it      live_take(): its slot's sockets (inherited).
+ *   each worker, first run     drop the filter, go.
+ *
+ * Respawn: a dead worker's sockets stay open (the control holds them), so
+ * they keep their member index and frames steered to the slot queue in its
+ * ring.  Its replacement inherits the same sockets and mapping and goes on
+ * from the block and packet the dead one had reached (kept in the arena per
+ * slot and device); the batch it had taken and not committed is lost
+ * (afp_recover: counted in packets_lost).
  *
  * Hot path (the Pktio below, driven by worker_loop.c): walk the ready
  * blocks of every device's ring in C — no system call per packet; PktSlots point into the ring (zero copy); a
@@ -100,12 +108,20 @@ _Static_assert(VNET_NEEDS_CSUM == VIRTIO_NET_HDR_F_NEEDS_CSUM && VNET_GSO_TCPV4 
  * SlotCounters (counters.def). */
 
 typedef struct {
-    _Atomic uint32_t turn;     /* the worker whose turn it is to join the fanout groups */
     _Atomic uint32_t running;  /* workers past the start (filters dropped) */
     _Atomic uint32_t failed;   /* a worker could not open or join: everyone gives up */
     uint32_t nworkers;
-    _Atomic uint32_t fanout_id[NFOS_MAX_DEVS];   /* set by worker 0, read by the others */
+    _Atomic uint32_t fanout_id[NFOS_MAX_DEVS];   /* the group of each device */
     char error[256];
+    /* per slot, for its replacement (respawn): where its worker is in each
+     * device's ring (the block, the packets of it taken), the batch it had
+     * taken (its size, its device, packets_in when taken), and whether it began */
+    struct {
+        uint32_t cur[NFOS_MAX_DEVS], pos[NFOS_MAX_DEVS];
+        uint32_t inflight;
+        uint64_t in_at_take;
+        uint32_t began;
+    } at[NFOS_MAX_SLOTS];
 } LiveShared;
 
 static LiveShared *LS;
@@ -127,12 +143,12 @@ typedef struct {
     uint32_t max_frame;        /* longer frames were merged by GRO/GSO: not processed */
     uint8_t *map;
     size_t maplen;
+    uint8_t *ring;             /* the RX ring (this slot's SlotSock mapping) */
+    uint32_t skip;             /* a replacement: packets of the first block the dead worker took */
     uint32_t cur;              /* the next block to read */
     struct tpacket_block_desc *blk;   /* the block being walked, or NULL */
     uint32_t left;             /* its packets not yet taken */
     uint8_t *next;             /* its next packet */
-    struct sock_filter *prog;  /* steering program (worker 0 sets it on the group) */
-    uint16_t prog_len;
     uint32_t ntx;
     struct mmsghdr msg[TXQ];
     struct iovec iov[2 * TXQ];   /* per frame: its virtio_net_hdr (use_vnet), the frame */
@@ -141,13 +157,40 @@ typedef struct {
 
 static LiveDev D[NFOS_MAX_DEVS];
 static int D_init;
+
+/* In the control process (and inherited by every worker): every worker's RX
+ * socket and mapped ring per device, opened and joined in slot order before
+ * the fork and held until the end, so a dead worker's socket keeps its place
+ * (member index) in the fanout group and its replacement takes it over. */
+typedef struct {
+    int fd;                    /* -1: not open */
+    uint8_t *map;
+    size_t maplen;
+} SlotSock;
+static SlotSock SS[NFOS_MAX_SLOTS][NFOS_MAX_DEVS];
+static int SS_init;
+
+static void ss_close_all(void) {
+    if (!SS_init) {
+        for (int w = 0; w < NFOS_MAX_SLOTS; w++)
+            for (int i = 0; i < NFOS_MAX_DEVS; i++) SS[w][i] = (SlotSock){-1, NULL, 0};
+        SS_init = 1;
+        return;
+    }
+    for (int w = 0; w < NFOS_MAX_SLOTS; w++)
+        for (int i = 0; i < NFOS_MAX_DEVS; i++) {
+            SlotSock *x = &SS[w][i];
+            if (x->map) munmap(x->map, x->maplen);
+            if (x->fd >= 0) close(x->fd);
+            *x = (SlotSock){-1, NULL, 0};
+        }
+}
 static int started;
 static uint64_t last_stats_ns;
 
 static void dev_close(LiveDev *d) {
     if (d->map) munmap(d->map, d->maplen);
     if (d->fd >= 0) close(d->fd);
-    free(d->prog);
     memset(d, 0, sizeof *d);
     d->fd = -1;
 }
@@ -209,6 +252,7 @@ int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsig
     use_vnet = vnet;
     devs_init();
     for (int i = 0; i < NFOS_MAX_DEVS; i++) dev_close(&D[i]);
+    ss_close_all();
     started = 0;
     return 0;
 }
@@ -279,48 +323,31 @@ int afp_open_tx(int dev, const char *ifname) {
     return 0;
 }
 
-/* This worker's RX/TX socket on the device: TPACKET_V3 ring, promiscuous,
- * ignoring outgoing frames, bound, dropping everything until the worker
- * starts (so no frame is processed before every worker has joined the
- * fanout group). */
-int afp_open(int dev, const char *ifname, const void *prog_buf, size_t prog_len, unsigned max_frame) {
-    int ret = -1;
-    int fd = -1;
-    if (check_dev(dev) < 0) goto out;
-    if (!shared_ok()) {
-        PyErr_SetString(PyExc_RuntimeError, "live_setup() first");
-        goto out;
-    }
-    if (prog_len == 0 || prog_len % sizeof(struct sock_filter) || prog_len / sizeof(struct sock_filter) > 4096) {
-        PyErr_SetString(PyExc_ValueError, "the steering program is not a classic-BPF program");
-        goto out;
-    }
-    LiveDev *d = &D[dev];
-    dev_close(d);   /* e.g. the control's send-only socket, inherited by the fork */
-    int ifindex = (int)if_nametoindex(ifname);
-    if (!ifindex) {
-        os_error("no such interface", ifname);
-        goto out;
-    }
-    fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);   /* protocol 0: nothing arrives before bind */
+/* One RX socket on the device: TPACKET_V3 ring (mapped), promiscuous,
+ * ignoring outgoing frames, bound, dropping everything until its worker
+ * starts.  0, or -1 with an exception set. */
+static int open_rx(const char *ifname, int ifindex, SlotSock *out) {
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);   /* protocol 0: nothing arrives before bind */
+    uint8_t *map = MAP_FAILED;
+    size_t maplen = (size_t)ring_block_size * ring_block_nr;
     if (fd < 0) {
         os_error("cannot open an AF_PACKET socket", ifname);
-        goto out;
+        return -1;
     }
     int v3 = TPACKET_V3, one = 1;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof v3) < 0) {
         os_error("TPACKET_V3 is not supported", ifname);
-        goto out;
+        goto fail;
     }
     if (socket_options(fd) < 0) {
         os_error("cannot have offload headers (PACKET_VNET_HDR)", ifname);
-        goto out;
+        goto fail;
     }
     struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
     struct sock_fprog dropall = {1, &drop};
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &dropall, sizeof dropall) < 0) {
         os_error("cannot attach a socket filter", ifname);
-        goto out;
+        goto fail;
     }
     struct tpacket_req3 req;
     memset(&req, 0, sizeof req);
@@ -331,104 +358,123 @@ int afp_open(int dev, const char *ifname, const void *prog_buf, size_t prog_len,
     req.tp_retire_blk_tov = 1;   /* ms: a partly filled block is handed over after this */
     if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0) {
         os_error("cannot set up the RX ring", ifname);
-        goto out;
+        goto fail;
     }
-    size_t maplen = (size_t)ring_block_size * ring_block_nr;
-    uint8_t *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED | MAP_POPULATE, fd, 0);
-    if (map == MAP_FAILED) map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (map == MAP_FAILED) {
         os_error("cannot map the RX ring", ifname);
-        goto out;
+        goto fail;
     }
     (void)setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);   /* >= 4.20 */
     if (bind_to(fd, ifindex, ETH_P_ALL) < 0) {
-        munmap(map, maplen);
         os_error("cannot bind to the interface", ifname);
-        goto out;
+        goto fail;
     }
     struct packet_mreq mr;
     memset(&mr, 0, sizeof mr);
     mr.mr_ifindex = ifindex;
     mr.mr_type = PACKET_MR_PROMISC;
     if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) {
-        munmap(map, maplen);
         os_error("cannot set promiscuous mode", ifname);
-        goto out;
+        goto fail;
     }
-    d->prog = malloc(prog_len);
-    if (!d->prog) {
-        munmap(map, maplen);
-        PyErr_NoMemory();
-        goto out;
-    }
-    memcpy(d->prog, prog_buf, prog_len);
-    d->prog_len = (uint16_t)(prog_len / sizeof(struct sock_filter));
-    d->fd = fd;
-    fd = -1;
-    d->rx = 1;
-    d->ifindex = ifindex;
-    d->max_frame = max_frame;
-    d->map = map;
-    d->maplen = maplen;
-    init_msgs(d);
-    ret = 0;
-out:
-    if (fd >= 0) close(fd);
-    return ret;
+    *out = (SlotSock){fd, map, maplen};
+    return 0;
+fail:
+    if (map != MAP_FAILED) munmap(map, maplen);
+    close(fd);
+    return -1;
 }
 
-static int join_group(LiveDev *d, int dev) {
+/* Slot w's socket joins the device's fanout group; slot 0 creates it (the
+ * kernel picks a free id) and sets the steering program. */
+static int join_group(int fd, int w, int dev, const void *prog, uint16_t prog_len) {
     int flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
     for (int attempt = 0; attempt < 2; attempt++, flags = 0) {   /* kernels < 6.2 lack the flag */
         int val;
-        if (proc.slot == 0) val = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | flags) << 16;
+        if (w == 0) val = (PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | flags) << 16;
         else val = (int)atomic_load(&LS->fanout_id[dev]) | ((PACKET_FANOUT_CBPF | flags) << 16);
-        if (setsockopt(d->fd, SOL_PACKET, PACKET_FANOUT, &val, sizeof val) == 0) break;
+        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT, &val, sizeof val) == 0) break;
         if (errno != EINVAL || attempt == 1) return -1;
     }
-    if (proc.slot == 0) {
+    if (w == 0) {
         int val = 0;
         socklen_t len = sizeof val;
-        if (getsockopt(d->fd, SOL_PACKET, PACKET_FANOUT, &val, &len) < 0) return -1;
+        if (getsockopt(fd, SOL_PACKET, PACKET_FANOUT, &val, &len) < 0) return -1;
         atomic_store(&LS->fanout_id[dev], (uint32_t)val & 0xffff);
-        struct sock_fprog fp = {d->prog_len, d->prog};
-        if (setsockopt(d->fd, SOL_PACKET, PACKET_FANOUT_DATA, &fp, sizeof fp) < 0) return -1;
+        struct sock_fprog fp = {prog_len, (struct sock_filter *)prog};
+        if (setsockopt(fd, SOL_PACKET, PACKET_FANOUT_DATA, &fp, sizeof fp) < 0) return -1;
     }
-    d->joined = 1;
     return 0;
 }
 
-/* Wait for this worker's turn, join every opened device's fanout group (in
- * device order), pass the turn on. */
-int afp_join(double timeout) {
+static uint32_t dev_max_frame[NFOS_MAX_DEVS];
+static int dev_ifindex[NFOS_MAX_DEVS];
+
+/* In the control process, before the fork: every worker's RX socket on the
+ * device, joined to its fanout group in slot order (the member index is the
+ * join order, and the program returns a worker index).  They stay open here
+ * until live_close(): a dead worker's socket keeps its place. */
+int afp_open(int dev, const char *ifname, const void *prog_buf, size_t prog_len, unsigned max_frame) {
+    if (check_dev(dev) < 0) return -1;
     if (!shared_ok()) {
         PyErr_SetString(PyExc_RuntimeError, "live_setup() first");
         return -1;
     }
-    uint64_t deadline = mono_ns() + (uint64_t)(timeout * 1e9);
-    while (atomic_load(&LS->turn) != (uint32_t)proc.slot) {
-        if (atomic_load(&LS->failed) || proc_stop_nogil()) {
-            PyErr_SetString(PyExc_RuntimeError, "another worker failed to start");
+    if (prog_len == 0 || prog_len % sizeof(struct sock_filter) || prog_len / sizeof(struct sock_filter) > 4096) {
+        PyErr_SetString(PyExc_ValueError, "the steering program is not a classic-BPF program");
+        return -1;
+    }
+    int ifindex = (int)if_nametoindex(ifname);
+    if (!ifindex) {
+        os_error("no such interface", ifname);
+        return -1;
+    }
+    dev_max_frame[dev] = max_frame;
+    dev_ifindex[dev] = ifindex;
+    for (uint32_t w = 0; w < LS->nworkers; w++) {
+        SlotSock *x = &SS[w][dev];
+        if (x->fd >= 0) continue;
+        if (open_rx(ifname, ifindex, x) < 0) return -1;
+        if (join_group(x->fd, (int)w, dev, prog_buf, (uint16_t)(prog_len / sizeof(struct sock_filter))) < 0) {
+            os_error("cannot join the fanout group", ifname);
             return -1;
         }
-        if (mono_ns() > deadline) {
-            PyErr_SetString(PyExc_TimeoutError, "timed out waiting to join");
-            return -1;
-        }
-        usleep(200);
+    }
+    return 0;
+}
+
+/* In a worker (first or replacement): take this slot's sockets over (the
+ * control's send-only ones are closed in this process; the ring sockets
+ * send too). */
+int afp_take(void) {
+    if (!shared_ok() || proc.slot < 0 || (uint32_t)proc.slot >= LS->nworkers) {
+        PyErr_SetString(PyExc_RuntimeError, "live_setup() and attach() first");
+        return -1;
     }
     for (int i = 0; i < proc.ndevs; i++) {
+        SlotSock *x = &SS[proc.slot][i];
+        if (x->fd < 0) continue;
         LiveDev *d = &D[i];
-        if (!d->rx || d->joined) continue;
-        if (join_group(d, i) < 0) {
-            char name[IF_NAMESIZE] = "?";
-            if_indextoname((unsigned)d->ifindex, name);
-            os_error("cannot join the fanout group", name);
-            return -1;
-        }
+        dev_close(d);
+        d->fd = x->fd;
+        d->rx = 1;
+        d->joined = 1;
+        d->ifindex = dev_ifindex[i];
+        d->max_frame = dev_max_frame[i];
+        d->ring = x->map;   /* inherited; the SlotSock owns it (d->map stays NULL) */
+        init_msgs(d);
     }
-    atomic_fetch_add(&LS->turn, 1);
     return 0;
+}
+
+/* In the control process, before slot s's replacement is forked: the packets
+ * of the batch its dead worker had taken and not committed (lost). */
+uint64_t afp_recover(int s) {
+    if (!shared_ok() || s < 0 || (uint32_t)s >= LS->nworkers) return 0;
+    uint64_t taken = LS->at[s].inflight, counted = proc.shared->slots[s].counters.packets_in[0] - LS->at[s].in_at_take;
+    LS->at[s].inflight = 0;
+    return taken > counted ? taken - counted : 0;
 }
 
 /* A worker could not start; the control process reports it. */
@@ -447,6 +493,7 @@ unsigned afp_running(void) { return shared_ok() ? atomic_load(&LS->running) : 0;
 void afp_close(void) {
     devs_init();
     for (int i = 0; i < NFOS_MAX_DEVS; i++) dev_close(&D[i]);
+    ss_close_all();
     LS = NULL;
     started = 0;
 }
@@ -567,13 +614,15 @@ static void read_kernel_stats(void) {
 }
 
 static inline struct tpacket_block_desc *block_at(LiveDev *d, uint32_t i) {
-    return (struct tpacket_block_desc *)(d->map + (size_t)i * ring_block_size);
+    return (struct tpacket_block_desc *)(d->ring + (size_t)i * ring_block_size);
 }
 
-static void release_block(LiveDev *d) {
+static void release_block(LiveDev *d, int dev) {
     __atomic_store_n(&d->blk->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     d->blk = NULL;
     d->cur = (d->cur + 1) % ring_block_nr;
+    LS->at[proc.slot].pos[dev] = 0;
+    atomic_store_explicit((_Atomic uint32_t *)&LS->at[proc.slot].cur[dev], d->cur, memory_order_release);
 }
 
 /* Fill `slots` with up to `max` frames of the device's current block. */
@@ -584,6 +633,9 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         d->blk = b;
         d->left = b->hdr.bh1.num_pkts;
         d->next = (uint8_t *)b + b->hdr.bh1.offset_to_first_pkt;
+        for (; d->skip && d->left; d->skip--, d->left--)   /* taken by the dead worker of this slot */
+            d->next += ((struct tpacket3_hdr *)d->next)->tp_next_offset;
+        d->skip = 0;
     }
     SlotCounters *st = my_live();
     int n = 0;
@@ -643,15 +695,28 @@ static int take_batch(LiveDev *d, int dev, PktSlot *slots, Item *items, int max,
         items[n].expire_id = -1;
         n++;
     }
+    if (n) {   /* for a replacement: the batch in flight, and where the next one starts */
+        LS->at[proc.slot].in_at_take = st->packets_in[0];
+        LS->at[proc.slot].inflight = (uint32_t)n;
+    }
+    LS->at[proc.slot].pos[dev] = d->blk->hdr.bh1.num_pkts - d->left;
     return n;
 }
 
 /* First call in a worker: wait until every worker has joined, then let
  * frames in (drop the filter installed by live_open). */
 static int live_begin(void) {
-    while (atomic_load(&LS->turn) < LS->nworkers) {
-        if (atomic_load(&LS->failed) || proc_stop_nogil()) return -1;
-        usleep(200);
+    if (LS->at[proc.slot].began) {   /* a replacement: on from where the dead worker stopped */
+        for (int i = 0; i < proc.ndevs; i++) {
+            if (!D[i].rx) continue;
+            D[i].cur = LS->at[proc.slot].cur[i] % ring_block_nr;
+            D[i].skip = LS->at[proc.slot].pos[i];
+            D[i].blk = NULL;
+        }
+        LS->at[proc.slot].inflight = 0;
+        last_stats_ns = mono_ns();
+        started = 1;
+        return 0;
     }
     for (int i = 0; i < proc.ndevs; i++) {
         if (!D[i].rx) continue;
@@ -665,6 +730,7 @@ static int live_begin(void) {
     c->tx_sent[0] = c->tx_errors[0] = c->tx_calls[0] = c->link_errors[0] = 0;
     c->begin_ns[0] = mono_ns();
     last_stats_ns = mono_ns();
+    LS->at[proc.slot].began = 1;
     atomic_fetch_add(&LS->running, 1);
     started = 1;
     return 0;
@@ -727,7 +793,7 @@ static int afp_rx(PktioRx *b, int max, uint64_t due) {
                 b->dev = i;
                 return PKTIO_BATCH;
             }
-            if (d->blk && !d->left) release_block(d);
+            if (d->blk && !d->left) release_block(d, i);
         }
         cursor = 0;
         uint64_t now = mono_ns();
@@ -751,7 +817,8 @@ static void afp_done(PktioRx *b) {
     SlotCounters *c = my_live();
     LiveDev *d = &D[b->dev];
     c->rx_done[0] += b->count;
-    if (d->blk && !d->left) release_block(d);
+    LS->at[proc.slot].inflight = 0;
+    if (d->blk && !d->left) release_block(d, b->dev);
     c->busy_ns[0] += mono_ns() - b->t0;
 }
 

@@ -10,10 +10,13 @@
 int afp_setup(unsigned nworkers, unsigned frame_size, unsigned block_size, unsigned block_nr, int vnet);
 /* A send-only socket on the device (periodic / exit handlers emit). */
 int afp_open_tx(int dev, const char *ifname);
-/* A worker's RX/TX socket on the device, with its fanout steering program. */
+/* Control, before the fork: every worker's RX/TX socket on the device, joined
+ * to its fanout group (steering program) in slot order; held until afp_close. */
 int afp_open(int dev, const char *ifname, const void *prog, size_t prog_len, unsigned max_frame);
-/* Wait for this worker's turn, join every opened device's fanout group. */
-int afp_join(double timeout_s);
+/* A worker (first or replacement): take over its slot's sockets. */
+int afp_take(void);
+/* Control, before a dead worker's replacement: the packets of its batch in flight (lost). */
+uint64_t afp_recover(int slot);
 void afp_fail(const char *message);      /* this worker could not start */
 const char *afp_error(void);             /* the first worker's start-up error, or NULL */
 unsigned afp_running(void);              /* workers past the start */

@@ -10,9 +10,12 @@
                        compiled from the packet-set definition: the kernel
                        steers like the software RSS of a replay)
 
-Workers join each fanout group in slot order (the member index is the join
-order, and the steering program returns a worker index); nothing is
-processed until all have joined.  Time is the monotonic clock everywhere:
+The control process opens every worker's sockets and joins each fanout group
+in slot order before the fork (the member index is the join order, and the
+steering program returns a worker index), and holds them to the end: a
+worker that dies keeps its place in the group, frames for it queue in its
+ring, and its replacement (Session.respawn_worker) inherits the same sockets
+and goes on where it stopped.  Time is the monotonic clock everywhere:
 the workers stamp each batch with it, the control process runs periodic
 handlers with it.  There is no sequential reference mode live: `workers=0`
 runs one worker.  The hot path is C (_core/pktio_afpacket.c).
@@ -222,14 +225,13 @@ def drop_privileges(user: User, parent: int = 0) -> None:
         _core.die_with_parent(parent)
 
 
-def _open_worker(opens: list[tuple[int, str, bytes, int]], user: User | None, parent: int, slot: int) -> None:
-    """In a forked worker: open its ring socket on every device, join the fanout groups in turn,
-    then (``--user``) change user: the sockets are open."""
+def _open_worker(user: User | None, parent: int, slot: int) -> None:
+    """In a forked worker (first or replacement): take over its slot's ring sockets (opened and
+    joined by the control process), then (``--user``) change user if still root: a replacement
+    is forked after the control process changed user."""
     try:
-        for dev, ifname, prog, max_frame in opens:
-            _core.live_open(dev, ifname, prog, max_frame)
-        _core.live_join(START_TIMEOUT_S)
-        if user is not None:
+        _core.live_take()
+        if user is not None and (os.geteuid(), os.getuid()) != (user.uid, user.uid):
             drop_privileges(user, parent)
     except (OSError, RuntimeError) as e:
         _core.live_fail(f"worker {slot}: {e}")
@@ -396,7 +398,6 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
         # real time: no barriers; the control process runs periodic handlers (see _serve)
         session = Session(nf_path, workers, params, batch=batch, collect_output=False, check=check, sync=False,
                           watchdog=watchdog)
-        session.respawn = False   # a dead worker stops a live run (its fanout place is not taken over yet)
         nf = session.nf
         devices = list(nf.devices)
         offloads = offloads_supported()
@@ -413,10 +414,14 @@ def run_live(nf_path: str, ifaces: Mapping[str, str], workers: int | None = None
             except OSError as e:
                 raise LiveError(f"cannot send on {e}") from None
         progs = [compile_steering(defn, nf.proto_mask(), workers) for defn in nf.key_definitions()]
-        opens = [(d, infos[dev].name, progs[d], infos[dev].max_frame) for d, dev in enumerate(devices)]
+        for d, dev in enumerate(devices):   # every worker's ring socket, joined in slot order
+            try:
+                _core.live_open(d, infos[dev].name, progs[d], infos[dev].max_frame)
+            except OSError as e:
+                raise LiveError(f"cannot start: {e}") from None
         if metrics_port is not None:
             metrics = _Metrics(metrics_port, devices, metrics_addr)
-        session.start(worker_setup=partial(_open_worker, opens, as_user, os.getpid()))
+        session.start(worker_setup=partial(_open_worker, as_user, os.getpid()))
         _wait_running(session, stop_requested)
         if as_user is not None:   # every socket is open: the workers' (and this process's send-only ones)
             drop_privileges(as_user)
@@ -485,10 +490,17 @@ def _serve(session: Session, t0: float, stop_requested: list[int], stats_interva
     while not stop_requested:
         session.run_periodics(time.monotonic_ns())
         now = time.monotonic()
+        seen = len(session.recoveries)
         try:
-            session.check_workers()
+            session.check_workers()   # a dead worker is replaced in its place in the fanout groups
         except WorkerDied as e:
             raise LiveError(str(e)) from None
+        for r in session.recoveries[seen:]:
+            code = r["exit_code"]
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            say(f"nfos: warning: worker {r['worker']} died ({how}"
+                f"{', in ' + r['handler'] if r['handler'] else ''}) and was respawned; "
+                f"{r['packets_lost']} packet(s) of its batch in flight lost")
         if now >= next_metrics:
             snap = _snapshot(session)
             if metrics is not None:

@@ -83,7 +83,7 @@ class LoadError(Exception):
 
 class WorkerDied(RuntimeError):
     """A worker process died and was not replaced (its slot died ``RESPAWN_LIMIT`` times within
-    ``RESPAWN_WINDOW_S``, or a live run); its shared-state commit was completed or discarded."""
+    ``RESPAWN_WINDOW_S``, or a session made not to respawn); its shared-state commit was completed or discarded."""
 
 
 #: a worker asked to stop that is still in one handler call after this long is killed
@@ -262,7 +262,7 @@ class Session:
         self.profile = profile
         self.busy_poll = busy_poll   # workers never sleep when idle (paced and live traffic)
         self.sync = sync             # virtual time: periodic barriers and the drift horizon in the workers
-        self.respawn = True          # a dead worker is replaced (live mode: not yet, the run stops)
+        self.respawn = True          # a dead worker is replaced
         self.respawn_limit = RESPAWN_LIMIT   # deaths of one slot within RESPAWN_WINDOW_S that stop the run
         self.deaths: dict[int, list[float]] = {}   # per slot: when its workers died (the respawn policy)
         self.recoveries: list[dict[str, Any]] = []   # per respawn: slot, exit code, packets lost, seconds
@@ -517,7 +517,7 @@ class Session:
     def check_workers(self) -> None:
         """Replace every worker that died (:meth:`respawn_worker`); raise WorkerDied when one cannot
         be (a slot that died ``RESPAWN_LIMIT`` times within ``RESPAWN_WINDOW_S``, or a session
-        made not to respawn: live).  Its half-done commit is completed or discarded first."""
+        made not to respawn).  Its half-done commit is completed or discarded first."""
         for w in self.dead_workers():
             self.respawn_worker(w)
 
