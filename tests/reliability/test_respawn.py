@@ -380,8 +380,9 @@ def random_kills(tmp_path, case: str, kills: int, packets: int, seed: int = 1) -
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_invariants_after_10_random_kills(tmp_path, case):
-    r = random_kills(tmp_path, case, kills=10, packets=3000)
+    r = random_kills(tmp_path, case, kills=10, packets=3000)   # (the invariants: checked inside)
     print(case, r)
+    assert r["kills"] == 10 and r["lost"] <= 32 * 10
 
 
 @pytest.mark.slow
@@ -389,6 +390,7 @@ def test_invariants_after_10_random_kills(tmp_path, case):
 def test_invariants_after_100_random_kills(tmp_path, case):
     r = random_kills(tmp_path, case, kills=100, packets=30_000, seed=2)
     print(case, r)
+    assert r["kills"] == 100 and r["lost"] <= 32 * 100
 
 
 def test_the_counting_nf_after_random_kills_is_the_sequential_run(tmp_path):
