@@ -233,6 +233,23 @@ print(n, flush=True)
 """
 
 
+#: A UDP echo on port 7007 run in a namespace (argv: address): "ready", then echoes until its
+#: stdin closes.
+UDP_ECHO = r"""
+import select, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((sys.argv[1], 7007))
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [], 30)
+    if not r or sys.stdin in r:
+        break
+    data, peer = s.recvfrom(100)
+    s.sendto(data, peer)
+"""
+
+
 def need(*tools: str) -> None:
     """Skip the test unless every tool it drives is installed (the README's apt-get line has them)."""
     missing = [t for t in tools if shutil.which(t) is None]

@@ -18,7 +18,7 @@ import frames as F
 from nfos import _core
 from nfos.runtime.session import Session
 
-from .conftest import LAN_IP, WAN_IP, LiveRun
+from .conftest import LAN_IP, UDP_ECHO, WAN_IP, LiveRun
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FLOWS_PER_WORKER = 4
@@ -27,19 +27,6 @@ FLOWS_PER_WORKER = 4
 #: (measured there: see the test's printed figures)
 MAX_PAUSE_S = 0.1 + 0.2
 
-ECHO = r"""
-import select, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-s.bind((sys.argv[1], 7007))
-print("ready", flush=True)
-while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 30)
-    if not r or sys.stdin in r:
-        break
-    data, peer = s.recvfrom(100)
-    s.sendto(data, peer)
-"""
 
 # Every flow (a LAN source port) pings the WAN echo every 5 ms for argv[4] seconds; prints
 # {port: [monotonic time of each reply]}.
@@ -112,7 +99,7 @@ def max_gap(times: list[float], start: float, end: float) -> float:
 def test_a_killed_live_worker_is_respawned_in_its_place(wire, nfos_live):
     lab = wire.lab
     per = flows_per_worker(2)
-    echo = lab.spawn(wire.wan, sys.executable, "-c", ECHO, WAN_IP, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    echo = lab.spawn(wire.wan, sys.executable, "-c", UDP_ECHO, WAN_IP, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)
     assert echo.stdout.readline().strip() == "ready"
     run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=2)

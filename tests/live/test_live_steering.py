@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import frames as F
+from live.conftest import UDP_ECHO
 from nfos import _core
 from nfos.io.bpf import compile_steering, run_program
 from nfos.runtime.session import Session
@@ -46,19 +47,6 @@ while pending:
 print(got)
 """
 
-ECHO = r"""
-import select, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-s.bind((sys.argv[1], 7007))
-print("ready", flush=True)
-while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 30)
-    if not r or sys.stdin in r:
-        break
-    data, peer = s.recvfrom(100)
-    s.sendto(data, peer)
-"""
 
 
 def predicted_flows(workers: int) -> tuple[list[int], list[int]]:
@@ -89,7 +77,7 @@ def test_two_workers_steer_as_predicted(wire, nfos_live):
     lab = wire.lab
     ports, per = predicted_flows(2)
     assert per[0] != per[1]
-    echo = lab.spawn(wire.wan, sys.executable, "-c", ECHO, WAN_IP, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    echo = lab.spawn(wire.wan, sys.executable, "-c", UDP_ECHO, WAN_IP, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)
     assert echo.stdout.readline().strip() == "ready"
     run = nfos_live(wire.box, "firewall.py", wire.ifaces, workers=2)
