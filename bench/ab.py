@@ -32,6 +32,7 @@ NFS: dict[str, tuple[str, list[str], list[str]]] = {
     "policer": ("policer.py", ["caida", "--flows", "20000", "--reverse", "0.5"], []),
     "nat": ("nat.py", ["caida", "--flows", "20000", "--reverse", "0"], ["public_ips=57"]),
     "bridge": ("bridge.py", ["bridge", "--macs", "256", "--flow-packets", "2000"], ["refresh_interval=60s"]),
+    "bridge_refresh0": ("bridge.py", ["bridge", "--macs", "256", "--flow-packets", "2000"], ["refresh_interval=0"]),
     "maglev": ("maglev.py", ["lb", "--backends", "3"], []),
     "anti_ddos_0.1ms": ("anti_ddos.py", ["antiddos"], ["staleness=0.1ms"]),
     "dummy_ro": ("dummy.py", ["caida", "--flows", "20000", "--reverse", "0.5"], ["mode=ro"]),

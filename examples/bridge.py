@@ -50,9 +50,8 @@ only when a MAC is learned, moves, or its lease renewal is due.  Reads of
 the same MACs by all workers never conflict; in steady state (hosts known,
 not moving) transactions are read-only.  The one knob is the recipe
 ``refresh_interval``: with 0, every frame renews its source's lease, which
-writes the lease cell and the owning pool's list, so workers forwarding
-frames of hosts learned by the same worker conflict on that list (and a
-host's own frames on several workers conflict on its cell).  With a
+writes the lease cell (and, about once a second, the owning pool's expiry
+list), so a host's frames on several workers conflict on its cell.  With a
 refresh interval of 60 s a host's lease is written once a minute, at the
 price of a lease ending up to 60 s early.  Learning writes one Map bucket
 (two MACs conflict only if they share a bucket: the Map has two buckets per

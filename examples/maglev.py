@@ -67,9 +67,9 @@ loop: 1 to 32 backends) and aborts only the concurrent new-flow
 transactions that read a chunk it replaced (they retry on the new table).
 A later packet reads its backend's record and lease, written only when the
 backend joins, leaves or refreshes.  Heartbeats refresh their lease;
-recipe: refreshes of leases handed out by one worker conflict on that
-worker's allocator list, so ``refresh_interval`` makes all but one refresh
-per interval a read-only no-op.
+recipe: a backend's heartbeats on several workers conflict on its lease
+cell, so ``refresh_interval`` makes all but one refresh per interval a
+read-only no-op.
 """
 
 import struct

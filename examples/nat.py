@@ -207,8 +207,9 @@ Which accesses conflict (paper §4.5 recipes):
   it reclaim expired leases and then steal from the richest pool, reading
   every pool head: conflicts with every allocating worker.  Recipe:
   over-provision ``public_ips`` (the paper's NAT case study).
-* Refreshing moves the index to the tail of its owner pool's lease list:
-  refreshes of indexes of one pool conflict on that list.  Recipe:
+* Refreshing writes the index's lease cell (and, once per sweep period of
+  the allocator, moves it in its owner pool's expiry list): refreshes of
+  one index on several workers conflict on the cell.  Recipe:
   ``refresh_interval`` (a refresh within it is a read-only no-op; at the
   default 1 s an index is written at most once a second).
 * A new mapping writes one ``mappings`` bucket (conflicting with lookups of

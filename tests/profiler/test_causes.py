@@ -100,16 +100,36 @@ def test_allocator_pool_exhausted(two):
     assert c.recipe == "over-provision capacity of 'pool' (profile_nf.py:22), now 8"
 
 
-def test_allocator_refreshes_on_one_list(two):
+def test_allocator_refreshes_of_one_index(two):
     m = two.session.module
-    idx = []
-    assert two.run_pair(lambda: m.refresh(1), lambda: m.refresh(0),
-                        prelude=lambda: idx.extend(m.lease() for _ in range(3))) == (False, True)
+    assert two.run_pair(lambda: m.refresh(1), lambda: m.refresh(1),
+                        prelude=lambda: [m.lease() for _ in range(3)]) == (False, True)
     c = only_cause(profile_of(two))
     assert c.structure == "Allocator 'leases'" and c.parameter == "refresh_interval"
     assert c.ops == "refresh vs refresh"
+    assert c.cause == "refreshes of the same index (its lease cell) or of neighbours in an expiry list"
     assert c.recipe == "raise refresh_interval of 'leases' (profile_nf.py:23), now 0s"
     assert c.lines == [LINE["refresh"]]
+
+
+def test_allocator_refreshes_of_other_indexes_touch_the_list_once_per_sweep(two):
+    """A refresh writes its cell; it moves the index in its pool's expiry list only once the
+    lease has moved a sweep period (1 s for a 100 s lease) past the list's key."""
+    m = two.session.module
+    t0 = 10**12
+    _core.set_clock(t0)
+    prelude = lambda: [m.lease() for _ in range(3)]   # noqa: E731  indexes 0, 1, 2 (the tail)
+    assert two.run_pair(lambda: m.refresh(1), lambda: m.refresh(0), prelude=prelude) == (True, True)
+    assert profile_of(two).causes == []
+
+    def later(i):
+        _core.set_clock(t0 + 2 * 10**9)
+        m.refresh(i)
+
+    assert two.run_pair(lambda: later(1), lambda: later(0)) == (False, True)
+    c = only_cause(profile_of(two))
+    assert (c.structure, c.ops, c.parameter) == ("Allocator 'leases'", "refresh vs refresh", "refresh_interval")
+    assert c.cause.startswith("refreshes ") and "expiry list" in c.cause   # met on a neighbour cell or the head
 
 
 def test_report_validates_against_the_schema_and_renders(two, tmp_path):

@@ -96,3 +96,63 @@ def test_refresh_interval_makes_recent_refreshes_no_ops(workers):
         assert values(h.send("a", op_frame(QUERY, i)), 2) == (1, 7_000_000_000)
         assert values(h.send("a", op_frame(REFRESH, i), time=6.0))[0] == 1   # due: lease renewed
         assert values(h.send("a", op_frame(QUERY, i)), 2) == (1, 10_000_000_000)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_lease_renewed_in_place_is_reclaimed_once_expired(workers):
+    """A refresh renews the cell and moves the index in its pool's expiry list only once the
+    lease is a sweep period (lease/16: 625 ms here) past the list's key; a sweep steps over
+    renewed indexes, so a sweep at t reclaims exactly the indexes expired by t."""
+    with Harness(NF, workers=workers, params={"capacity": 8, "lease": "10s"}) as h:
+        ids = [values(h.send("a", op_frame(ALLOCATE), time=1.0))[0] for _ in range(4)]
+        i, j, k, m = ids
+        assert values(h.send("a", op_frame(REFRESH, i), time=1.6))[0] == 1   # stays before k in the list
+        assert values(h.send("a", op_frame(REFRESH, j), time=2.0))[0] == 1   # moved to the tail
+        assert values(h.send("a", op_frame(REFRESH, m), time=2.5))[0] == 1   # moved behind j
+        assert values(h.send("a", op_frame(REFRESH, m), time=2.6))[0] == 1   # the tail, renewed in place
+        expiry = {i: 11.6, j: 12.0, k: 11.0, m: 12.6}
+        alloc = h.nf.state.alloc
+        while h.now < 13.0:
+            h.advance(0.05)
+            h.transact(alloc.expire)   # a sweep now, besides the periodic ones
+            reclaimed = h.transact(lambda: [h.nf.state.expired[x] for x in ids])
+            assert reclaimed == [int(expiry[x] <= h.now + 1e-9) for x in ids], h.now
+        assert h.transact(alloc.counts) == (0, 8)
+
+
+EXPIRE_FREES_NEXT = '''
+import nfos
+
+nf = nfos.NF("chain", devices=["a", "b"])
+
+
+def forget(i):
+    nf.state.gone[i] += 1
+    nxt = (i + 1) % 16
+    if nf.state.alloc.free(nxt):   # on_expire changes the list the sweep is walking
+        nf.state.gone[nxt] += 1
+
+
+@nf.init
+def setup(p):
+    nf.state.alloc = nfos.Allocator(16, lease=nfos.seconds(10), on_expire=forget)
+    nf.state.gone = nfos.Vector(nfos.u32, 16)
+
+
+@nf.orphan
+def op(pkt):
+    nf.state.alloc.allocate()
+'''
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_on_expire_may_free_the_next_index_of_the_walk(tmp_path, workers):
+    nf = tmp_path / "chain.py"
+    nf.write_text(EXPIRE_FREES_NEXT)
+    with Harness(str(nf), workers=workers) as h:
+        for n in range(16):
+            h.send("a", op_frame(ALLOCATE, src=0x0A000001 + n), time=1.0 + n * 0.01)
+        assert h.transact(lambda: h.nf.state.alloc.counts()) == (16, 0)
+        h.advance(12.0)
+        assert h.transact(lambda: h.nf.state.alloc.counts()) == (0, 16)
+        assert h.transact(lambda: [h.nf.state.gone[x] for x in range(16)]) == [1] * 16

@@ -4,13 +4,26 @@
  * Objects: one pool head per slot and one cell per index.  A pool has a
  * free list, a range of never-used indexes (so creating a big allocator
  * touches no memory per index), and the list of indexes it allocated,
- * ordered by lease expiry.  allocate() works on the caller's own pool; only
- * when it is empty does it first reclaim its own expired leases, then steal
- * half of the free indexes of the pool with the most (reading every pool
- * head: the "pool exhausted" conflict, whose recipe is to over-provision).
- * refresh() moves an index to the tail of its owner's list, so refreshes of
- * indexes of one pool conflict on that list (recipe: a longer
- * refresh_interval; a refresh younger than it is a read-only no-op).
+ * ordered by the expiry each index had when it was linked (its `linked`
+ * key).  allocate() works on the caller's own pool; only when it is empty
+ * does it first reclaim its own expired leases, then steal half of the free
+ * indexes of the pool with the most (reading every pool head: the "pool
+ * exhausted" conflict, whose recipe is to over-provision).
+ *
+ * refresh() renews the lease in the index's cell: one object written.  It
+ * moves the index to the tail of its owner's list only once the new expiry
+ * is `slack` past its key (slack: the period of the reclaiming sweep), so a
+ * host refreshed on every frame writes the list about once per sweep period,
+ * not per frame: refreshes of different indexes rarely conflict, those of
+ * one index on two workers do on its cell (recipe: a longer
+ * refresh_interval; a refresh younger than it is a read-only no-op).  The
+ * list stays sorted by key and every key is within `slack` of its expiry
+ * (key <= expiry < key + slack), so a sweep at `now` walks the indexes whose
+ * key is <= now, reclaims the expired ones and steps over the others (each
+ * expires, or is relinked by its next refresh, within slack): an index is
+ * reclaimed by the first sweep after its expiry, as with a list kept in
+ * exact expiry order.
+ *
  * free() returns an index to the caller's pool.  Expired leases are
  * reclaimed by expire() (the control process calls it periodically) or
  * lazily by an empty pool, and the NF's on_expire(index) runs in the same
@@ -39,13 +52,14 @@ typedef struct {
     int32_t prev, next;
     uint64_t expiry;                  /* ns; NO_EXPIRY without a lease */
     uint64_t last_refresh;
+    uint64_t linked;                  /* its key in the list: the expiry it had when linked */
 } Cell;
 
 typedef struct {
     PyObject_HEAD
     char *heads, *cells;
     uint32_t capacity, nslots, head_stride, cell_stride;
-    uint64_t lease, refresh_interval;
+    uint64_t lease, refresh_interval, slack;
     uint16_t sid;
     uint32_t gen;
     PyObject *on_expire;
@@ -67,9 +81,9 @@ static Cell *open_cell(Alloc *a, uint32_t i, int write, int op) {
 static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     Alloc *a = (Alloc *)self;
     unsigned int capacity, workers;
-    unsigned long long lease, refresh;
+    unsigned long long lease, refresh, slack;
     PyObject *on_expire;
-    if (!PyArg_ParseTuple(args, "IKKOI", &capacity, &lease, &refresh, &on_expire, &workers)) return -1;
+    if (!PyArg_ParseTuple(args, "IKKOIK", &capacity, &lease, &refresh, &on_expire, &workers, &slack)) return -1;
     if (!proc.shared) {
         PyErr_SetString(PyExc_RuntimeError, "nfos structures must be created while an NF is loaded");
         return -1;
@@ -82,6 +96,7 @@ static int alloc_init(PyObject *self, PyObject *args, PyObject *kw) {
     a->nslots = proc.nslots;
     a->lease = lease;
     a->refresh_interval = refresh;
+    a->slack = slack;
     a->head_stride = (uint32_t)obj_stride(sizeof(PoolHead));
     a->cell_stride = (uint32_t)(sizeof(ObjHdr) + sizeof(Cell));   /* packed: memory over line alignment */
     a->heads = proc_alloc((size_t)a->head_stride * a->nslots, NFOS_CACHELINE);
@@ -179,29 +194,51 @@ static int list_append(Alloc *a, uint32_t i, Cell *c, PoolHead *h, int op) {
 }
 
 /* Reclaim expired leases of pool s (up to `limit`); each runs on_expire.
- * Returns the number reclaimed, -1 on abort/error. */
+ * Walks the indexes whose key is <= now (see the header): the expired ones
+ * are reclaimed, the others stepped over.  Returns the number reclaimed, -1
+ * on abort/error. */
 static int expire_pool(Alloc *a, uint32_t s, uint64_t now, int limit) {
-    int n = 0;
     if (!a->lease) return 0;
-    for (; n < limit; n++) {
-        PoolHead *h = open_head(a, s, OP_READ, OPC_ALLOC_EXPIRE);
-        if (!h) return -1;
-        if (h->alloc_head == NONE_IDX) break;
-        uint32_t i = (uint32_t)h->alloc_head;
-        Cell *c = open_cell(a, i, OP_READ, OPC_ALLOC_EXPIRE);
+    PoolHead *h = open_head(a, s, OP_READ, OPC_ALLOC_EXPIRE);
+    if (!h) return -1;
+    int n = 0;
+    int32_t before = NONE_IDX, at = h->alloc_head;   /* the walk: `at` follows `before` in the list */
+    while (n < limit && at != NONE_IDX) {
+        Cell *c = open_cell(a, (uint32_t)at, OP_READ, OPC_ALLOC_EXPIRE);
         if (!c) return -1;
-        if (c->expiry > now) break;
+        if (c->linked > now) break;
+        int32_t next = c->next;
+        if (c->expiry > now) {   /* refreshed since it was linked: expires within slack */
+            before = at;
+            at = next;
+            continue;
+        }
+        uint32_t i = (uint32_t)at;
         h = open_head(a, s, OP_WRITE, OPC_ALLOC_EXPIRE);
         c = open_cell(a, i, OP_WRITE, OPC_ALLOC_EXPIRE);
         if (!h || !c || list_unlink(a, i, c, h, OPC_ALLOC_EXPIRE) < 0) return -1;
         push_free(h, i, c);
+        n++;
         if (a->on_expire) {
             PyObject *idx = PyLong_FromUnsignedLong(i);
             PyObject *r = PyObject_CallOneArg(a->on_expire, idx);
             Py_DECREF(idx);
             if (!r) return -1;
             Py_DECREF(r);
+            /* on_expire may have changed the list: go on from `next` only if it still
+             * follows `before` in pool s's list, else from the head */
+            if (next != NONE_IDX) {
+                Cell *x = open_cell(a, (uint32_t)next, OP_READ, OPC_ALLOC_EXPIRE);
+                if (!x) return -1;
+                if (!x->allocated || x->owner != s || x->prev != before) {
+                    h = open_head(a, s, OP_READ, OPC_ALLOC_EXPIRE);
+                    if (!h) return -1;
+                    before = NONE_IDX;
+                    next = h->alloc_head;
+                }
+            }
         }
+        at = next;
     }
     return n;
 }
@@ -294,6 +331,7 @@ static PyObject *alloc_allocate(PyObject *self, PyObject *noargs) {
     c->owner = me;
     c->expiry = a->lease ? proc.clock + a->lease : NO_EXPIRY;
     c->last_refresh = proc.clock;
+    c->linked = c->expiry;
     if (list_append(a, i, c, h, OPC_ALLOC_ALLOCATE) < 0) return NULL;
     return PyLong_FromUnsignedLong(i);
 }
@@ -328,13 +366,20 @@ static PyObject *alloc_refresh(PyObject *self, PyObject *arg) {
     if (!live_lease(a, &seen)) Py_RETURN_FALSE;
     if (proc.clock >= seen.last_refresh && proc.clock - seen.last_refresh < a->refresh_interval) Py_RETURN_TRUE;
     Cell *c = open_cell(a, i, OP_WRITE, OPC_ALLOC_REFRESH);   /* a copy of the version read */
-    PoolHead *h = c ? open_head(a, c->owner, OP_WRITE, OPC_ALLOC_REFRESH) : NULL;
-    if (!h) return NULL;
-    if (h->alloc_tail != (int32_t)i &&
-        (list_unlink(a, i, c, h, OPC_ALLOC_REFRESH) < 0 || list_append(a, i, c, h, OPC_ALLOC_REFRESH) < 0))
-        return NULL;
+    if (!c) return NULL;
     c->last_refresh = proc.clock;
-    if (a->lease) c->expiry = proc.clock + a->lease;
+    if (!a->lease) Py_RETURN_TRUE;   /* no expiry: the list order does not matter */
+    c->expiry = proc.clock + a->lease;
+    if (c->expiry >= c->linked + a->slack) {   /* its key is a sweep period behind: relink */
+        PoolHead *h = open_head(a, c->owner, OP_READ, OPC_ALLOC_REFRESH);
+        if (h && h->alloc_tail != (int32_t)i) {   /* the tail keeps its place: nothing follows it */
+            h = open_head(a, c->owner, OP_WRITE, OPC_ALLOC_REFRESH);
+            if (h && (list_unlink(a, i, c, h, OPC_ALLOC_REFRESH) < 0 || list_append(a, i, c, h, OPC_ALLOC_REFRESH) < 0))
+                return NULL;
+        }
+        if (!h) return NULL;
+        c->linked = c->expiry;
+    }
     Py_RETURN_TRUE;
 }
 
