@@ -7,7 +7,9 @@ run is ``python -m nfos run`` in a subprocess with ``PYTHONPATH=<tree>/src``, so
 runs exactly its own code.  For every example NF (its ``nfos bench`` trace and parameters) at
 every worker count, the runs of A and B alternate (A B B A A B ...), so drift of the machine
 hits both sides alike; each point is the saturation throughput of a whole trace (workers'
-own clocks, loading excluded).  The result holds every run, the median of each side, the
+own clocks, loading excluded), or with ``--laps N`` of the trace replayed N times (a replay
+in a subprocess of that tree, workers pinned one per CPU: points of seconds, not
+milliseconds).  The result holds every run, the median of each side, the
 ratio B/A of the medians and its spread (the ratios of the k-th fastest runs).
 """
 
@@ -45,7 +47,24 @@ def nfos(tree: str, *args: str) -> subprocess.CompletedProcess:
                           check=True, timeout=600)
 
 
-def throughput(tree: str, nf: str, trace: str, workers: int, params: list[str], tmp: str) -> float:
+#: a replay in laps, run by each tree's own code (argv: NF file, trace, workers, laps, params...)
+LAPS_RUN = """
+import os, sys
+from nfos.io.capture import read_capture
+from nfos.runtime.replay import replay
+nf, trace, workers, laps, *params = sys.argv[1:]
+r = replay(nf, read_capture(trace), workers=int(workers), params=params, laps=int(laps),
+           cpus=sorted(os.sched_getaffinity(0)) if int(workers) else None)
+print(r.stats["throughput_pps"])
+"""
+
+
+def throughput(tree: str, nf: str, trace: str, workers: int, params: list[str], tmp: str, laps: int = 1) -> float:
+    if laps > 1:
+        env = dict(os.environ, PYTHONPATH=os.path.join(tree, "src"))
+        out = subprocess.run([sys.executable, "-c", LAPS_RUN, os.path.join(tree, "examples", nf), trace, str(workers),
+                              str(laps), *params], env=env, capture_output=True, text=True, check=True, timeout=600)
+        return float(out.stdout.split()[-1])
     stats = os.path.join(tmp, "s.json")
     nfos(tree, "run", os.path.join(tree, "examples", nf), "--in", trace, "--workers", str(workers), "-q",
          "--stats-json", stats, *[a for p in params for a in ("--param", p)])
@@ -61,13 +80,14 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--packets", type=int, default=400_000)
     ap.add_argument("--repeat", type=int, default=6, help="runs per side and point (even: A B B A ...)")
+    ap.add_argument("--laps", type=int, default=1, help="replay the trace this many times per run")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     trees = {"a": os.path.abspath(args.a), "b": os.path.abspath(args.b)}
     workers = [int(w) for w in args.workers.split(",")]
     doc: dict[str, object] = {
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-        "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "packets": args.packets,
+        "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "packets": args.packets, "laps": args.laps,
         "trees": {k: {"path": v, "commit": subprocess.run(["git", "-C", v, "rev-parse", "--short", "HEAD"],
                                                           capture_output=True, text=True).stdout.strip()}
                   for k, v in trees.items()},
@@ -81,7 +101,7 @@ def main() -> None:
                 runs: dict[str, list[float]] = {"a": [], "b": []}
                 order = ["a", "b", "b", "a"] * (args.repeat // 2 + 1)
                 for side in order[: 2 * args.repeat]:
-                    runs[side].append(throughput(trees[side], nf, trace, w, params, tmp))
+                    runs[side].append(throughput(trees[side], nf, trace, w, params, tmp, args.laps))
                 ma, mb = statistics.median(runs["a"]), statistics.median(runs["b"])
                 ranked = [b / a for a, b in zip(sorted(runs["a"]), sorted(runs["b"]), strict=True)]
                 point = {"nf": name, "workers": w, "a_pps": runs["a"], "b_pps": runs["b"], "a_median": ma,
