@@ -35,11 +35,9 @@ typedef struct {
 /* Handler error lines already logged (across all processes). */
 #define ERROR_SITES 512
 
-/* What a slot shares with the control process (in the arena).  Cache-line aligned, so that
- * no line holds two slots' words: each worker writes its counters and heartbeat at every
- * packet, and a line shared with the next slot's would move between their CPUs as often. */
+/* What a slot shares with the control process (in the arena). */
 typedef struct {
-    _Alignas(NFOS_CACHELINE) SlotCounters counters;   /* counters.def */
+    SlotCounters counters;             /* counters.def */
     _Atomic uint64_t conflict_count;
     ConflictRecord conflicts[CONFLICT_RING];
     uint64_t lat_hist[LAT_BUCKETS];    /* queue-to-commit latency of timed packets */

@@ -80,8 +80,8 @@ static inline size_t obj_stride(size_t payload) {
 /* ------------------------------------------------------- shared STM state */
 enum { REDO_IDLE = 0, REDO_WRITING = 1 };
 
-typedef struct {   /* cache-line aligned: no line holds two slots' words */
-    _Alignas(NFOS_CACHELINE) _Atomic uint32_t in_tx;   /* inside a transaction (irrevocable waits for 0) */
+typedef struct {
+    _Atomic uint32_t in_tx;          /* inside a transaction (irrevocable waits for 0) */
     _Atomic uint32_t redo_state;     /* REDO_WRITING while a commit writes back */
     uint32_t redo_used;              /* bytes of redo log (0: the commit was not logged) */
     uint32_t pad;
