@@ -107,3 +107,31 @@ def test_an_in_place_read_made_stale_by_a_commit_aborts_a_later_read(two):
     for fd in (r, w, r2, w2):
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_dropped_view_is_reused_and_a_kept_one_never_is(two):
+    """Views are reused once nothing but the runtime holds them (as the Packet is): a view
+    the handler keeps is never re-aimed at another record, in or after its transaction."""
+    m = two.nf.state.m
+    keys = [(k, k) for k in range(1, 41)]
+
+    def fill():
+        for k in keys:
+            m.set(k).count = k[0]
+
+    in_stm(fill)
+
+    def body():
+        a = m.get(keys[0])
+        dropped = id(a)
+        del a
+        assert id(m.get(keys[1])) == dropped                # nothing held it: re-aimed
+        kept = [m.get(k) for k in keys]                      # more views than the runtime keeps
+        assert [v.count for v in kept] == [k[0] for k in keys]
+        assert len({id(v) for v in kept}) == len(keys)      # each held view is its own
+        return kept[0]
+
+    old = in_stm(body)
+    assert in_stm(lambda: [m.get(k).count for k in keys]) == [k[0] for k in keys]
+    with pytest.raises(RuntimeError, match="finished transaction"):   # not re-aimed by that transaction
+        _ = old.count

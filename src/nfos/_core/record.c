@@ -20,9 +20,39 @@ typedef struct {
     PyObject *name;
 } Field;
 
+/* Views are reused, as the runtime reuses its Packet: a view that only this cache holds
+ * (reference count 1: the handler that had it dropped it) is aimed at the new record
+ * instead of allocating one.  A handler typically holds its set's state and a few
+ * structure records at a time, so a few views per type cover it. */
+#define VIEW_CACHE 16
+static struct {
+    PyTypeObject *type;
+    PyObject *view;   /* a reference of the cache's own; filled from index 0 up */
+} view_cache[VIEW_CACHE];
+
+void record_view_cache_clear(void) {
+    for (int i = 0; i < VIEW_CACHE; i++) {
+        view_cache[i].type = NULL;
+        Py_CLEAR(view_cache[i].view);
+    }
+}
+
+static RecordView *view_alloc(PyTypeObject *type) {
+    int i = 0;
+    for (; i < VIEW_CACHE && view_cache[i].view; i++)
+        if (view_cache[i].type == type && Py_REFCNT(view_cache[i].view) == 1)
+            return (RecordView *)Py_NewRef(view_cache[i].view);
+    RecordView *v = (RecordView *)type->tp_alloc(type, 0);
+    if (v && i < VIEW_CACHE) {
+        view_cache[i].type = type;
+        view_cache[i].view = Py_NewRef((PyObject *)v);
+    }
+    return v;
+}
+
 PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t size,
                           uint16_t struct_id, uint32_t index, uint8_t flags) {
-    RecordView *v = (RecordView *)type->tp_alloc(type, 0);
+    RecordView *v = view_alloc(type);
     if (!v) return NULL;
     v->data = data;
     v->obj = obj;

@@ -151,6 +151,7 @@ int loop_configure(const LoopConfig *c) {
     set_ref(&h_malformed, c->h_malformed);
     set_ref(&h_error, c->h_error);
     clear_periodics();
+    record_view_cache_clear();
     for (int i = 0; i < c->nperiodic && i < LOOP_MAX_PERIODIC; i++) {
         periodics[i] = c->periodics[i];
         Py_INCREF(periodics[i].fn);
@@ -183,6 +184,7 @@ void loop_reset(void) {
     Py_CLEAR(h_error);
     Py_CLEAR(state_type);
     clear_periodics();
+    record_view_cache_clear();
 }
 
 /* ------------------------------------------------------------- handlers */
