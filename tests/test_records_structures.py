@@ -304,3 +304,33 @@ def test_merged_view_is_read_only(capfd):
     assert (stats["handler_errors"], stats["dropped"], stats["packets_out"]["wan"]) == (1, 1, 1)
     assert ("AttributeError: this record is read-only (a merged DistributedObj view: use .update())\n"
             in capfd.readouterr().err)
+
+
+# ------------------------------------------------- attribute lookups (the descriptor cache)
+
+def test_field_reads_follow_changes_to_the_record_class():
+    """Record and header views look fields up through a (type, name) cache that a change to
+    the class invalidates: every read is what the generic lookup would give."""
+
+    class Host(nfos.Record):
+        port: nfos.u8
+
+        def double(self):
+            return 2 * self.port
+
+    h = Host(port=7)
+    assert (h.port, getattr(h, "".join(["po", "rt"])), h.double()) == (7, 7, 14)   # a non-interned name too
+    Host.label = property(lambda self: "first")
+    assert h.label == "first"
+    first = Host.label
+    Host.label = property(lambda self: "second")   # a new version of the class ...
+    assert h.double() == 14                        # ... made valid again by another lookup
+    assert h.label == "second"
+    del first
+    del Host.label
+    with pytest.raises(AttributeError, match="label"):
+        _ = h.label
+    Host.port = property(lambda self: 99)           # a field shadowed by the class: as the generic lookup
+    assert h.port == 99
+    with pytest.raises(AttributeError, match="nothing"):
+        _ = h.nothing

@@ -847,6 +847,7 @@ static PyGetSetDef qicmp_getset[] = {
 
 #define VIEW_SPEC(NAME, GETSET, DOC)                                                              \
     static PyType_Slot NAME##_slots[] = {{Py_tp_dealloc, hdr_dealloc}, {Py_tp_getset, GETSET},     \
+                                         {Py_tp_getattro, descr_getattro},                        \
                                          {Py_tp_doc, DOC}, {0, NULL}};                            \
     static PyType_Spec NAME##_spec = {"nfos." #NAME, sizeof(HdrView), 0,                          \
                                       Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |             \

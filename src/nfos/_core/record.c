@@ -267,6 +267,44 @@ static PyType_Slot field_slots[] = {
 static PyType_Spec field_spec = {"nfos._core.Field", sizeof(Field), 0,
                                  Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, field_slots};
 
+/* ------------------------------------------------------ attribute lookups */
+
+/* Record and header fields are data descriptors, read several times per packet.  The
+ * generic lookup (PyObject_GenericGetAttr) walks the type's MRO cache, checks for an
+ * instance dict and tests the descriptor each time; this cache maps (type, name) to the
+ * data descriptor once, valid while the type keeps its version tag (CPython gives a
+ * modified type a new one), and holds the name so that its address is not reused.  A data
+ * descriptor wins over an instance dict in the generic lookup too, so the result is the
+ * same; anything else (methods, missing names) takes the generic path. */
+#define ATTR_CACHE 256
+static struct {
+    PyTypeObject *type;
+    PyObject *name;        /* a reference of the cache's own */
+    PyObject *descr;       /* borrowed: the type's dict holds it while its version lasts */
+    descrgetfunc get;
+    unsigned int version;
+} attr_cache[ATTR_CACHE];
+
+PyObject *descr_getattro(PyObject *self, PyObject *name) {
+    PyTypeObject *tp = Py_TYPE(self);
+    uintptr_t h = ((uintptr_t)tp ^ (uintptr_t)name) * 0x9E3779B97F4A7C15ull;
+    unsigned k = (unsigned)(h >> 56) % ATTR_CACHE;
+    if (attr_cache[k].type == tp && attr_cache[k].name == name &&
+        (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && attr_cache[k].version == tp->tp_version_tag)
+        return attr_cache[k].get(attr_cache[k].descr, self, (PyObject *)tp);
+    PyObject *descr = PyUnicode_CheckExact(name) ? _PyType_Lookup(tp, name) : NULL;   /* borrowed */
+    descrgetfunc get = descr ? Py_TYPE(descr)->tp_descr_get : NULL;
+    if (!get || !Py_TYPE(descr)->tp_descr_set || !(tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return PyObject_GenericGetAttr(self, name);
+    Py_INCREF(name);
+    Py_XSETREF(attr_cache[k].name, name);
+    attr_cache[k].type = tp;
+    attr_cache[k].descr = descr;
+    attr_cache[k].get = get;
+    attr_cache[k].version = tp->tp_version_tag;
+    return get(descr, self, (PyObject *)tp);
+}
+
 /* ------------------------------------------------------------ RecordView */
 
 static void view_dealloc(PyObject *self) {
@@ -355,6 +393,7 @@ static PyMethodDef view_methods[] = {
 
 static PyType_Slot view_slots[] = {
     {Py_tp_dealloc, view_dealloc},
+    {Py_tp_getattro, descr_getattro},
     {Py_tp_methods, view_methods},
     {Py_tp_new, view_new},
     {Py_tp_doc, "A typed view of a record in shared or private memory."},

@@ -39,6 +39,9 @@ PyObject *record_view_new(PyTypeObject *type, char *data, ObjHdr *obj, uint32_t 
 /* The view `v` (just made by record_view_new over an in-place read's payload)
  * reads through the descriptor's entry `ent` (no-op: ent < 0, or a copy). */
 void record_view_via(PyObject *v, int32_t ent);
+/* tp_getattro of record and header views: the generic lookup, with (type, name) -> data
+ * descriptor cached (see record.c). */
+PyObject *descr_getattro(PyObject *self, PyObject *name);
 /* Drop the views kept for reuse (a new NF is loaded). */
 void record_view_cache_clear(void);
 /* The first `n` bytes of a view's record, validated: 0, or -1 (exception set). */
