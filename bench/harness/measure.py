@@ -229,9 +229,11 @@ def compact_cdf(cdf: list[list[float]], step: float = 0.005) -> list[list[float]
 
 
 def latency(nf: BenchNF, trace: Trace, workers: int, hi: float, steps: int = 10, duration: float = 0.2,
-            latency_duration: float = 0.3) -> dict[str, Any]:
-    """Paced mode: the highest rate with < 0.1% loss (binary search on [0, hi], ``steps`` runs),
-    then latency percentiles at 50% and 90% of it; without a spare core, why not.
+            latency_duration: float = 2.0) -> dict[str, Any]:
+    """Paced mode: the highest rate with < 0.1% loss (binary search on [0, hi], ``steps`` runs of
+    ``duration`` s), then latency percentiles at 50% and 90% of it, each timed for
+    ``latency_duration`` s (seconds: p99.9 of a few hundred thousand packets, not of the few
+    hundred a short stall decides); without a spare core, why not.
 
     The generator is one process: above its own speed it falls behind the schedule (it then
     queues back to back, later than due), so a rate counts only if the generator achieved 95%
