@@ -37,40 +37,16 @@ BRIDGE = os.path.join(ROOT, "examples", "bridge.py")
 # Each session counts its packets and writes the count into the TTL of each packet it sends,
 # so a packet set whose state kept a lost packet's write shows in every later frame.  A frame
 # to port 6666 kills its worker (mid-handler: the batch's transaction is in progress).
-COUNTING = """
-import os
-import nfos
-
-nf = nfos.NF("killing", devices=["lan", "wan"])
+COUNTING = os.path.join(ROOT, "tests", "runtime", "counting_nf.py")   # param die=kill|exit: port 6666 dies
 
 
-class Count(nfos.Record):
-    n: nfos.u32
+def line_of(path: str, text: str) -> int:
+    """The line of ``path`` that holds ``text`` (what an error names)."""
+    with open(path) as f:
+        return next(i for i, line in enumerate(f, 1) if text in line)
 
 
-@nf.init
-def setup(p):
-    nf.packet_sets(
-        nfos.on("lan", ipv4=("src", "dst"), l4=("sport", "dport")),
-        nfos.on("wan", ipv4=("dst", "src"), l4=("dport", "sport")),
-        protocols=("tcp", "udp"), state=Count, expiry=nfos.seconds(60))
-
-
-def count(pkt, s):
-    s.n += 1
-    if pkt.l4.dport == 6666:
-        DIE
-    pkt.ip.ttl = s.n & 0xFF
-    pkt.send(1 - pkt.dev_index)
-
-
-@nf.new_packet_set
-def first(pkt):
-    count(pkt, nf.register(pkt))
-
-
-nf.packet(count)
-"""
+FIRST_LINE = line_of(COUNTING, "def first(pkt):")   # the new-packet-set handler an error names
 
 # Money moves between accounts (a Vector); a DistributedObj counts the transfers.  The total
 # is exact only if every commit is applied whole or not at all.  A frame to port 7777 makes
@@ -111,9 +87,9 @@ def transfer(pkt):
 """
 
 
-def write_nf(tmp_path, text: str, name: str, die: str = "os.kill(os.getpid(), 9)") -> str:
+def write_nf(tmp_path, text: str, name: str) -> str:
     path = tmp_path / name
-    path.write_text(text.replace("DIE", die))
+    path.write_text(text)
     return str(path)
 
 
@@ -157,9 +133,9 @@ def test_a_worker_killed_mid_handler_is_respawned(tmp_path, batch):
     one respawn, only that batch lost, ``packets_in + packets_lost`` is the trace, and the output
     is the sequential run's over the packets not lost (the lost batch's writes to packet-set
     state and to the worker's table were rolled back)."""
-    nf = write_nf(tmp_path, COUNTING, "killing.py")
+    nf = COUNTING
     trace = numbered(4000, poison=(1500,))
-    r = replay(nf, trace, workers=2, keep_output=True, batch=batch, check=False)
+    r = replay(nf, trace, workers=2, keep_output=True, batch=batch, check=False, params=["die=kill"])
     s = r.stats
     assert s["respawns"] == 1
     assert 1 <= s["packets_lost"] <= batch
@@ -201,17 +177,16 @@ def test_a_worker_killed_mid_commit_has_its_commit_completed(tmp_path):
 def test_a_handler_that_exits_stops_the_run_with_a_clear_error(tmp_path):
     """A handler that calls os._exit: the slot dies again and again; the 5th death within 10 s
     stops the run with one error naming the worker and the handler's line, not a respawn loop."""
-    nf = write_nf(tmp_path, COUNTING, "exiting.py", die="os._exit(3)")
     trace = numbered(3000, poison=tuple(range(100, 3000, 100)))
     t0 = time.monotonic()
     with pytest.raises(WorkerDied) as e:
-        replay(nf, trace, workers=2, check=False)
+        replay(COUNTING, trace, workers=2, check=False, params=["die=exit"])
     assert time.monotonic() - t0 < 10
     msg = str(e.value)
     assert "died 5 times within 10 s" in msg
     assert "exit code 3" in msg
     # each killing frame opens a set (the one before was lost with its registration)
-    assert "in @nf.new_packet_set first (exiting.py:29)" in msg, msg
+    assert f"in @nf.new_packet_set first (counting_nf.py:{FIRST_LINE})" in msg, msg
 
 
 def test_nfos_run_reports_the_dying_handler(tmp_path):
@@ -221,15 +196,15 @@ def test_nfos_run_reports_the_dying_handler(tmp_path):
 
     from nfos.io.capture import write_pcapng
 
-    nf = write_nf(tmp_path, COUNTING, "exiting.py", die="os._exit(3)")
     trace = numbered(2000, poison=tuple(range(100, 2000, 100)))
     pcap = tmp_path / "in.pcapng"
     write_pcapng(str(pcap), trace.dev_names, trace.frames, trace.times_ns, trace.devs)
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    p = subprocess.run([sys.executable, "-m", "nfos", "run", nf, "--in", str(pcap), "--workers", "2", "-q"], capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "nfos", "run", COUNTING, "--in", str(pcap), "--workers", "2", "-q",
+                        "--param", "die=exit"], capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode != 0
     lines = [x for x in p.stderr.splitlines() if x.startswith("nfos: error")]
-    assert len(lines) == 1 and "died 5 times within 10 s" in lines[0] and "exiting.py:29" in lines[0], p.stderr
+    assert len(lines) == 1 and "died 5 times within 10 s" in lines[0] and f"counting_nf.py:{FIRST_LINE}" in lines[0], p.stderr
 
 
 # -------------------------------------------------- random kills: the invariants
@@ -396,7 +371,7 @@ def test_invariants_after_100_random_kills(tmp_path, case):
 def test_the_counting_nf_after_random_kills_is_the_sequential_run(tmp_path):
     """10 kills at random moments (Harness, 2 workers): the output is the sequential run's over
     the frames not lost, and the frames lost are exactly ``packets_lost``."""
-    nf = write_nf(tmp_path, COUNTING, "counting.py", die="pass")
+    nf = COUNTING
     trace = numbered(6000, flows=80)
     items = [("lan", f, t / 1e9) for f, t in zip(trace.frames, trace.times_ns, strict=True)]
     waited: list[float] = []
